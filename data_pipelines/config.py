@@ -1,0 +1,154 @@
+"""Configuration of the input pipelines: one ``ConfigDict`` with a default for every key.
+
+``data_config(**overrides)`` returns the defaults below with ``overrides`` applied (nested keys by
+passing a dict, e.g. ``audio=dict(num_clips=2)``). Every key is documented next to its default.
+Experiment configs embed the result as ``config.data`` and change keys on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+#: Modalities the pipeline knows how to produce (the batch contract in docs/contracts.md).
+KNOWN_MODALITIES = ("video", "audio", "text", "subtitle")
+#: Text-like modalities: tokenized into ``<m>_ids`` / ``<m>_mask``.
+TEXT_MODALITIES = ("text", "subtitle")
+RESIZE_MODES = ("crop_flip", "resize")
+CAPTION_MODES = ("all", "first")
+BAD_DATA_POLICIES = ("raise", "skip")
+
+
+def data_config(**overrides: Any) -> ml_collections.ConfigDict:
+    """Returns the data configuration with ``overrides`` applied.
+
+    Raises:
+      KeyError: an override names a key that does not exist (typos never pass silently).
+      ValueError: a value is outside its documented range (see ``validate_config``).
+    """
+    c = ml_collections.ConfigDict()
+    # Dataset layout name (annotations.load_records(dataset=...)): msrvtt, didemo, activitynet,
+    # vatex, audiocaps, youcook, vast, tridigits, ...; None = no layout check (any VAST-style JSON).
+    c.dataset = "msrvtt"
+    # Annotation JSON per split name; the train iterator reads `train`, evaluation the split it is
+    # given. A value may be None for a split the experiment does not use.
+    c.annotations = ml_collections.ConfigDict({"train": None, "test": None})
+    # Directories holding <id>.<ext> media files (exact id match, never a prefix match).
+    c.video_dir = None
+    c.audio_dir = None
+    # Modalities that the batch carries, a subset of KNOWN_MODALITIES.
+    c.modalities = ("video", "audio", "text")
+    # Frames per video: train and evaluation (the reference trains some configs on fewer frames).
+    c.num_frames = 8
+    c.eval_num_frames = None  # None = num_frames
+    # Square output side of the frames, pixels.
+    c.image_size = 224
+    # 'crop_flip': train random-resized-crop + flip, eval short-side resize + centre crop;
+    # 'resize': plain resize to image_size x image_size (aspect distorted), as the reference's 'none'.
+    c.resize = "crop_flip"
+    c.audio = ml_collections.ConfigDict(
+        {
+            "mel_bins": 64,  # Kaldi log-mel bins (64 as released GRAM, 128 as BEATs' pre-training)
+            "target_length": 1024,  # frames (10 ms) per filterbank slice
+            "num_clips": 1,  # slices per sample (2 for DiDeMo and ActivityNet in the reference)
+            # (fbank - norm_mean) / (2 * norm_std): the reference's AudioSet statistics.
+            "norm_mean": 15.41663,
+            "norm_std": 6.55582,
+            # 'fixed': pad to the next multiple of target_length; 'reference': the released code's
+            # padding, which can add an all-zero slice (media.audio.slice_fbank).
+            "padding": "fixed",
+        }
+    )
+    # Maximum token length (with [CLS]/[SEP]) per text-like modality.
+    c.text_max_len = ml_collections.ConfigDict({"text": 40, "subtitle": 70})
+    # 'all': one sample per (record, caption); 'first': only caption 0 of each record.
+    c.caption_mode = "all"
+    # True keeps only records whose audio file exists (the reference's filter: MSR-VTT 884 of 1000);
+    # False keeps the full set and marks missing audio with present_audio=False.
+    c.filter_audio = False
+    # Global batch sizes (all processes together); each process gets batch_size / process_count rows.
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.seed = 0
+    # Shuffle the training order (a new permutation per epoch, derived from seed and epoch).
+    c.shuffle = True
+    # Training epochs; None repeats forever (the trainer stops at total_steps).
+    c.num_epochs = None
+    # Worker processes decoding batches (grain mp_prefetch); 0 decodes in this process.
+    c.worker_count = 0
+    # Batches each worker keeps ready.
+    c.worker_buffer_size = 2
+    # Threads decoding samples inside each process (PyAV releases the GIL while decoding).
+    c.read_threads = 2
+    # Samples read ahead by those threads.
+    c.prefetch_buffer_size = 16
+    # What a missing or undecodable media file does: 'raise' stops with an error naming the file;
+    # 'skip' fills that modality with zeros, sets present_<m>=False, counts it and logs the id.
+    c.bad_data = "raise"
+    # Directory of `gram-data prepare` output (ArrayRecord shards + manifest.json); None = decode the
+    # raw media. Training reads either through the same interface.
+    c.prepared_dir = None
+    for key, value in overrides.items():
+        if key not in c:
+            raise KeyError(f"data_config: unknown key {key!r}; known keys: {sorted(c.keys())}")
+        if key == "annotations":
+            # Split names are free-form (train, val, test, test_1k, ...): replace the whole mapping.
+            c.annotations = ml_collections.ConfigDict(dict(value))
+        elif isinstance(value, dict) and isinstance(c[key], ml_collections.ConfigDict):
+            for sub, sub_value in value.items():
+                if sub not in c[key]:
+                    raise KeyError(f"data_config: unknown key {key}.{sub}; known: {sorted(c[key])}")
+                c[key][sub] = sub_value
+        else:
+            with c.ignore_type():
+                c[key] = value
+    c.lock()
+    validate_config(c)
+    return c
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+    """Checks the values of a data config; raises ValueError naming the key and what was expected."""
+    unknown = [m for m in c.modalities if m not in KNOWN_MODALITIES]
+    if unknown or not c.modalities:
+        raise ValueError(
+            f"data config key 'modalities': expected a non-empty subset of {KNOWN_MODALITIES}, "
+            f"got {tuple(c.modalities)}"
+        )
+    choices = {"resize": RESIZE_MODES, "caption_mode": CAPTION_MODES, "bad_data": BAD_DATA_POLICIES}
+    for key, allowed in choices.items():
+        if c[key] not in allowed:
+            raise ValueError(f"data config key {key!r}: expected one of {allowed}, got {c[key]!r}")
+    positive = {
+        "num_frames": c.num_frames,
+        "image_size": c.image_size,
+        "batch_size": c.batch_size,
+        "eval_batch_size": c.eval_batch_size,
+        "audio.mel_bins": c.audio.mel_bins,
+        "audio.target_length": c.audio.target_length,
+        "audio.num_clips": c.audio.num_clips,
+        "read_threads": c.read_threads,
+        "prefetch_buffer_size": c.prefetch_buffer_size,
+        "worker_buffer_size": c.worker_buffer_size,
+    }
+    if c.eval_num_frames is not None:
+        positive["eval_num_frames"] = c.eval_num_frames
+    if c.num_epochs is not None:
+        positive["num_epochs"] = c.num_epochs
+    for m in TEXT_MODALITIES:
+        if m in c.modalities:
+            positive[f"text_max_len.{m}"] = c.text_max_len[m]
+    for key, value in positive.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"data config key {key!r}: expected a positive int, got {value!r}")
+    if not isinstance(c.worker_count, int) or c.worker_count < 0:
+        raise ValueError(f"data config key 'worker_count': expected an int >= 0, got {c.worker_count}")
+    if not 0 <= c.seed < 2**32:
+        raise ValueError(f"data config key 'seed': expected 0 <= seed < 2**32, got {c.seed}")
+    if c.audio.padding not in ("fixed", "reference"):
+        raise ValueError(
+            f"data config key 'audio.padding': expected 'fixed' or 'reference', got {c.audio.padding!r}"
+        )
+    if c.audio.norm_std <= 0:
+        raise ValueError(f"data config key 'audio.norm_std': expected > 0, got {c.audio.norm_std}")

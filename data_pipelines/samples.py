@@ -1,0 +1,214 @@
+"""One split of a dataset as a flat, random-access list of samples, plus the raw media reader.
+
+A *record* is one annotation entry (one video / audio clip); a *sample* is one (record, caption)
+pair: ``caption_mode='all'`` gives every caption of a record its own sample, ``'first'`` only
+caption 0 (annotations.load_records applies the mode). The pipeline's plans index samples.
+
+``SplitData`` is pickled into Grain's worker processes, so it holds plain lists and numpy arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from data_pipelines import annotations, media
+from data_pipelines.media import audio as media_audio
+from data_pipelines.media import video as media_video
+
+
+@dataclasses.dataclass
+class SplitData:
+    """The samples of one split.
+
+    Attributes:
+      split, dataset, annotation_path: where it came from.
+      ids: str per record (media file stem).
+      positions: int32[R], each record's position in the annotation file (the batch's ``index``;
+        stays the annotation position when ``filter_audio`` removes records).
+      captions: list[str] per record (may be empty: then the text modality is absent).
+      subtitles: str or None per record.
+      labels: int32[R] class per record, or None when the dataset has no labels.
+      sample_record: int32[N] record of each sample; sample_caption: int32[N] caption of each sample.
+      media_paths: modality -> list of str paths or None (file not found) per record.
+      media_dirs: modality -> the directory searched.
+    """
+
+    split: str
+    dataset: str
+    annotation_path: str
+    ids: list[str]
+    positions: np.ndarray
+    captions: list[list[str]]
+    subtitles: list[str | None]
+    labels: np.ndarray | None
+    sample_record: np.ndarray
+    sample_caption: np.ndarray
+    media_paths: dict[str, list[str | None]]
+    media_dirs: dict[str, str]
+
+    def __len__(self) -> int:
+        return int(self.sample_record.shape[0])
+
+    @property
+    def num_records(self) -> int:
+        return len(self.ids)
+
+
+_EXTENSIONS = {"video": media.VIDEO_EXTENSIONS, "audio": media.AUDIO_EXTENSIONS}
+
+
+def _record_label(record, path: str, position: int) -> int | None:
+    label = (record.extra or {}).get("label")
+    if label is None:
+        return None
+    if isinstance(label, bool) or not isinstance(label, int | np.integer):
+        raise ValueError(
+            f"{path}: record {position} (id {record.id!r}) field 'label': expected an int class "
+            f"index, got {label!r}"
+        )
+    return int(label)
+
+
+def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
+    """Reads the annotations of ``split`` and resolves its media files (exact id match).
+
+    Raises:
+      KeyError: ``config.annotations`` has no path for ``split``.
+      media.MediaError: under ``bad_data='raise'``, a configured modality's file is missing
+        for some record (the message names the first ones and the count); a media dir is missing.
+    """
+    path = config.annotations.get(split) if split in config.annotations else None
+    if path is None:
+        raise KeyError(
+            f"data config key 'annotations.{split}': no annotation file for split {split!r}; "
+            f"configured splits: {sorted(k for k, v in config.annotations.items() if v)}"
+        )
+    path = os.fspath(path)
+    records = annotations.load_records(
+        path, dataset=config.dataset, caption_mode=config.caption_mode
+    )
+    positions = np.arange(len(records), dtype=np.int32)
+    if config.prepared_dir is not None:
+        # The prepared shards hold the media; the original files need not exist here.
+        from data_pipelines import prepared_source
+
+        manifest = prepared_source.read_manifest(config.prepared_dir, split)
+        prepared_source.check_manifest_matches(manifest, records, config, path)
+        unavailable = set(manifest["missing"].get("audio", []))
+    else:
+        manifest = None
+    if config.filter_audio:
+        if manifest is None:
+            if not config.audio_dir:
+                raise ValueError("data config: filter_audio=True needs audio_dir")
+            unavailable = {
+                r.id
+                for r in records
+                if media.find_media(config.audio_dir, r.id, media.AUDIO_EXTENSIONS) is None
+            }
+        keep = [i for i, r in enumerate(records) if r.id not in unavailable]
+        logging.info("%s: filter_audio kept %d of %d records", path, len(keep), len(records))
+        records = [records[i] for i in keep]
+        positions = positions[keep]
+    media_paths: dict[str, list[str | None]] = {}
+    media_dirs: dict[str, str] = {}
+    for m in [m for m in ("video", "audio") if m in config.modalities and manifest is None]:
+        directory = config[f"{m}_dir"]
+        if not directory:
+            raise ValueError(f"data config key '{m}_dir': needed because modalities has {m!r}")
+        found = [media.find_media(directory, r.id, _EXTENSIONS[m]) for r in records]
+        media_paths[m] = [None if p is None else os.fspath(p) for p in found]
+        media_dirs[m] = os.fspath(directory)
+        missing = [r.id for r, p in zip(records, found, strict=True) if p is None]
+        if missing:
+            message = (
+                f"{path}: {len(missing)} of {len(records)} records have no {m} file in {directory} "
+                f"(first ids: {missing[:5]})"
+            )
+            if config.bad_data == "raise":
+                raise media.MediaError(directory, message + "; set bad_data='skip' to mask them")
+            logging.warning("%s; they get present_%s=False", message, m)
+    labels = [_record_label(r, path, int(p)) for r, p in zip(records, positions, strict=True)]
+    has_label = [label is not None for label in labels]
+    if any(has_label) and not all(has_label):
+        first = has_label.index(False)
+        raise ValueError(
+            f"{path}: record {int(positions[first])} (id {records[first].id!r}) has no 'label' "
+            "while other records do; a labelled dataset needs one on every record"
+        )
+    sample_record, sample_caption = [], []
+    for i, r in enumerate(records):
+        n = max(1, len(r.captions))  # a record without caption still yields one sample
+        sample_record.extend([i] * n)
+        sample_caption.extend(range(n))
+    return SplitData(
+        split=split,
+        dataset=config.dataset,
+        annotation_path=path,
+        ids=[str(r.id) for r in records],
+        positions=positions,
+        captions=[list(r.captions) for r in records],
+        subtitles=[r.subtitle for r in records],
+        labels=np.asarray(labels, np.int32) if all(has_label) and labels else None,
+        sample_record=np.asarray(sample_record, np.int32),
+        sample_caption=np.asarray(sample_caption, np.int32),
+        media_paths=media_paths,
+        media_dirs=media_dirs,
+    )
+
+
+class RawReader:
+    """Decodes a record's media from the original files (PyAV), per the config.
+
+    ``video``/``audio`` raise media.MediaError for a missing or undecodable file; the caller
+    (transforms.LoadSample) applies the bad-data policy.
+    """
+
+    def __init__(self, split: SplitData, config: ml_collections.ConfigDict, *, train: bool):
+        self._split = split
+        self._train = train
+        self._num_frames = config.num_frames if train else (config.eval_num_frames or config.num_frames)
+        self._image_size = config.image_size
+        self._resize = config.resize
+        self._audio = config.audio.to_dict()
+
+    def _path(self, modality: str, record: int) -> str:
+        path = self._split.media_paths[modality][record]
+        if path is None:
+            directory = self._split.media_dirs[modality]
+            raise media.MediaError(
+                os.path.join(directory, self._split.ids[record]),
+                f"no {modality} file with this id (extensions {_EXTENSIONS[modality]})",
+            )
+        return path
+
+    def video(self, record: int, rng: np.random.Generator | None) -> np.ndarray:
+        """uint8[F, S, S, 3] frames of ``record``."""
+        return media_video.load_frames(
+            self._path("video", record),
+            num_frames=self._num_frames,
+            train=self._train,
+            rng=rng,
+            size=self._image_size,
+            resize=self._resize,
+        )
+
+    def audio(self, record: int, rng: np.random.Generator | None) -> np.ndarray:
+        """float32[C, T, M] normalised filterbank slices of ``record``."""
+        a = self._audio
+        return media_audio.load_fbank_slices(
+            self._path("audio", record),
+            num_clips=a["num_clips"],
+            target_length=a["target_length"],
+            mel_bins=a["mel_bins"],
+            train=self._train,
+            rng=rng,
+            mean=a["norm_mean"],
+            std=a["norm_std"],
+            padding=a["padding"],
+        )

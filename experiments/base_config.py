@@ -1,0 +1,162 @@
+"""The default GRAM training configuration; every experiment config starts from `get_config()`.
+
+Usage: ``gram-train --config experiments/base_config.py[:runlocal] --workdir W``; other configs do
+``config = base_config.get_config()`` and change a few keys.
+
+Units: ``total_steps`` counts train steps, each on one *global* batch of ``data.batch_size`` rows
+(split over all processes and devices). The reference counts ``len(dataset) // batch_size * epochs``
+steps with its batch size global over 4 GPUs, so a reference run of E epochs on N records at batch B
+is ``total_steps = N // B * E`` here, independent of the device count.
+
+Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unknown ones):
+
+- ``model``: `gram_jax.models.gram.model_config()` (towers, widths, dtypes; see that module).
+- ``data``: `data_pipelines.config.data_config()` (annotations, media, batch size, frames; see there).
+- ``loss``:
+  - ``name``: a `gram_jax.losses.LOSSES` key; ``'volume'`` = GRAM's volume contrastive loss.
+  - ``anchor``: the modality whose embedding is the anchor (``'text'``).
+  - ``label_smoothing``: 0.1, as the reference's smoothed cross-entropy.
+  - ``gather_mode``: ``'global'`` (exact global-batch loss), ``'local'`` (shard_map, less memory) or
+    ``'reference'`` (gathered copies detached, as the released code).
+  - ``matching_weight``: lambda of the data-anchor matching loss (0.1; 0 turns it and its hard-negative
+    sampling off).
+- ``optim`` (`gram_jax.optim`): ``name`` ('adamw'), ``lr`` (peak lr of every parameter outside the
+  groups, 2e-5), ``b1`` 0.9, ``b2`` 0.98, ``eps`` 1e-6, ``weight_decay`` 0.01, ``decay_embeddings``
+  (False), ``grad_clip_norm`` (0 = off, as the reference in effect), ``accumulation_steps`` (1),
+  ``lr_groups`` ({group: {pattern: regex on the '/'-joined param path, lr}}; the vision tower at 5e-7).
+- ``schedule``: ``name`` ('warmup_linear' | 'cosine' | 'constant'), ``warmup_fraction`` (0.1),
+  ``warmup_steps`` (0 = use the fraction), ``end_factor`` (cosine floor, fraction of the peak).
+- ``mesh``: ``data`` (-1 = all remaining devices), ``fsdp`` (1), ``model`` (1) axis sizes.
+- ``distributed``: ``initialize`` (force `jax.distributed.initialize()`; SLURM/TPU pods are
+  auto-detected), ``coordinator_address``, ``num_processes``, ``process_id`` (explicit local runs).
+- ``total_steps``, ``checkpoint_steps`` (save every K steps; also at the end and on SIGTERM),
+  ``keep_checkpoints`` (keep-N), ``async_checkpoints`` (True), ``log_every`` (train metrics every N
+  steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the reference evaluates first).
+- ``evals``: {name: ConfigDict(type='retrieval' | 'classification', ...)} for `gram_jax.evaluators`.
+- ``seed``: the seed of initialisation, dropout and hard-negative sampling (50, as the reference).
+- ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
+  workdir has none.
+- ``model_init``: a converted-weights file (gram-convert output, .msgpack or orbax dir) whose
+  parameters, possibly a subset, initialise the model when there is nothing to resume.
+- ``progress_bar``: show tqdm when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tempfile
+
+import ml_collections
+
+from gram_jax.trainer_config import trainer_defaults
+
+REFERENCE_MEDIA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "gram_reference"
+# The four real clips of the reference's inference notebook and their captions (media/README.md).
+REFERENCE_CAPTIONS = (
+    "A dog is barking",
+    "A dog is howling",
+    "A red cat is meowing",
+    "A black cat is meowing",
+)
+
+
+def _model_config(**overrides) -> ml_collections.ConfigDict:
+    from gram_jax.models.gram import model_config
+
+    return model_config(**overrides)
+
+
+def _data_config(**overrides) -> ml_collections.ConfigDict:
+    from data_pipelines.config import data_config
+
+    return data_config(**overrides)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The full default config; ``arg='runlocal'`` shrinks it for a one-minute CPU run."""
+    config = ml_collections.ConfigDict()
+    config.model = _model_config()
+    config.data = _data_config()
+
+    # The trainer's own sections (loss, optim, schedule, mesh, run length...) live in the library,
+    # so that config validation knows every valid key even when experiments/ is not importable.
+    for key, value in trainer_defaults().items():
+        config[key] = value
+
+    if arg:
+        for part in arg.split(","):
+            if part == "runlocal":
+                runlocal(config)
+            else:
+                raise ValueError(f"experiments/base_config.py: unknown argument {part!r}")
+    return config
+
+
+def reference_clips_dir(directory: str | pathlib.Path | None = None) -> pathlib.Path:
+    """A VAST-style dataset directory over the 4 real reference clips; returns its path.
+
+    Writes ``annotations.json`` (records {"video_id": "clip<i>", "desc": caption}) and links
+    ``videos/clip<i>.mp4`` -> media/videos/video<i>.mp4, ``audios/clip<i>.mp3`` ->
+    media/audios/audio<i>.mp3 (the released files name audio and video differently), under
+    `directory` (default: the system temp dir). Idempotent.
+    """
+    media = REFERENCE_MEDIA / "media"
+    if not media.is_dir():
+        raise FileNotFoundError(f"runlocal: the real reference clips are missing: {media}")
+    root = pathlib.Path(directory or tempfile.gettempdir()) / "gram_jax_reference_clips"
+    for sub in ("videos", "audios"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, caption in enumerate(REFERENCE_CAPTIONS, start=1):
+        for sub, src in (("videos", f"video{i}.mp4"), ("audios", f"audio{i}.mp3")):
+            link = root / sub / f"clip{i}{pathlib.Path(src).suffix}"
+            if not link.exists():
+                link.symlink_to(media / sub / src)
+        records.append({"video_id": f"clip{i}", "desc": caption})
+    path = root / "annotations.json"
+    text = json.dumps(records, indent=1)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return root
+
+
+def reference_clips_data(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`data` pointed at the 4 reference clips: global batch 4, 2 small frames, short audio."""
+    from data_pipelines.config import data_config
+
+    root = reference_clips_dir()
+    return data_config(
+        dataset="msrvtt",
+        annotations={"train": str(root / "annotations.json"), "test": str(root / "annotations.json")},
+        video_dir=str(root / "videos"),
+        audio_dir=str(root / "audios"),
+        modalities=("video", "audio", "text"),
+        num_frames=2,
+        image_size=32,
+        audio=dict(mel_bins=data.audio.mel_bins, target_length=128, num_clips=1),
+        text_max_len=dict(text=16, subtitle=16),
+        batch_size=4,
+        eval_batch_size=4,
+        seed=data.seed,
+        read_threads=2,
+        prefetch_buffer_size=4,
+    )
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks `config` in place to train on CPU in about a minute: tiny towers, few steps, the
+    real local media (the 4 reference clips, global batch 4), no pretrained weights. Returns it."""
+    from gram_jax.models.gram import tiny_model_config
+
+    config.model = tiny_model_config(config.model)
+    config.data = reference_clips_data(config.data)
+    config.total_steps = 4
+    config.checkpoint_steps = 2
+    config.keep_checkpoints = 2
+    config.log_every = 1
+    config.eval_every = 0
+    config.model_init = ""
+    config.resume = ""
+    config.progress_bar = False
+    return config

@@ -1,0 +1,447 @@
+"""Baseline alignment losses for the ablations, all with the `LOSSES` registry signature.
+
+    fn(embeddings: {modality: float[B, D] unit vectors}, present: {modality: bool[B]} | None, *,
+       anchor='text', order=('video', 'audio'), temperature, gather_mode='global', mesh=None,
+       batch_axes=('data',), label_smoothing=0.1, **kw) -> (loss float32[], aux dict)
+
+- `cosine_anchor_loss`: symmetric cosine InfoNCE between the anchor and each data modality
+  (text-video + text-audio, the "anchor everything to text" recipe of ImageBind / LanguageBind /
+  VAST).
+- `cosine_all_pairs_loss`: the same over every unordered pair of modalities (video-audio included).
+- `sigmoid_loss`: SigLIP's pairwise sigmoid loss, logits = cos / tau + bias, label +1 on matched
+  pairs and -1 elsewhere, summed over columns and averaged over rows; `bias` is a keyword (SigLIP
+  inits it to -10 and learns it; the caller owns that parameter).
+- `symile_loss`: Symile (Saporta et al., NeurIPS 2024): the multilinear inner product MIP(x, y, z) =
+  sum_d x_d y_d z_d of all modalities; each modality in turn is the anchor and must pick its
+  positive
+  among candidates built from the other modalities: `negative_sampling='n'` (default, O(N)
+  negatives: each non-anchor modality is shuffled by its own random permutation, the diagonal holds
+  the positive MIP), or `'n_squared'` (every combination of rows of the two non-anchor modalities; 3
+  modalities). Symile's total is the average of the per-anchor cross-entropies.
+- `area_loss`: TRIANGLE (Cicchetti et al., NeurIPS 2025): GRAM's two-direction loss with the area of
+  the triangle (t_i, v_j, a_j) in place of the volume; exactly 3 modalities.
+
+The same `label_smoothing` (0.1, GRAM's setting) applies to every softmax loss by default so that an
+ablation changes only the alignment measure; pass 0.0 for the original papers' plain cross-entropy.
+
+Missing modalities: a pair term skips rows whose pair is incomplete and masks the columns whose
+candidate is missing (never a fake vector); Symile and area skip samples missing any modality.
+Gather modes behave as for the volume loss (`gram_jax.gather`): each softmax term has local rows
+against gathered columns, so in 'reference' mode each direction trains only its row side.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from gram_jax.contrastive import (
+    masked_mean,
+    positive_labels,
+    resolve_temperature,
+    smoothed_cross_entropy,
+)
+from gram_jax.gather import apply_gathered, check_gather_mode
+from gram_jax.volume import pairwise_triangle_area
+
+
+def select_modalities(
+    embeddings: Mapping[str, jax.Array],
+    present: Mapping[str, jax.Array] | None,
+    anchor: str,
+    order: Sequence[str],
+) -> tuple[list[jax.Array], list[jax.Array | None]]:
+    """The `order` embeddings (float[B, D] each) and their presence masks (bool[B] or None).
+
+    Raises a ValueError naming the missing key if `embeddings` lacks `anchor` or a modality of
+    `order`, or if shapes disagree.
+    """
+    names = (anchor, *order)
+    if len(set(names)) != len(names) or not order:
+        raise ValueError(f"anchor={anchor!r}, order={tuple(order)}: expected distinct modalities")
+    for name in names:
+        if name not in embeddings:
+            raise ValueError(
+                f"embeddings: missing key {name!r} (have {sorted(embeddings)}; anchor={anchor!r}, "
+                f"order={tuple(order)})"
+            )
+    shape = jnp.shape(embeddings[anchor])
+    if len(shape) != 2:
+        raise ValueError(f"embeddings[{anchor!r}]: expected float[B, D], got shape {shape}")
+    masks = []
+    for name in names:
+        if jnp.shape(embeddings[name]) != shape:
+            raise ValueError(
+                f"embeddings[{name!r}]: expected shape {shape} like the anchor, got "
+                f"{jnp.shape(embeddings[name])}"
+            )
+        mask = None if present is None else present.get(name)
+        if mask is not None:
+            mask = jnp.asarray(mask).astype(bool)
+            if mask.shape != shape[:1]:
+                raise ValueError(f"present[{name!r}]: expected bool[{shape[0]}], got {mask.shape}")
+        masks.append(mask)
+    return [jnp.asarray(embeddings[n]) for n in order], masks[1:]
+
+
+def _inputs(embeddings, present, anchor, order):
+    """{'emb': [B, M, D] in (anchor, *order) order, 'present': bool[B, M]} for apply_gathered."""
+    others, masks = select_modalities(embeddings, present, anchor, order)
+    anchor_present = None if present is None else present.get(anchor)
+    all_masks = [anchor_present, *masks]
+    b = others[0].shape[0]
+    emb = jnp.stack([jnp.asarray(embeddings[anchor]), *others], axis=1).astype(jnp.float32)
+    pres = jnp.stack(
+        [jnp.ones(b, bool) if m is None else jnp.asarray(m, bool) for m in all_masks], 1
+    )
+    return {"emb": emb, "present": pres}
+
+
+def _pair_terms(local, gathered, offset, pairs, tau, eps):
+    """Per-row smoothed InfoNCE of both directions of each pair (p, q) of modality positions."""
+    rows = local["emb"].shape[0]
+    labels = positive_labels(offset, rows)
+    out = {}
+    for p, q in pairs:
+        row_valid = local["present"][:, p] & local["present"][:, q]
+        for src, dst in ((p, q), (q, p)):
+            logits = local["emb"][:, src] @ gathered["emb"][:, dst].T / tau
+            # A column needs its own pair complete: its index is the positive of some row.
+            col_valid = gathered["present"][:, src] & gathered["present"][:, dst]
+            ce = smoothed_cross_entropy(logits, labels, eps, column_valid=col_valid)
+            out[f"ce_{src}_{dst}"] = jnp.where(row_valid, ce, 0.0)
+        out[f"valid_{p}_{q}"] = row_valid
+    return out
+
+
+def _pair_loss(
+    embeddings,
+    present,
+    anchor,
+    order,
+    pairs,
+    temperature,
+    gather_mode,
+    mesh,
+    batch_axes,
+    label_smoothing,
+):
+    check_gather_mode(gather_mode)
+    names = (anchor, *order)
+    tensors = _inputs(embeddings, present, anchor, order)
+    tau = resolve_temperature(temperature)
+    out = apply_gathered(
+        lambda lo, ga, off: _pair_terms(lo, ga, off, pairs, tau, label_smoothing),
+        tensors,
+        gather_mode=gather_mode,
+        mesh=mesh,
+        batch_axes=batch_axes,
+    )
+    aux, terms = {"temperature": tau}, []
+    for p, q in pairs:
+        valid = out[f"valid_{p}_{q}"]
+        pq = masked_mean(out[f"ce_{p}_{q}"], valid)
+        qp = masked_mean(out[f"ce_{q}_{p}"], valid)
+        aux[f"loss_{names[p]}_{names[q]}"] = 0.5 * (pq + qp)
+        terms.append(0.5 * (pq + qp))
+    return jnp.mean(jnp.stack(terms)), aux
+
+
+def cosine_anchor_loss(
+    embeddings,
+    present=None,
+    *,
+    anchor="text",
+    order=("video", "audio"),
+    temperature,
+    gather_mode="global",
+    mesh: Mesh | None = None,
+    batch_axes=("data",),
+    label_smoothing=0.1,
+    **unused,
+):
+    """Symmetric cosine InfoNCE of (anchor, m) for every m in `order`, averaged over pairs.
+
+    aux: 'loss_<anchor>_<m>' per pair, 'temperature'.
+    """
+    pairs = [(0, i + 1) for i in range(len(order))]
+    return _pair_loss(
+        embeddings,
+        present,
+        anchor,
+        order,
+        pairs,
+        temperature,
+        gather_mode,
+        mesh,
+        batch_axes,
+        label_smoothing,
+    )
+
+
+def cosine_all_pairs_loss(
+    embeddings,
+    present=None,
+    *,
+    anchor="text",
+    order=("video", "audio"),
+    temperature,
+    gather_mode="global",
+    mesh: Mesh | None = None,
+    batch_axes=("data",),
+    label_smoothing=0.1,
+    **unused,
+):
+    """Symmetric cosine InfoNCE over every unordered pair of (anchor, *order), averaged.
+
+    aux: 'loss_<m1>_<m2>' per pair, 'temperature'.
+    """
+    pairs = list(itertools.combinations(range(len(order) + 1), 2))
+    return _pair_loss(
+        embeddings,
+        present,
+        anchor,
+        order,
+        pairs,
+        temperature,
+        gather_mode,
+        mesh,
+        batch_axes,
+        label_smoothing,
+    )
+
+
+def sigmoid_loss(
+    embeddings,
+    present=None,
+    *,
+    anchor="text",
+    order=("video", "audio"),
+    temperature,
+    bias=-10.0,
+    pairs="anchor",
+    gather_mode="global",
+    mesh: Mesh | None = None,
+    batch_axes=("data",),
+    **unused,
+):
+    """SigLIP's sigmoid loss per pair: -1/N sum_ij log sigmoid(z_ij (cos_ij / tau + bias)).
+
+    Args:
+      bias: float or float32[] (learnable in SigLIP, init -10).
+      pairs: 'anchor' (anchor with each modality of `order`) or 'all' (every unordered pair).
+      Other arguments as the module docstring. Both directions are summed and halved, which equals
+      one direction in 'global' mode but lets 'reference' mode train both sides.
+
+    Returns:
+      (loss, aux) with 'loss_<m1>_<m2>' per pair, 'temperature', 'bias'.
+    """
+    check_gather_mode(gather_mode)
+    if pairs not in ("anchor", "all"):
+        raise ValueError(f"sigmoid_loss pairs={pairs!r}: expected 'anchor' or 'all'")
+    names = (anchor, *order)
+    index_pairs = (
+        [(0, i + 1) for i in range(len(order))]
+        if pairs == "anchor"
+        else list(itertools.combinations(range(len(names)), 2))
+    )
+    tau = resolve_temperature(temperature)
+    bias = jnp.asarray(bias, jnp.float32)
+    tensors = _inputs(embeddings, present, anchor, order)
+
+    def per_rows(local, gathered, offset):
+        labels = positive_labels(offset, local["emb"].shape[0])
+        n = gathered["emb"].shape[0]
+        sign = jnp.where(jnp.arange(n)[None, :] == labels[:, None], 1.0, -1.0)
+        out = {}
+        for p, q in index_pairs:
+            for src, dst in ((p, q), (q, p)):
+                logits = local["emb"][:, src] @ gathered["emb"][:, dst].T / tau + bias
+                valid = (local["present"][:, src] & local["present"][:, dst])[:, None] & (
+                    gathered["present"][:, src] & gathered["present"][:, dst]
+                )[None, :]
+                nll = -jax.nn.log_sigmoid(sign * logits)
+                out[f"sum_{src}_{dst}"] = jnp.sum(jnp.where(valid, nll, 0.0), axis=1)
+            out[f"valid_{p}_{q}"] = local["present"][:, p] & local["present"][:, q]
+        return out
+
+    out = apply_gathered(
+        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+    )
+    aux, terms = {"temperature": tau, "bias": bias}, []
+    for p, q in index_pairs:
+        term = 0.5 * (
+            masked_mean(out[f"sum_{p}_{q}"], out[f"valid_{p}_{q}"])
+            + masked_mean(out[f"sum_{q}_{p}"], out[f"valid_{p}_{q}"])
+        )
+        aux[f"loss_{names[p]}_{names[q]}"] = term
+        terms.append(term)
+    return jnp.mean(jnp.stack(terms)), aux
+
+
+def symile_loss(
+    embeddings,
+    present=None,
+    *,
+    anchor="text",
+    order=("video", "audio"),
+    temperature,
+    rng=None,
+    negative_sampling="n",
+    gather_mode="global",
+    mesh: Mesh | None = None,
+    batch_axes=("data",),
+    label_smoothing=0.1,
+    **unused,
+):
+    """Symile: cross-entropy over multilinear inner products, each modality the anchor in turn.
+
+    Args:
+      rng: PRNG key, required for negative_sampling='n' (the row permutations; the same key on every
+        shard gives every shard the same permutation of the global batch).
+      negative_sampling: 'n' (N-1 negatives per row, from independently permuted non-anchor rows) or
+        'n_squared' (N^2 - 1 negatives: all combinations; needs exactly 3 modalities).
+      Other arguments as the module docstring; logits = MIP / tau.
+
+    Returns:
+      (loss, aux) with 'loss_anchor_<m>' per anchor modality and 'temperature'.
+    """
+    check_gather_mode(gather_mode)
+    names = (anchor, *order)
+    m = len(names)
+    if negative_sampling not in ("n", "n_squared"):
+        raise ValueError(
+            f"symile negative_sampling={negative_sampling!r}: expected 'n' or 'n_squared'"
+        )
+    if negative_sampling == "n_squared" and m != 3:
+        raise ValueError(f"symile negative_sampling='n_squared' needs 3 modalities, got {names}")
+    if negative_sampling == "n" and rng is None:
+        raise ValueError("symile negative_sampling='n': pass rng=<PRNG key> for the permutations")
+    tau = resolve_temperature(temperature)
+    tensors = _inputs(embeddings, present, anchor, order)
+    n_total = tensors["emb"].shape[0]
+    if negative_sampling == "n":
+        # A fresh permutation per (anchor, modality), as Symile redraws them for every anchor;
+        # stored [N, M*M] so it shards like the rest and is gathered back whole inside.
+        keys = jax.random.split(rng, m * m)
+        tensors["perm"] = jnp.stack([jax.random.permutation(k, n_total) for k in keys], axis=1)
+
+    def per_rows(local, gathered, offset):
+        rows = local["emb"].shape[0]
+        labels = positive_labels(offset, rows)
+        row_valid = jnp.all(local["present"], axis=1)
+        out = {"valid": row_valid}
+        for a in range(m):
+            rest = [i for i in range(m) if i != a]
+            x = local["emb"][:, a]
+            positive = jnp.sum(x * jnp.prod(local["emb"][:, rest], axis=1), axis=-1)
+            if negative_sampling == "n":
+                perm = gathered["perm"]
+                cand = jnp.prod(
+                    jnp.stack([gathered["emb"][perm[:, a * m + i], i] for i in rest]), axis=0
+                )
+                cand_valid = jnp.all(
+                    jnp.stack([gathered["present"][perm[:, a * m + i], i] for i in rest]), axis=0
+                )
+                logits = x @ cand.T
+                is_pos = jnp.arange(n_total)[None, :] == labels[:, None]
+                logits = jnp.where(is_pos, positive[:, None], logits) / tau
+                col_valid = jnp.where(is_pos, True, cand_valid[None, :])
+                ce = smoothed_cross_entropy(logits, labels, label_smoothing, column_valid=col_valid)
+            else:
+                y, z = (gathered["emb"][:, i] for i in rest)
+                # [b, N, N] over all (y_j, z_k) combinations; the positive is (j, k) = (i, i).
+                logits = jnp.einsum("bd,jd,kd->bjk", x, y, z) / tau
+                pres_y, pres_z = (gathered["present"][:, i] for i in rest)
+                col_valid = (pres_y[:, None] & pres_z[None, :]).reshape(-1)
+                ce = smoothed_cross_entropy(
+                    logits.reshape(rows, -1),
+                    labels * (n_total + 1),
+                    label_smoothing,
+                    column_valid=col_valid,
+                )
+            out[f"ce_{a}"] = jnp.where(row_valid, ce, 0.0)
+        return out
+
+    out = apply_gathered(
+        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+    )
+    aux = {"temperature": tau}
+    terms = []
+    for a in range(m):
+        term = masked_mean(out[f"ce_{a}"], out["valid"])
+        aux[f"loss_anchor_{names[a]}"] = term
+        terms.append(term)
+    return jnp.mean(jnp.stack(terms)), aux
+
+
+def area_loss(
+    embeddings,
+    present=None,
+    *,
+    anchor="text",
+    order=("video", "audio"),
+    temperature,
+    area_form="area",
+    gather_mode="global",
+    mesh: Mesh | None = None,
+    batch_axes=("data",),
+    label_smoothing=0.1,
+    **unused,
+):
+    """TRIANGLE: logits = -area(t_i, v_j, a_j) / tau, both directions as the volume loss.
+
+    Args:
+      area_form: 'area' (the triangle's area) or 'reference' (2 * area^2, what the released TRIANGLE
+        code feeds its softmax); see `gram_jax.volume.pairwise_triangle_area`.
+
+    Returns:
+      (loss, aux) with 'loss_a2d', 'loss_d2a', 'positive_area', 'temperature'.
+    """
+    check_gather_mode(gather_mode)
+    if len(order) != 2:
+        raise ValueError(f"area loss needs exactly 2 data modalities (a triangle), got {order}")
+    tau = resolve_temperature(temperature)
+    tensors = _inputs(embeddings, present, anchor, order)
+
+    def per_rows(local, gathered, offset):
+        labels = positive_labels(offset, local["emb"].shape[0])
+
+        def areas(anchors, tuples):
+            return pairwise_triangle_area(
+                anchors["emb"][:, 0], tuples["emb"][:, 1], tuples["emb"][:, 2], form=area_form
+            )
+
+        area_a2d = areas(local, gathered)
+        area_d2a = area_a2d if gathered is local else areas(gathered, local).T
+        col_valid = jnp.all(gathered["present"], axis=1)
+        row_valid = jnp.all(local["present"], axis=1)
+        ce = {
+            name: jnp.where(
+                row_valid,
+                smoothed_cross_entropy(
+                    -area / tau, labels, label_smoothing, column_valid=col_valid
+                ),
+                0.0,
+            )
+            for name, area in (("a2d", area_a2d), ("d2a", area_d2a))
+        }
+        positive = jnp.take_along_axis(area_a2d, labels[:, None], axis=1)[:, 0]
+        return {"ce_a2d": ce["a2d"], "ce_d2a": ce["d2a"], "positive": positive, "valid": row_valid}
+
+    out = apply_gathered(
+        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+    )
+    loss_a2d = masked_mean(out["ce_a2d"], out["valid"])
+    loss_d2a = masked_mean(out["ce_d2a"], out["valid"])
+    aux = {
+        "loss_a2d": loss_a2d,
+        "loss_d2a": loss_d2a,
+        "positive_area": masked_mean(jax.lax.stop_gradient(out["positive"]), out["valid"]),
+        "temperature": tau,
+    }
+    return 0.5 * (loss_a2d + loss_d2a), aux

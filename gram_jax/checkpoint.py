@@ -1,0 +1,302 @@
+"""Checkpoints: an orbax CheckpointManager of {train state, data iterator state, config}.
+
+Layout: ``W/checkpoints/<step>/{state, data, config}``; ``state`` is the train-state pytree
+(params, opt_state, model_state, step, rng; sharded arrays saved by every process), ``data`` holds one
+JSON file per process with its Grain iterator state, ``config`` the run config as JSON.
+
+Saves are asynchronous (the step loop continues while arrays are written) and keep the newest
+``keep`` checkpoints. Restoring takes abstract targets that carry the *current* mesh's shardings, so
+a checkpoint written on 8 devices restores onto 1 or 4 (orbax reshards on read).
+
+Resume order (`restore_or_initialize`): the workdir's latest checkpoint, then ``config.resume``
+(another run's checkpoint directory), then ``config.model_init`` (converted weights, possibly a
+subset of the parameters), then a fresh initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- data iterator item
+@dataclasses.dataclass
+class IteratorSave(ocp.args.CheckpointArgs):
+    """Save args: an iterator with `get_state()` returning a dict (DatasetIterator) or bytes."""
+
+    item: Any
+
+
+@dataclasses.dataclass
+class IteratorRestore(ocp.args.CheckpointArgs):
+    """Restore args: the iterator whose `set_state` receives the saved state."""
+
+    item: Any
+
+
+class IteratorHandler(ocp.CheckpointHandler):
+    """Saves each process's iterator state to ``process_<i>-of-<n>.json``.
+
+    Unlike grain's own handler it accepts any object with get_state/set_state (our pipeline may
+    wrap grain's iterators), storing dict states as JSON and bytes states as text.
+    """
+
+    def save(self, directory: epath.Path, args: IteratorSave):
+        state = args.item.get_state()
+        record = (
+            {"kind": "bytes", "state": state.decode()}
+            if isinstance(state, bytes)
+            else {"kind": "json", "state": state}
+        )
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        (directory / name).write_text(json.dumps(record))
+
+    def restore(self, directory: epath.Path, args: IteratorRestore):
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        path = directory / name
+        if not path.exists():
+            found = sorted(p.name for p in directory.iterdir())
+            raise FileNotFoundError(
+                f"{path}: no data-iterator state for this process "
+                f"(the checkpoint was written with a different process count? found {found})"
+            )
+        record = json.loads(path.read_text())
+        state = record["state"].encode() if record["kind"] == "bytes" else record["state"]
+        args.item.set_state(state)
+        return args.item
+
+    def metadata(self, directory):
+        return None
+
+    def structure(self, directory):
+        return None
+
+    def finalize(self, directory):
+        pass
+
+    def close(self):
+        pass
+
+
+ocp.args.register_with_handler(IteratorHandler, for_save=True)(IteratorSave)
+ocp.args.register_with_handler(IteratorHandler, for_restore=True)(IteratorRestore)
+
+
+# ----------------------------------------------------------------------------- manager
+def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(workdir).absolute() / "checkpoints"
+
+
+def make_manager(
+    directory: str | pathlib.Path, *, keep: int = 3, asynchronous: bool = True, read_only=False
+) -> ocp.CheckpointManager:
+    """An orbax CheckpointManager over `directory` with items state, data and config."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        enable_async_checkpointing=asynchronous,
+        create=not read_only,
+        read_only=read_only,
+    )
+    return ocp.CheckpointManager(
+        epath.Path(directory), item_names=("state", "data", "config"), options=options
+    )
+
+
+def save(manager, step: int, state, data_iterator=None, config=None, *, force=False) -> bool:
+    """Starts an (async) save of step `step`; returns whether a save was started."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+        items["data"] = IteratorSave(data_iterator)
+    if config is not None:
+        items["config"] = ocp.args.JsonSave(json.loads(config.to_json_best_effort()))
+    return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+
+
+def abstract_like(state, shardings) -> Any:
+    """ShapeDtypeStructs of `state` (arrays or ShapeDtypeStructs) carrying `shardings`."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )
+
+
+def restore(manager, step: int | None, abstract_state, data_iterator=None):
+    """Restores (state, data_iterator) of `step` (default: latest) onto the shardings of
+    `abstract_state` (a pytree of ShapeDtypeStructs with .sharding)."""
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    has_data = (pathlib.Path(manager.directory) / str(step) / "data").exists()
+    if data_iterator is not None and has_data:
+        items["data"] = IteratorRestore(data_iterator)
+    elif data_iterator is not None:
+        log.warning("checkpoint %s/%d has no data-iterator state", manager.directory, step)
+    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"], (restored["data"] if "data" in items else data_iterator)
+
+
+# ----------------------------------------------------------------------------- partial init
+def _flatten(tree: Mapping, prefix=()) -> dict[tuple, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, prefix + (key,)))
+        else:
+            out[prefix + (key,)] = value
+    return out
+
+
+def _normalise_key(key) -> str:
+    return str(key)
+
+
+def load_param_file(path: str | pathlib.Path) -> dict[tuple[str, ...], np.ndarray]:
+    """Reads converted weights: an orbax/msgpack pytree or an .npz of '/'-joined paths.
+
+    Returns {path tuple of str: array}.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config.model_init: {path} does not exist")
+    if path.is_dir():
+        tree = ocp.StandardCheckpointer().restore(path.absolute())
+    elif path.suffix == ".npz":
+        with np.load(path) as data:
+            return {tuple(k.split("/")): data[k] for k in data.files}
+    elif path.suffix == ".msgpack":
+        from flax import serialization
+
+        tree = serialization.msgpack_restore(path.read_bytes())
+    else:
+        raise ValueError(
+            f"config.model_init: {path} has an unknown format; expected an orbax directory, "
+            ".msgpack or .npz"
+        )
+    if isinstance(tree, Mapping) and "params" in tree and isinstance(tree["params"], Mapping):
+        tree = tree["params"]
+    return {tuple(_normalise_key(k) for k in p): np.asarray(v) for p, v in _flatten(tree).items()}
+
+
+def merge_partial_params(params: Mapping, loaded: Mapping[tuple, Any], source: str = "") -> tuple:
+    """Replaces the leaves of `params` (a pure dict) found in `loaded`; shapes must agree.
+
+    Returns (new params, list of replaced paths, list of loaded paths the model does not have).
+    Raises ValueError naming the parameter when a shape or dtype kind differs.
+    """
+    flat = _flatten(params)
+    by_name = {tuple(_normalise_key(k) for k in p): p for p in flat}
+    replaced, unexpected = [], []
+    for name, value in loaded.items():
+        if name not in by_name:
+            unexpected.append("/".join(name))
+            continue
+        target = flat[by_name[name]]
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(
+                f"{source}: parameter {'/'.join(name)} has shape {tuple(value.shape)}, "
+                f"the model expects {tuple(target.shape)}"
+            )
+        flat[by_name[name]] = jax.device_put(
+            np.asarray(value, dtype=target.dtype), getattr(target, "sharding", None)
+        )
+        replaced.append("/".join(name))
+    if not replaced:
+        raise ValueError(f"{source}: none of its {len(loaded)} parameters match the model's names")
+    out: dict = {}
+    for p, v in flat.items():
+        node = out
+        for k in p[:-1]:
+            node = node.setdefault(k, {})
+        node[p[-1]] = v
+    return out, replaced, unexpected
+
+
+def restore_or_initialize(
+    manager,
+    config,
+    abstract_state,
+    init_fn: Callable[[], Any],
+    data_iterator=None,
+) -> tuple[Any, Any, str]:
+    """Applies the resume order. Returns (state, data_iterator, source) where source is one of
+    'workdir:<step>', 'resume:<dir>:<step>', 'model_init:<path>', 'scratch'."""
+    if manager.latest_step() is not None:
+        step = manager.latest_step()
+        state, data_iterator = restore(manager, step, abstract_state, data_iterator)
+        return state, data_iterator, f"workdir:{step}"
+    if config.get("resume"):
+        directory = pathlib.Path(config.resume)
+        if (directory / "checkpoints").is_dir():
+            directory = directory / "checkpoints"
+        if not directory.is_dir():
+            raise FileNotFoundError(f"config.resume: {directory} is not a checkpoint directory")
+        other = make_manager(directory, read_only=True)
+        step = other.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"config.resume: {directory} holds no checkpoint")
+        state, data_iterator = restore(other, step, abstract_state, data_iterator)
+        other.close()
+        return state, data_iterator, f"resume:{directory}:{step}"
+    state = init_fn()
+    if config.get("model_init"):
+        loaded = load_param_file(config.model_init)
+        params, replaced, unexpected = merge_partial_params(
+            state["params"], loaded, f"config.model_init={config.model_init}"
+        )
+        log.info(
+            "model_init %s: %d parameters loaded, %d of the file unused (%s)",
+            config.model_init,
+            len(replaced),
+            len(unexpected),
+            ", ".join(unexpected[:5]),
+        )
+        state = dict(state, params=params)
+        return state, data_iterator, f"model_init:{config.model_init}"
+    return state, data_iterator, "scratch"
+
+
+# ----------------------------------------------------------------------------- pre-emption
+class PreemptionWatcher:
+    """Turns SIGTERM into a flag the step loop polls, so it saves and exits cleanly.
+
+    Multi-process runs ask JAX's coordination service instead (every process must agree on the
+    step at which all of them save, or the collective save would hang).
+    """
+
+    def __init__(self):
+        self._flag = threading.Event()
+        self._previous = None
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        log.warning("SIGTERM received: saving a checkpoint and stopping")
+        self._flag.set()
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            try:
+                return bool(multihost_utils.reached_preemption_sync_point(int(step)))
+            except RuntimeError:  # preemption service not enabled for this runtime
+                return False
+        return self._flag.is_set()
+
+    def close(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None

@@ -1,0 +1,128 @@
+"""Shared plumbing of the PyTorch -> Flax converters: tensors to numpy, shape checks, reports.
+
+A converter walks a PyTorch ``state_dict`` (name -> tensor or array), writes numpy arrays into a
+nested pure dict shaped like ``nnx.to_pure_dict(nnx.state(model, nnx.Param))`` and records every
+source key it did not use. ``ParamTarget`` holds the expected shapes (from ``nnx.eval_shape``) so a
+shape error names both the source key and the target path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+
+def to_numpy(value: Any, key: str) -> np.ndarray:
+    """A torch tensor / numpy array / jax array -> float32 (or integer) numpy array."""
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the key
+        raise TypeError(f"state dict key {key!r}: cannot convert {type(value)} to an array") from exc
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        array = array.astype(np.float32)
+    return array
+
+
+@dataclasses.dataclass
+class ConversionReport:
+    """What a conversion did with each key.
+
+    ``unused``: source keys (full names) that map to no parameter, e.g. a CLIP projection head.
+    ``skipped``: source keys outside the converted prefix (other towers of a full checkpoint).
+    ``missing``: target parameter paths that no source key filled (an error by default).
+    ``notes``: human-readable remarks (resized position table, dropped zero key bias, ...).
+    """
+
+    unused: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    missing: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"unused source keys ({len(self.unused)}): {', '.join(self.unused) or '-'}",
+            f"skipped keys outside the prefix: {len(self.skipped)}",
+            f"missing target parameters ({len(self.missing)}): {', '.join(self.missing) or '-'}",
+        ]
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def abstract_params(make_model: Callable[[], nnx.Module]) -> dict:
+    """Pure dict of ``jax.ShapeDtypeStruct`` for the ``nnx.Param`` leaves of ``make_model()``."""
+    abstract = nnx.eval_shape(make_model)
+    return nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+
+
+def _path_str(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+class ParamTarget:
+    """Collects converted arrays into a pure dict and checks them against expected shapes."""
+
+    def __init__(self, expected: Mapping):
+        self.expected = expected
+        self.out: dict = {}
+        self.filled: set[tuple] = set()
+
+    def shape_of(self, path: tuple) -> tuple[int, ...]:
+        node: Any = self.expected
+        for part in path:
+            if not isinstance(node, Mapping) or part not in node:
+                raise KeyError(f"the target model has no parameter {_path_str(path)}")
+            node = node[part]
+        return tuple(node.shape)
+
+    def set(self, path: tuple, value: np.ndarray, source: str) -> None:
+        """Writes ``value`` at ``path``; ``source`` names the key(s) it came from for errors."""
+        expected = self.shape_of(path)
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"state dict key {source!r}: converted shape {tuple(value.shape)} does not match "
+                f"parameter {_path_str(path)} of shape {expected}"
+            )
+        node = self.out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = np.asarray(value, dtype=np.float32)
+        self.filled.add(path)
+
+    def missing(self) -> list[str]:
+        paths = jax.tree_util.tree_flatten_with_path(self.expected)[0]
+        names = []
+        for key_path, _ in paths:
+            path = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in key_path)
+            if path not in self.filled:
+                names.append(_path_str(path))
+        return names
+
+
+def stack_layer_arrays(per_layer: list[np.ndarray | None], what: str) -> np.ndarray:
+    """Stack one parameter of every layer on a new leading axis; names ``what`` if one is absent."""
+    absent = [i for i, a in enumerate(per_layer) if a is None]
+    if absent:
+        raise KeyError(f"state dict has no {what} for layers {absent}")
+    return np.stack(per_layer, axis=0)
+
+
+def finish(target: ParamTarget, report: ConversionReport, allow_missing: bool) -> dict:
+    """Records missing parameters; raises naming them unless ``allow_missing``."""
+    report.missing = target.missing()
+    if report.missing and not allow_missing:
+        raise KeyError(
+            "conversion left target parameters unfilled: "
+            + ", ".join(report.missing)
+            + "\n"
+            + report.summary()
+        )
+    return target.out

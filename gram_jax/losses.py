@@ -1,0 +1,225 @@
+"""GRAM's losses: the volume contrastive loss (A2D + D2A), the matching (DAM) loss, the registry.
+
+Reference: `model/gram.py` `forward_ret` of the released code (docs/gram_reference.md section 2).
+The volume loss:
+
+  logits_a2d[i, j] = -Vol(t_i, m_j) / tau   (row: anchor i; softmax over the data tuples j)
+  logits_d2a[j, i] = -Vol(t_i, m_j) / tau   (row: data tuple j; softmax over the anchors i)
+  L = 1/2 [ CE_eps(logits_a2d, y) + CE_eps(logits_d2a, y) ],   y = the same-sample column,
+
+with PyTorch-style label smoothing eps (0.1 in the released code). Vol is `gram_jax.volume.
+pairwise_volume`; a modality missing from sample j (`present[m, j] = False`) is dropped from the
+Gram matrix of tuple j (never replaced by a fake vector). The released code labels the two terms the
+other way round ("d2a" for the anchor-row softmax); the sum is the same.
+
+Across devices the rows can be local and the columns gathered: see `gram_jax.gather` for the three
+modes ('global' exact, 'local' shard_map with gradient through all_gather, 'reference' the released
+code's detached gathers, where the A2D term trains only the anchor and the D2A term only the data).
+
+Other parts live in their own modules and are re-exported here: `Temperature` (temperature.py), the
+hard-negative sampler and matching loss (matching.py), the baselines (baseline_losses.py). `LOSSES`
+maps `config.loss.name` to a function with one signature (`volume_loss` below shows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from gram_jax import baseline_losses
+from gram_jax.contrastive import positive_labels, resolve_temperature, smoothed_cross_entropy
+from gram_jax.gather import GATHER_MODES, apply_gathered, check_gather_mode
+from gram_jax.matching import build_matching_batch, matching_loss, sample_hard_negatives
+from gram_jax.temperature import Temperature, is_temperature_path
+from gram_jax.volume import pairwise_volume
+
+__all__ = [
+    "GATHER_MODES",
+    "LOSSES",
+    "Temperature",
+    "build_matching_batch",
+    "is_temperature_path",
+    "matching_loss",
+    "sample_hard_negatives",
+    "stack_others",
+    "volume_contrastive_loss",
+    "volume_loss",
+]
+
+
+def stack_others(
+    others: jax.Array | Sequence[jax.Array], present: jax.Array | Sequence[jax.Array] | None
+) -> tuple[jax.Array, jax.Array | None]:
+    """Normalises `others` to float[k-1, B, D] and `present` to bool[k-1, B] (or None), checked."""
+    if isinstance(others, list | tuple):
+        others = jnp.stack([jnp.asarray(o) for o in others])
+    others = jnp.asarray(others)
+    if others.ndim != 3 or others.shape[0] < 1:
+        raise ValueError(
+            f"others: expected float[k-1, B, D] or a sequence of k-1 arrays [B, D] (k >= 2), "
+            f"got shape {others.shape}"
+        )
+    if present is not None:
+        if isinstance(present, list | tuple):
+            present = jnp.stack([jnp.asarray(p) for p in present])
+        present = jnp.asarray(present)
+        if present.shape != others.shape[:2]:
+            raise ValueError(
+                f"present: expected bool[k-1, B] = {others.shape[:2]}, got shape {present.shape}"
+            )
+        present = present.astype(bool)
+    return others, present
+
+
+def volume_contrastive_loss(
+    anchor: jax.Array,
+    others: jax.Array | Sequence[jax.Array],
+    *,
+    temperature,
+    present: jax.Array | Sequence[jax.Array] | None = None,
+    label_smoothing: float = 0.1,
+    gather_mode: str = "global",
+    mesh: Mesh | None = None,
+    batch_axes: Sequence[str] = ("data",),
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """GRAM's volume contrastive loss, both directions (module docstring).
+
+    Args:
+      anchor: float[B, D] unit anchor embeddings (text). In 'global' mode B is the global batch N;
+      the
+        inputs may be sharded global arrays.
+      others: float[k-1, B, D] or a sequence of k-1 float[B, D]: the data modalities in Gram order
+        (video, audio, subtitle, depth); unit vectors.
+      temperature: tau, a float / float32[] / `Temperature` module; logits = -volume / tau.
+      present: optional bool[k-1, B]; False drops that modality of that sample from its Gram matrix.
+      label_smoothing: eps of the smoothed cross-entropy (0.1 as released).
+      gather_mode: 'global' | 'local' | 'reference' (gram_jax.gather).
+      mesh, batch_axes: the mesh and the axes the batch is sharded over ('local' needs the mesh).
+
+    Returns:
+      (loss float32[], aux) with aux:
+        'logits_a2d' float32[N, N]: row i = anchor i against every data tuple (positive at column
+        i); 'logits_d2a' float32[N, N]: row j = data tuple j against every anchor (positive at
+        column j);
+          in the shard_map modes both are row-sharded, each device holding its [b, N] block;
+        'loss_a2d', 'loss_d2a' float32[]: the two cross-entropy terms;
+        'positive_volume' float32[]: mean volume of the matched tuples (1 - GRAM alignment);
+        'temperature' float32[]: tau used.
+    """
+    check_gather_mode(gather_mode)
+    anchor = jnp.asarray(anchor)
+    others, present = stack_others(others, present)
+    if anchor.ndim != 2 or anchor.shape != others.shape[1:]:
+        raise ValueError(
+            f"anchor: expected float[B, D] matching others[k-1, B, D]={others.shape}, "
+            f"got shape {anchor.shape}"
+        )
+    tau = resolve_temperature(temperature)
+
+    # Batch axis first for every tensor, as apply_gathered shards axis 0.
+    tensors = {"anchor": anchor, "others": jnp.swapaxes(others, 0, 1)}
+    if present is not None:
+        tensors["present"] = jnp.swapaxes(present, 0, 1)
+
+    def per_rows(local, gathered, offset):
+        def volumes(anchors, tuples):
+            tuple_present = tuples.get("present")
+            return pairwise_volume(
+                anchors,
+                jnp.swapaxes(tuples["others"], 0, 1),
+                present=None if tuple_present is None else jnp.swapaxes(tuple_present, 0, 1),
+            )
+
+        rows = local["anchor"].shape[0]
+        labels = positive_labels(offset, rows)
+        # A2D: local anchors against all data tuples.
+        vol_a2d = volumes(local["anchor"], gathered)
+        logits_a2d = -vol_a2d / tau
+        # D2A: all anchors against local data tuples, transposed to rows = local tuples. In 'global'
+        # mode both sides are the same arrays, so the matrix is computed once.
+        vol_d2a = vol_a2d if gathered is local else volumes(gathered["anchor"], local).T
+        logits_d2a = -vol_d2a / tau
+        positive = jnp.take_along_axis(vol_a2d, labels[:, None], axis=1)[:, 0]
+        return {
+            "logits_a2d": logits_a2d,
+            "logits_d2a": logits_d2a,
+            "ce_a2d": smoothed_cross_entropy(logits_a2d, labels, label_smoothing),
+            "ce_d2a": smoothed_cross_entropy(logits_d2a, labels, label_smoothing),
+            "positive_volume": positive,
+        }
+
+    out = apply_gathered(
+        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+    )
+    loss_a2d = jnp.mean(out["ce_a2d"])
+    loss_d2a = jnp.mean(out["ce_d2a"])
+    aux = {
+        "logits_a2d": out["logits_a2d"],
+        "logits_d2a": out["logits_d2a"],
+        "loss_a2d": loss_a2d,
+        "loss_d2a": loss_d2a,
+        "positive_volume": jnp.mean(jax.lax.stop_gradient(out["positive_volume"])),
+        "temperature": tau,
+    }
+    return 0.5 * (loss_a2d + loss_d2a), aux
+
+
+def volume_loss(
+    embeddings: Mapping[str, jax.Array],
+    present: Mapping[str, jax.Array] | None = None,
+    *,
+    anchor: str = "text",
+    order: Sequence[str] = ("video", "audio"),
+    temperature,
+    gather_mode: str = "global",
+    mesh: Mesh | None = None,
+    batch_axes: Sequence[str] = ("data",),
+    label_smoothing: float = 0.1,
+    **unused,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The registry form of `volume_contrastive_loss` (the signature shared by every `LOSSES`
+    entry).
+
+    Args:
+      embeddings: modality name -> float[B, D] unit vectors (must hold `anchor` and every `order`
+      name).
+      present: optional modality name -> bool[B] (a missing key means "always present"); the
+      anchor's
+        presence is not used (the anchor is always present in GRAM's data).
+      anchor: the anchor modality; order: the data modalities in Gram order.
+      temperature, gather_mode, mesh, batch_axes, label_smoothing: as `volume_contrastive_loss`.
+      unused: other losses' keyword arguments (e.g. `rng`), accepted so callers can pass one set.
+    """
+    del unused
+    others, masks = baseline_losses.select_modalities(embeddings, present, anchor, order)
+    stacked_present = None
+    if any(m is not None for m in masks):
+        stacked_present = jnp.stack(
+            [
+                jnp.ones(o.shape[0], bool) if m is None else m
+                for o, m in zip(others, masks, strict=True)
+            ]
+        )
+    return volume_contrastive_loss(
+        embeddings[anchor],
+        others,
+        temperature=temperature,
+        present=stacked_present,
+        label_smoothing=label_smoothing,
+        gather_mode=gather_mode,
+        mesh=mesh,
+        batch_axes=batch_axes,
+    )
+
+
+LOSSES = {
+    "volume": volume_loss,
+    "cosine_anchor": baseline_losses.cosine_anchor_loss,
+    "cosine_all_pairs": baseline_losses.cosine_all_pairs_loss,
+    "sigmoid": baseline_losses.sigmoid_loss,
+    "symile": baseline_losses.symile_loss,
+    "area": baseline_losses.area_loss,
+}

@@ -1,0 +1,307 @@
+"""`train_and_evaluate(config, workdir)`: mesh -> shapes -> shardings -> init or restore -> loop.
+
+One process per host. Every process runs the same program on its own slice of each global batch
+(`data_pipelines` shards by process; `parallel.global_batch` assembles the global arrays). Process 0
+writes TensorBoard events and ``metrics.jsonl``; all processes take part in checkpoint saves.
+
+Workdir layout: ``W/checkpoints/<step>/`` (orbax), ``W/events.out.tfevents.*`` (TensorBoard),
+``W/metrics.jsonl`` (one JSON object per evaluation), ``W/config.json`` (the resolved config).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import pathlib
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from gram_jax import checkpoint, metric_writers, optim, parallel
+from gram_jax.config_validation import validate_config
+from gram_jax.train_step import check_finite, make_train_step, split_model, term_names
+
+log = logging.getLogger(__name__)
+
+
+def build_model(model_config, seed: int):
+    """A concrete GramModel (call inside jit or eval_shape); eager sharding off, shardings are ours."""
+    from gram_jax.models.gram import GramModel
+
+    with nnx.use_eager_sharding(False):
+        return GramModel(model_config, rngs=nnx.Rngs(seed))
+
+
+def _path_keys(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+
+
+def opt_state_shardings(abstract_opt_state, params_sharding: Mapping, params_shape: Mapping, mesh):
+    """Shardings of the optimizer state: a leaf whose path ends in a parameter's path and has its
+    shape (Adam's mu and nu) follows that parameter; everything else (counts) is replicated."""
+    by_path = {}
+    for path, sharding in jax.tree_util.tree_flatten_with_path(params_sharding)[0]:
+        by_path[_path_keys(path)] = sharding
+    shapes = {
+        _path_keys(p): s.shape for p, s in jax.tree_util.tree_flatten_with_path(params_shape)[0]
+    }
+    longest = max((len(k) for k in by_path), default=0)
+
+    def leaf(path, value):
+        keys = _path_keys(path)
+        for n in range(min(longest, len(keys)), 0, -1):
+            tail = keys[-n:]
+            if tail in by_path and shapes[tail] == tuple(value.shape):
+                return by_path[tail]
+        return parallel.replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(leaf, abstract_opt_state)
+
+
+class Trainer:
+    """Holds everything built once per run: mesh, abstract model, optimizer, shardings, step fn."""
+
+    def __init__(self, config, mesh=None):
+        self.config = config
+        self.mesh = mesh if mesh is not None else parallel.make_mesh(config.mesh)
+        divisor = parallel.batch_divisor(self.mesh)
+        if config.data.batch_size % divisor:
+            raise ValueError(
+                f"config.data.batch_size={config.data.batch_size} is not divisible by the "
+                f"{divisor} batch shards of the mesh {dict(self.mesh.shape)}"
+            )
+        abstract_model = nnx.eval_shape(lambda: build_model(config.model, config.seed))
+        self.graphdef, self.abstract_params, self.abstract_rest = nnx.split(
+            abstract_model, nnx.Param, ...
+        )
+        self.tx, self.schedules = optim.make_optimizer(
+            config.optim, config.schedule, config.total_steps, abstract_model
+        )
+        params_sharding = parallel.state_shardings(self.abstract_params, self.mesh)
+        rest_sharding = parallel.state_shardings(self.abstract_rest, self.mesh)
+        abstract_state = jax.eval_shape(self._init_state)
+        replicated = parallel.replicated(self.mesh)
+        self.state_sharding = dict(
+            params=params_sharding,
+            model_state=rest_sharding,
+            opt_state=opt_state_shardings(
+                abstract_state["opt_state"], params_sharding, abstract_state["params"], self.mesh
+            ),
+            step=replicated,
+            rng=replicated,
+        )
+        self.abstract_state = checkpoint.abstract_like(abstract_state, self.state_sharding)
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(parallel.BATCH_AXES))
+        self.train_step = make_train_step(
+            config,
+            self.graphdef,
+            self.abstract_params,
+            self.abstract_rest,
+            self.tx,
+            self.mesh,
+            self.state_sharding,
+            self.batch_sharding,
+            self.schedules,
+        )
+        self.term_names = term_names(config)
+
+    def _init_state(self) -> dict:
+        model = build_model(self.config.model, self.config.seed)
+        _, params, rest = split_model(model)
+        return dict(
+            params=params,
+            model_state=rest,
+            opt_state=self.tx.init(params),
+            step=jnp.zeros((), jnp.int32),
+            rng=jax.random.key_data(jax.random.key(self.config.seed)),
+        )
+
+    def init_state(self) -> dict:
+        """A fresh, sharded train state (initialised directly in its shardings)."""
+        return jax.jit(self._init_state, out_shardings=self.state_sharding)()
+
+    def encode_fn(self) -> Callable:
+        """Jitted eval-mode encoder: (params, model_state, batch) -> {modality: float32[B, D]}
+        plus 'condition'/'condition_mask' tokens for matching re-rank."""
+        graphdef, ap, ar = self.graphdef, self.abstract_params, self.abstract_rest
+
+        @jax.jit
+        def encode(params, model_state, batch):
+            from gram_jax.train_step import merge_model
+
+            model = merge_model(graphdef, ap, ar, params, model_state)
+            out = model.encode(batch, train=False)
+            return dict(out.embeddings), out.condition, out.condition_mask
+
+        return encode
+
+    def match_fn(self) -> Callable:
+        """Jitted eval-mode matching head: (params, model_state, ids, mask, cond, cond_mask)."""
+        graphdef, ap, ar = self.graphdef, self.abstract_params, self.abstract_rest
+
+        @jax.jit
+        def match(params, model_state, ids, mask, cond, cond_mask):
+            from gram_jax.train_step import merge_model
+
+            model = merge_model(graphdef, ap, ar, params, model_state)
+            return model.match_logits(ids, mask, cond, cond_mask, train=False)
+
+        return match
+
+
+def _progress_bar(config, total: int, initial: int):
+    if not (config.progress_bar and jax.process_index() == 0 and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train")
+
+
+def _mean_metrics(pending: list[tuple[int, Mapping[str, Any]]]) -> dict[str, float]:
+    host = [jax.device_get(m) for _, m in pending]
+    keys = [k for k in host[0] if k != "nonfinite"]
+    return {k: float(np.mean([np.asarray(h[k], np.float64) for h in host])) for k in keys}
+
+
+def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
+    """Trains `config` for `config.total_steps` steps in `workdir`; returns the final train state.
+
+    Resumes from the workdir's latest checkpoint when there is one (see gram_jax.checkpoint for the
+    full resume order). Raises NonFiniteLossError naming the step and term when a loss turns NaN.
+    """
+    parallel.maybe_initialize_distributed(config.get("distributed"))
+    validate_config(config)
+    workdir = pathlib.Path(workdir).absolute()
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
+
+    trainer = Trainer(config)
+    from data_pipelines.pipeline import make_train_iterator
+
+    train_iter = make_train_iterator(
+        config.data, process_index=jax.process_index(), process_count=jax.process_count()
+    )
+    manager = checkpoint.make_manager(
+        checkpoint.checkpoint_dir(workdir),
+        keep=config.keep_checkpoints,
+        asynchronous=config.async_checkpoints,
+    )
+    state, train_iter, source = checkpoint.restore_or_initialize(
+        manager, config, trainer.abstract_state, trainer.init_state, train_iter
+    )
+    step = int(jax.device_get(state["step"]))
+    log.info("starting at step %d from %s on mesh %s", step, source, dict(trainer.mesh.shape))
+
+    writer = metric_writers.create_writer(workdir, just_logging=not is_main)
+    if step == 0:
+        writer.write_hparams(_flat_hparams(config))
+    progress = metric_writers.report_progress(config.total_steps, writer)
+    bar = _progress_bar(config, config.total_steps, step)
+    watcher = checkpoint.PreemptionWatcher()
+    evaluate = functools.partial(_evaluate, trainer, config, workdir, writer)
+    pending: list = []
+
+    def flush_metrics():
+        if not pending:
+            return
+        check_finite(pending, trainer.term_names)
+        if is_main:
+            writer.write_scalars(pending[-1][0] + 1, _mean_metrics(pending))
+        pending.clear()
+
+    try:
+        if config.eval_at_start and step == 0:
+            evaluate(state, step)
+        while step < config.total_steps:
+            batch = parallel.global_batch(next(train_iter), trainer.mesh)
+            state, metrics = trainer.train_step(state, batch)
+            pending.append((step, metrics))
+            step += 1
+            progress(step)
+            if bar is not None:
+                bar.update(1)
+            last = step == config.total_steps
+            stop = watcher.should_stop(step)
+            if step % config.log_every == 0 or last or stop:
+                flush_metrics()
+            if step % config.checkpoint_steps == 0 or last or stop:
+                flush_metrics()
+                checkpoint.save(manager, step, state, train_iter, config, force=stop)
+            if config.eval_every and step % config.eval_every == 0 and not last:
+                evaluate(state, step)
+            if stop:
+                log.warning("stopping at step %d after a pre-emption signal", step)
+                break
+        else:
+            if config.evals:
+                evaluate(state, step)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.flush()
+        watcher.close()
+        if bar is not None:
+            bar.close()
+    return state
+
+
+def _flat_hparams(config) -> dict:
+    flat = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
+
+    walk(config, "")
+    return flat
+
+
+def _evaluate(trainer: Trainer, config, workdir: pathlib.Path, writer, state, step: int) -> dict:
+    """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator."""
+    from gram_jax.evaluators import run_evaluations
+
+    results = run_evaluations(
+        config,
+        trainer.encode_fn(),
+        trainer.match_fn(),
+        state["params"],
+        state["model_state"],
+        mesh=trainer.mesh,
+    )
+    if jax.process_index() == 0:
+        for name, metrics in results.items():
+            scalars = {
+                f"{name}/{k}": v for k, v in metrics.items() if np.ndim(v) == 0 and _is_number(v)
+            }
+            writer.write_scalars(step, scalars)
+            metric_writers.append_jsonl(
+                workdir / "metrics.jsonl", {"step": step, "eval": name, **metrics}
+            )
+        writer.flush()
+    return results
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def describe(state) -> str:
+    """One line about a train state (parameter count, step) for logs."""
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+    return json.dumps({"params": n, "step": int(jax.device_get(state["step"]))})

@@ -1,0 +1,55 @@
+"""Defaults of the trainer's own config sections (everything except ``model`` and ``data``).
+
+`experiments/base_config.py` documents every key and combines these with the model and data
+defaults; `gram_jax.config_validation` uses them as the set of valid keys.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Sections whose keys are user-chosen names (evaluator names, learning-rate group names).
+OPEN_SECTIONS = ("evals", "optim.lr_groups")
+
+
+def trainer_defaults() -> ml_collections.ConfigDict:
+    """loss, optim, schedule, mesh, distributed and the run-level keys, with default values."""
+    config = ml_collections.ConfigDict()
+    config.loss = dict(
+        name="volume",
+        anchor="text",
+        label_smoothing=0.1,
+        gather_mode="global",
+        matching_weight=0.1,
+    )
+    config.optim = dict(
+        name="adamw",
+        lr=2e-5,
+        b1=0.9,
+        b2=0.98,
+        eps=1e-6,
+        weight_decay=0.01,
+        decay_embeddings=False,
+        grad_clip_norm=0.0,
+        accumulation_steps=1,
+        # The vision tower trains at the reference's clip_lr (it matched 'visual' in the torch names).
+        lr_groups=dict(vision=dict(pattern=r"(^|/)(vision|video)[^/]*(/|$)", lr=5e-7)),
+    )
+    config.schedule = dict(name="warmup_linear", warmup_fraction=0.1, warmup_steps=0, end_factor=0.0)
+    config.mesh = dict(data=-1, fsdp=1, model=1)
+    config.distributed = dict(
+        initialize=False, coordinator_address="", num_processes=1, process_id=0
+    )
+    config.total_steps = 10_000
+    config.checkpoint_steps = 1_000
+    config.keep_checkpoints = 3
+    config.async_checkpoints = True
+    config.log_every = 50
+    config.eval_every = 0
+    config.eval_at_start = False
+    config.evals = ml_collections.ConfigDict()
+    config.seed = 50
+    config.resume = ""
+    config.model_init = ""
+    config.progress_bar = True
+    return config

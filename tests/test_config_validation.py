@@ -1,0 +1,84 @@
+"""Config keys are checked before compilation: typos name the nearest valid key."""
+
+import ml_collections
+import pytest
+
+from data_pipelines.config import data_config
+from gram_jax.config_validation import ConfigError, reference_config, validate_config
+from gram_jax.trainer_config import trainer_defaults
+
+
+def _reference():
+    reference = trainer_defaults()
+    reference.data = data_config()
+    return reference
+
+
+def _config(**changes):
+    # An unlocked copy (data_config() returns a locked ConfigDict), as a config file builds one.
+    config = ml_collections.ConfigDict(_reference().to_dict())
+    for key, value in changes.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def test_defaults_pass():
+    validate_config(_config(), _reference())
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("optim.learning_rate", 1e-4, "config.optim.learning_rate: unknown key; did you mean 'optim.lr'"),
+        ("optim.weigth_decay", 0.1, "did you mean 'optim.weight_decay'"),
+        ("schedule.warmup_fracton", 0.2, "did you mean 'schedule.warmup_fraction'"),
+        ("total_step", 10, "config.total_step: unknown key; did you mean 'total_steps'"),
+        ("loss.matching_wieght", 0.2, "did you mean 'loss.matching_weight'"),
+        ("data.batchsize", 8, "did you mean 'data.batch_size'"),
+        ("chekpoint_steps", 3, "did you mean 'checkpoint_steps'"),
+    ],
+)
+def test_typo_names_the_nearest_key(key, value, expected):
+    config = _config(**{key: value})
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+        validate_config(config, _reference())
+
+
+def test_wrong_type_is_named():
+    config = _config()
+    with config.ignore_type():
+        config.total_steps = "ten"
+    with pytest.raises(ConfigError, match="config.total_steps: expected a int"):
+        validate_config(config, _reference())
+
+
+def test_open_sections_accept_user_names_but_check_their_shape():
+    config = _config()
+    config.optim.lr_groups.audio = dict(pattern="audio", lr=1e-5)
+    config.evals.msrvtt = dict(type="retrieval", split="test")
+    validate_config(config, _reference())
+    config.optim.lr_groups.text = dict(pattern="text", learning_rate=1e-5)
+    with pytest.raises(ConfigError, match="lr_groups.text: expected exactly the keys"):
+        validate_config(config, _reference())
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("loss.gather_mode", "globl", "config.loss.gather_mode: expected 'global'"),
+        ("total_steps", 0, "config.total_steps: must be >= 1"),
+        ("loss.matching_weight", -0.1, "matching_weight: must be >= 0"),
+    ],
+)
+def test_bad_values_are_named(key, value, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(_config(**{key: value}), _reference())
+
+
+def test_full_reference_includes_model_and_data_sections():
+    reference = reference_config()
+    assert {"model", "data", "loss", "optim", "schedule", "mesh"} <= set(reference)

@@ -1,0 +1,111 @@
+"""Mesh construction, logical-axis sharding rules and global batches on 8 fake CPU devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from gram_jax import optim, parallel
+from gram_jax.models import layers
+from gram_jax.train import opt_state_shardings
+from gram_jax.trainer_config import trainer_defaults
+
+
+def test_mesh_shape_fills_the_minus_one_axis():
+    assert parallel.mesh_shape({"data": -1, "fsdp": 2, "model": 1}, 8) == (4, 2, 1)
+    assert parallel.mesh_shape({"data": 1, "fsdp": -1, "model": 2}, 8) == (1, 4, 2)
+
+
+@pytest.mark.parametrize(
+    "mesh, message",
+    [
+        ({"data": 3, "fsdp": 1, "model": 1}, "needs 3 devices"),
+        ({"data": -1, "fsdp": -1, "model": 1}, "at most one axis"),
+        ({"data": -1, "fsdp": 3, "model": 1}, "does not divide"),
+        ({"data": -1, "fsdb": 2}, "unknown axes"),
+    ],
+)
+def test_bad_mesh_config_is_named(mesh, message):
+    with pytest.raises(ValueError, match=message):
+        parallel.mesh_shape(mesh, 8)
+
+
+def test_make_mesh_uses_auto_axes_over_all_devices():
+    mesh = parallel.make_mesh({"data": -1, "fsdp": 2, "model": 2})
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "model": 2}
+    assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+    assert mesh.devices.size == jax.device_count() == 8
+
+
+def test_logical_to_spec_maps_and_replicates_what_does_not_divide():
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    assert parallel.logical_to_spec(("embed", "mlp"), (8, 16), mesh) == P("fsdp", "model")
+    # 7 rows cannot be split over fsdp=2: that dimension stays replicated
+    assert parallel.logical_to_spec(("embed", "mlp"), (7, 16), mesh) == P(None, "model")
+    assert parallel.logical_to_spec(("vocab", "embed"), (10, 8), mesh) == P("model", "fsdp")
+    # a name without a rule (and None) is replicated, as gram_jax.models.layers documents
+    assert parallel.logical_to_spec(("layers", "unheard_of"), (2, 4), mesh) == P(None, None)
+    with pytest.raises(ValueError, match="do not match"):
+        parallel.logical_to_spec(("embed",), (2, 4), mesh)
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.up = layers.Dense(8, 16, axes=("embed", "mlp"), rngs=rngs)
+        self.norm = layers.LayerNorm(16, axis_name="mlp", rngs=rngs)
+        self.tok = layers.Embed(12, 8, rngs=rngs)
+
+
+def test_state_shardings_follow_layer_annotations():
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    abstract = nnx.eval_shape(lambda: Block(nnx.Rngs(0)))
+    shardings = parallel.state_shardings(nnx.state(abstract, nnx.Param), mesh)
+    assert shardings["up"]["kernel"].spec == P("fsdp", "model")
+    assert shardings["up"]["bias"].spec == P("model")
+    assert shardings["tok"]["embedding"].spec == P("model", "fsdp")
+    # The arrays really land sharded: each device holds a quarter of the kernel.
+    kernel = jax.device_put(jnp.ones((8, 16)), shardings["up"]["kernel"])
+    assert {s.data.shape for s in kernel.addressable_shards} == {(4, 8)}
+
+
+def test_optimizer_state_follows_parameter_shardings():
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 4, "model": 2})
+    model = Block(nnx.Rngs(0))
+    config = trainer_defaults()
+    tx, _ = optim.make_optimizer(config.optim, config.schedule, 10, model)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    p_shard = parallel.state_shardings(nnx.state(model, nnx.Param), mesh)
+    abstract_opt = jax.eval_shape(tx.init, params)
+    o_shard = opt_state_shardings(abstract_opt, p_shard, params, mesh)
+    specs = [
+        (tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path), s.spec)
+        for path, s in jax.tree_util.tree_flatten_with_path(o_shard)[0]
+    ]
+    mu_kernel = [spec for path, spec in specs if path[-3:] == ("mu", "up", "kernel")]
+    assert mu_kernel == [P("fsdp", "model")]
+    counts = [spec for path, spec in specs if path[-1] == "count"]
+    assert counts and all(spec == P() for spec in counts)
+
+
+def test_global_batch_splits_rows_over_data_and_fsdp():
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    local = {
+        "text_ids": np.arange(8 * 5, dtype=np.int32).reshape(8, 5),
+        "present_video": np.ones(8, bool),
+    }
+    batch = parallel.global_batch(local, mesh)
+    assert batch["text_ids"].shape == (8, 5)
+    np.testing.assert_array_equal(np.asarray(batch["text_ids"]), local["text_ids"])
+    # 4 batch shards of 2 rows, each replicated over the model axis
+    assert {s.data.shape for s in batch["text_ids"].addressable_shards} == {(2, 5)}
+    assert parallel.batch_divisor(mesh) == 4
+    with pytest.raises(ValueError, match="scalar"):
+        parallel.global_batch({"step": np.int32(3)}, mesh)
+
+
+def test_no_distributed_init_without_cluster(monkeypatch):
+    for var in ("SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(var, raising=False)
+    assert parallel.maybe_initialize_distributed({"initialize": False}) is False

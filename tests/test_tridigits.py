@@ -1,0 +1,226 @@
+"""TriDigits builder on a small subset of the real Debian packages.
+
+The packages are fetched with ``apt-get download`` (a package registry) into the TriDigits cache
+(``$GRAM_JAX_TRIDIGITS_DIR`` or ~/.cache/gram_jax/tridigits) once, then reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import av
+import numpy as np
+import pytest
+
+from data_pipelines.datasets import get_layout
+from data_pipelines.datasets import tridigits as td
+from data_pipelines.datasets import tridigits_media as media
+from data_pipelines.datasets import tridigits_sources as sources
+from data_pipelines.datasets import tridigits_splits as splits
+
+pytestmark = pytest.mark.media
+
+SMALL = td.BuildOptions(seed=3, folds=3, images_per_class=6, test_images_per_class=2, frames=4)
+
+
+@pytest.fixture(scope="session")
+def source_dir():
+    cached = td.default_cache_dir() / "sources" / ".unpacked"
+    if not cached.exists() and not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
+        pytest.skip("apt-get/dpkg-deb absent and no unpacked TriDigits sources in the cache")
+    return sources.fetch_sources(td.default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def small_build(source_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tridigits") / "small"
+    manifest = td.build(out, SMALL, source_dir=source_dir, log=lambda *_: None)
+    return out, manifest
+
+
+def _records(out, fold, split):
+    return json.loads(td.annotation_path(out, fold, split).read_text(encoding="utf-8"))
+
+
+def test_sources_match_committed_manifest(source_dir):
+    clips = sources.find_speech_clips(source_dir)
+    assert len(clips) == 320
+    assert len({c.voice for c in clips}) == 33
+    assert len({c.language for c in clips}) == 22  # en and en_GB counted apart
+    assert len({splits.base_language(c.language) for c in clips}) == 21
+    td.verify_sources(td.source_checksums(source_dir, clips))  # raises on any difference
+    images, labels = sources.load_digit_images(source_dir)
+    assert images.shape == (5000, 20, 20) and images.dtype == np.uint8
+    reference = json.loads(td.REFERENCE_MANIFEST.read_text())
+    cells = [hashlib.sha256(c.tobytes()).hexdigest() for c in images]
+    assert cells == reference["image_sha256"]
+    np.testing.assert_array_equal(labels, reference["image_labels"])
+
+
+def test_default_splits_match_committed_manifest(source_dir):
+    """The committed splits are what the default seed yields (determinism across machines)."""
+    reference = json.loads(td.REFERENCE_MANIFEST.read_text())
+    options = td.BuildOptions()
+    assert reference["options"] == dataclasses.asdict(options)
+    _, labels = sources.load_digit_images(source_dir)
+    clips = sources.find_speech_clips(source_dir)
+    image_split = splits.split_images(
+        labels, options.images_per_class, options.test_images_per_class, options.seed
+    )
+    assert {k: v.tolist() for k, v in image_split.items()} == reference["image_split"]
+    assert splits.assign_voice_folds(clips, options.folds, options.seed) == reference["voice_fold"]
+
+
+def test_layout_and_checksums(small_build):
+    out, manifest = small_build
+    for sub in ("annotations", "videos", "audios"):
+        assert (out / sub).is_dir()
+    for group in ("videos", "audios", "annotations"):
+        assert manifest[group]
+        for rel, item in manifest[group].items():
+            assert sources.sha256_file(out / rel) == item["sha256"], rel
+    assert len(manifest["videos"]) == 60 and len(manifest["audios"]) == 320
+    written = json.loads((out / "manifest.json").read_text())
+    assert written["options"] == dataclasses.asdict(SMALL)
+    assert td.is_built(out, SMALL) and not td.is_built(out, td.BuildOptions())
+    for fold in range(SMALL.folds):
+        for split in ("train", "test"):
+            for r in _records(out, fold, split):
+                assert (out / "videos" / f"{r['id']}.mp4").is_file()
+                assert (out / "audios" / f"{r['id']}.wav").is_file()
+                assert r["split"] == split and r["fold"] == fold and r["motion"] == "synthetic"
+
+
+def test_splits_are_disjoint_and_test_voices_unseen(small_build):
+    out, manifest = small_build
+    test_clips = 0
+    for fold in range(SMALL.folds):
+        train, test = _records(out, fold, "train"), _records(out, fold, "test")
+        assert len(train) == 10 * (SMALL.images_per_class - SMALL.test_images_per_class)
+        train_voices = {r["voice"] for r in train}
+        test_voices = {r["voice"] for r in test}
+        assert test_voices and not train_voices & test_voices
+        assert not {r["image_index"] for r in train} & {r["image_index"] for r in test}
+        # Every held-out voice's language keeps a voice in training (its words are seen).
+        train_langs = {splits.base_language(r["language"]) for r in train}
+        assert {splits.base_language(r["language"]) for r in test} <= train_langs
+        assert sorted(r["label"] for r in test) == sorted(
+            c["label"] for c in manifest["audios"].values() if c["fold"] == fold
+        )
+        test_clips += len(test)
+    held_out = [v for v in manifest["audios"].values() if v["fold"] != splits.ALWAYS_TRAIN]
+    assert test_clips == len(held_out)  # each held-out clip is tested exactly once
+
+
+def test_records_carry_the_word_in_the_clip_language(small_build):
+    out, _ = small_build
+    records = [r for k in range(SMALL.folds) for r in _records(out, k, "train")]
+    by_key = {(r["label"], r["voice"]): r["desc"] for r in records}
+    # Spot checks against Tux Paint's word lists and the Asterisk voice naming.
+    expected = {
+        (3, "tuxpaint_en"): "Three",
+        (3, "tuxpaint_de"): "Drei",
+        (5, "tuxpaint_zh_TW"): "五",
+        (7, "tuxpaint_ko"): "일곱",
+    }
+    for key, word in expected.items():
+        assert by_key.get(key, word) == word
+    languages = {r["voice"]: r["language"] for r in records}
+    assert languages.get("asterisk_it_IT_m_Carlo", "it") == "it"
+    for r in records:
+        assert r["desc"] and r["audio_source"].startswith("usr/share/")
+
+
+def test_video_is_the_animated_real_digit(small_build, source_dir):
+    out, manifest = small_build
+    images, labels = sources.load_digit_images(source_dir)
+    rel, item = next(iter(manifest["videos"].items()))
+    idx = item["image_index"]
+    assert item["label"] == labels[idx]
+    rng = np.random.default_rng([SMALL.seed, 4, idx])
+    expected = media.animate_digit(
+        images[idx], media.motion_path(rng, SMALL.frames, SMALL.size), 32
+    )
+    with av.open(str(out / rel)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert frames.shape == (SMALL.frames, 32, 32, 3)
+    # Lossless H.264; only the RGB -> YUV -> RGB rounding remains.
+    assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 4
+    # The motion is real motion: consecutive frames differ.
+    assert np.abs(np.diff(frames.astype(int), axis=0)).max() > 50
+
+
+def test_raw_gsm_voice_is_decoded(small_build):
+    out, manifest = small_build
+    gsm = [(rel, v) for rel, v in manifest["audios"].items() if v["source"].endswith(".gsm")]
+    assert len(gsm) == 20  # es-co and fr-armelle
+    rel, item = gsm[0]
+    assert item["sample_rate"] == 8000 and item["channels"] == 1
+    samples, rate = media.decode_clip(out / rel)
+    assert rate == 8000 and 0.2 < len(samples) / rate < 2.0
+    assert np.abs(samples).max() > 1000  # speech, not silence
+
+
+def test_build_is_deterministic(small_build, source_dir, tmp_path):
+    out, manifest = small_build
+    again = td.build(tmp_path / "again", SMALL, source_dir=source_dir, log=lambda *_: None)
+    for group in ("annotations", "videos", "audios"):
+        assert {k: v["sha256"] for k, v in again[group].items()} == {
+            k: v["sha256"] for k, v in manifest[group].items()
+        }
+
+
+def test_real_pipeline_reads_every_test_sample(small_build):
+    from data_pipelines.config import data_config
+    from data_pipelines.pipeline import make_eval_iterator
+
+    out, _ = small_build
+    assert get_layout("tridigits").name == "tridigits"
+    config = data_config(**td.data_overrides(out, 1, SMALL), eval_batch_size=8)
+    test = _records(out, 1, "test")
+    seen, labels = [], []
+    for batch in make_eval_iterator(config, "test", process_index=0, process_count=1):
+        valid = batch["valid"]
+        assert batch["video"].shape[1:] == (SMALL.frames, 32, 32, 3)
+        assert batch["audio"].shape[1:] == (1, td.AUDIO_FRAMES, 64)
+        assert batch["present_audio"][valid].all() and batch["present_video"][valid].all()
+        assert batch["video"][valid].max() > 100  # a visible digit in every clip
+        seen += batch["index"][valid].tolist()
+        labels += batch["label"][valid].tolist()
+    assert sorted(seen) == list(range(len(test)))
+    assert labels == [test[i]["label"] for i in seen]
+
+
+def test_bad_inputs_name_the_problem(source_dir, tmp_path):
+    checksums = td.source_checksums(source_dir, sources.find_speech_clips(source_dir))
+    key = sources.DIGITS_PNG
+    checksums[key] = "0" * 64
+    with pytest.raises(ValueError, match="digits.png: sha256"):
+        td.verify_sources(checksums)
+    with pytest.raises(FileNotFoundError, match="digits.png"):
+        sources.load_digit_images(tmp_path)
+    with pytest.raises(ValueError, match="test_images_per_class"):
+        splits.split_images(np.zeros(10, np.int32), 5, 5, 0)
+    with pytest.raises(ValueError, match="fold must be in"):
+        td.data_overrides(tmp_path, 7)
+    with pytest.raises(ValueError, match="no audio stream|cannot open"):
+        bad = tmp_path / "x.wav"
+        bad.write_bytes(b"not audio at all")
+        media.decode_clip(bad)
+
+
+def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
+    from data_pipelines import cli
+
+    out = tmp_path / "cli"
+    argv = ["--source-dir", str(source_dir), "--out", str(out), "--folds", "2"]
+    argv += ["--images-per-class", "3", "--test-images-per-class", "1", "--frames", "2"]
+    assert td.build_main(argv) == 0
+    options = td.BuildOptions(folds=2, images_per_class=3, test_images_per_class=1, frames=2)
+    assert td.is_built(out, options)
+    # `gram-data build tridigits` reaches the same builder, which finds the build done.
+    assert cli.run(["build", "tridigits", *argv]) == 0
+    assert "already built" in capsys.readouterr().out
