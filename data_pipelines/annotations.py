@@ -47,6 +47,15 @@ class AnnotationError(ValueError):
         if field is not None:
             where += f", field {field!r}"
         super().__init__(f"{where}: {message}")
+        self._message = message
+
+    def __reduce__(self):
+        # Keep the fields across processes (the default would call __init__ with one argument).
+        return (_rebuild_annotation_error, (self.path, self._message, self.index, self.field))
+
+
+def _rebuild_annotation_error(path, message, index, field) -> AnnotationError:
+    return AnnotationError(path, message, index=index, field=field)
 
 
 @dataclasses.dataclass(frozen=True)

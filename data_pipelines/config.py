@@ -45,7 +45,7 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # Square output side of the frames, pixels.
     c.image_size = 224
     # 'crop_flip': train random-resized-crop + flip, eval short-side resize + centre crop;
-    # 'resize': plain resize to image_size x image_size (aspect distorted), as the reference's 'none'.
+    # 'resize': plain resize to image_size x image_size (aspect distorted), the reference's 'none'.
     c.resize = "crop_flip"
     c.audio = ml_collections.ConfigDict(
         {
@@ -67,7 +67,7 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # True keeps only records whose audio file exists (the reference's filter: MSR-VTT 884 of 1000);
     # False keeps the full set and marks missing audio with present_audio=False.
     c.filter_audio = False
-    # Global batch sizes (all processes together); each process gets batch_size / process_count rows.
+    # Global batch sizes (all processes together); a process gets batch_size / process_count rows.
     c.batch_size = 32
     c.eval_batch_size = 64
     c.seed = 0
@@ -86,7 +86,7 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # What a missing or undecodable media file does: 'raise' stops with an error naming the file;
     # 'skip' fills that modality with zeros, sets present_<m>=False, counts it and logs the id.
     c.bad_data = "raise"
-    # Directory of `gram-data prepare` output (ArrayRecord shards + manifest.json); None = decode the
+    # Output of `gram-data prepare` (ArrayRecord shards + manifest.json); None = decode the
     # raw media. Training reads either through the same interface.
     c.prepared_dir = None
     for key, value in overrides.items():
@@ -109,7 +109,7 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
 
 
 def validate_config(c: ml_collections.ConfigDict) -> None:
-    """Checks the values of a data config; raises ValueError naming the key and what was expected."""
+    """Checks a data config's values; raises ValueError naming the key and what was expected."""
     unknown = [m for m in c.modalities if m not in KNOWN_MODALITIES]
     if unknown or not c.modalities:
         raise ValueError(
@@ -143,12 +143,14 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"data config key {key!r}: expected a positive int, got {value!r}")
     if not isinstance(c.worker_count, int) or c.worker_count < 0:
-        raise ValueError(f"data config key 'worker_count': expected an int >= 0, got {c.worker_count}")
+        raise ValueError(
+            f"data config key 'worker_count': expected an int >= 0, got {c.worker_count}"
+        )
     if not 0 <= c.seed < 2**32:
         raise ValueError(f"data config key 'seed': expected 0 <= seed < 2**32, got {c.seed}")
     if c.audio.padding not in ("fixed", "reference"):
         raise ValueError(
-            f"data config key 'audio.padding': expected 'fixed' or 'reference', got {c.audio.padding!r}"
+            f"data config key 'audio.padding': expected fixed or reference, got {c.audio.padding!r}"
         )
     if c.audio.norm_std <= 0:
         raise ValueError(f"data config key 'audio.norm_std': expected > 0, got {c.audio.norm_std}")

@@ -1,4 +1,4 @@
-"""The Grain graph: index plan -> per-process shard -> decode/tokenize -> batch -> workers -> prefetch.
+"""The Grain graph: plan -> per-process shard -> decode/tokenize -> batch -> workers -> prefetch.
 
     plan (TrainPlan / EvalPlan: which sample goes where, seeded per epoch, disjoint per process)
       -> grain.MapDataset.source(plan)
@@ -7,7 +7,7 @@
       -> .to_iter_dataset(ReadOptions(read_threads, prefetch_buffer_size))
       -> .mp_prefetch(worker_count)  (0 = decode in this process)
 
-Every random draw of a sample derives from (seed, epoch, sample) only (transforms.sample_rngs), never
+Every random draw of a sample derives from (seed, epoch, sample) alone (transforms.sample_rngs), not
 from worker or thread identity, so ``iterator.get_state()`` / ``set_state()`` restore mid-epoch and
 continue with exactly the same batches, with or without workers.
 
@@ -109,7 +109,7 @@ def _permutation(num_samples: int, seed: int, epoch: int, shuffle: bool) -> np.n
 class EvalPlan:
     """Evaluation order of one process: every sample once, in order, padded to full batches.
 
-    Item ``j`` is ``int64[3] = (sample or PAD, 0, position)``; positions ``>= num_samples`` are padding.
+    Item ``j`` is ``int64[3] = (sample or PAD, 0, position)``; positions past the end are padding.
     """
 
     num_samples: int

@@ -1,4 +1,4 @@
-"""Reads `gram-data prepare` output (ArrayRecord shards written by a TFDS builder) into the pipeline.
+"""Reads `gram-data prepare` output (ArrayRecord shards of a TFDS builder) into the pipeline.
 
 Layout of ``<prepared_dir>/<split>/`` (written by data_pipelines.prepare):
     manifest.json                     counts, shapes, spec, per-part checksums, missing/bad ids
@@ -7,8 +7,9 @@ Layout of ``<prepared_dir>/<split>/`` (written by data_pipelines.prepare):
 
 Part ``k`` holds the records ``[start_k, stop_k)`` of the annotation file, in order, one example
 per record: ``index`` (annotation position), ``id``, ``video`` uint8[F, S, S, 3] (evaluation-mode
-frames: segment middles, centre crop), ``audio`` float32[K, T, M] (all K normalised filterbank
-slices), ``present_<m>`` and ``error_<m>`` (why a modality is missing).
+frames: segment middles, centre crop; or F JPEG byte strings with ``--frame-format jpeg``),
+``audio`` float32[K, T, M] (all K normalised filterbank slices), ``present_<m>`` and
+``error_<m>`` (why a modality is missing).
 
 What differs from the raw path in training: frames are the stored segment middles (the raw path
 draws a random frame per segment), and ``crop_flip`` crops inside the stored centre square (the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -36,8 +38,18 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 BUILDER_NAME = "gram_prepared_part"
 SPLIT_NAME = "data"
+#: How frames are stored: raw uint8 arrays or one JPEG per frame.
+FRAME_FORMATS = ("uint8", "jpeg")
 #: Config keys the prepared arrays depend on; reading with other values would silently differ.
-SPEC_KEYS = ("image_size", "resize", "mel_bins", "target_length", "norm_mean", "norm_std", "padding")
+SPEC_KEYS = (
+    "image_size",
+    "resize",
+    "mel_bins",
+    "target_length",
+    "norm_mean",
+    "norm_std",
+    "padding",
+)
 
 
 def split_dir(prepared_dir: str | os.PathLike, split: str) -> pathlib.Path:
@@ -151,7 +163,9 @@ class PreparedReader:
     def __init__(self, split, config: ml_collections.ConfigDict, *, train: bool):
         self._split = split
         self._train = train
-        self._num_frames = config.num_frames if train else (config.eval_num_frames or config.num_frames)
+        self._num_frames = (
+            config.num_frames if train else (config.eval_num_frames or config.num_frames)
+        )
         self._image_size = int(config.image_size)
         self._resize = config.resize
         self._num_clips = int(config.audio.num_clips)
@@ -189,6 +203,10 @@ class PreparedReader:
         example = self._example(record)
         self._check_present(example, "video", record)
         frames = example["video"]
+        if self._manifest["spec"].get("frame_format") == "jpeg":
+            frames = np.stack(
+                [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in frames]
+            )
         if self._num_frames != self._stored_frames:
             chosen = media_video.sample_frame_indices(
                 self._stored_frames, self._num_frames, train=self._train, rng=rng

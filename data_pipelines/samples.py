@@ -33,7 +33,7 @@ class SplitData:
       captions: list[str] per record (may be empty: then the text modality is absent).
       subtitles: str or None per record.
       labels: int32[R] class per record, or None when the dataset has no labels.
-      sample_record: int32[N] record of each sample; sample_caption: int32[N] caption of each sample.
+      sample_record: int32[N] record of each sample; sample_caption: int32[N] its caption.
       media_paths: modality -> list of str paths or None (file not found) per record.
       media_dirs: modality -> the directory searched.
     """
@@ -172,7 +172,9 @@ class RawReader:
     def __init__(self, split: SplitData, config: ml_collections.ConfigDict, *, train: bool):
         self._split = split
         self._train = train
-        self._num_frames = config.num_frames if train else (config.eval_num_frames or config.num_frames)
+        self._num_frames = (
+            config.num_frames if train else (config.eval_num_frames or config.num_frames)
+        )
         self._image_size = config.image_size
         self._resize = config.resize
         self._audio = config.audio.to_dict()

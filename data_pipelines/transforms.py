@@ -149,7 +149,9 @@ class LoadSample(grain.transforms.Map):
             return self._padding_row()
         record = int(self._split.sample_record[sample])
         caption = int(self._split.sample_caption[sample])
-        video_rng, audio_rng = sample_rngs(self._seed, epoch, sample) if self._train else (None,) * 2
+        video_rng, audio_rng = (
+            sample_rngs(self._seed, epoch, sample) if self._train else (None,) * 2
+        )
         row: dict[str, np.ndarray] = {}
         for m in self._modalities:
             if m in TEXT_MODALITIES:

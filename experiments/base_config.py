@@ -10,7 +10,8 @@ is ``total_steps = N // B * E`` here, independent of the device count.
 
 Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unknown ones):
 
-- ``model``: `gram_jax.models.gram.model_config()` (towers, widths, dtypes; see that module).
+- ``model``: `gram_jax.models.gram.model_config('base', dtype='bfloat16')` (ViT-B/16 frames,
+  BEATs-base, BERT-base; see gram_jax/models/config.py for its keys).
 - ``data``: `data_pipelines.config.data_config()` (annotations, media, batch size, frames; see there).
 - ``loss``:
   - ``name``: a `gram_jax.losses.LOSSES` key; ``'volume'`` = GRAM's volume contrastive loss.
@@ -23,7 +24,8 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
 - ``optim`` (`gram_jax.optim`): ``name`` ('adamw'), ``lr`` (peak lr of every parameter outside the
   groups, 2e-5), ``b1`` 0.9, ``b2`` 0.98, ``eps`` 1e-6, ``weight_decay`` 0.01, ``decay_embeddings``
   (False), ``grad_clip_norm`` (0 = off, as the reference in effect), ``accumulation_steps`` (1),
-  ``lr_groups`` ({group: {pattern: regex on the '/'-joined param path, lr}}; the vision tower at 5e-7).
+  ``lr_groups`` ({group: {pattern: regex searched in the '/'-joined param path, lr}}; default
+  ``vision`` = ``^vision/`` at 5e-7, the reference's clip_lr of the EVA tower).
 - ``schedule``: ``name`` ('warmup_linear' | 'cosine' | 'constant'), ``warmup_fraction`` (0.1),
   ``warmup_steps`` (0 = use the fraction), ``end_factor`` (cosine floor, fraction of the peak).
 - ``mesh``: ``data`` (-1 = all remaining devices), ``fsdp`` (1), ``model`` (1) axis sizes.
@@ -64,7 +66,8 @@ REFERENCE_CAPTIONS = (
 def _model_config(**overrides) -> ml_collections.ConfigDict:
     from gram_jax.models.gram import model_config
 
-    return model_config(**overrides)
+    # The base configuration: ViT-B/16 frames, BEATs-base, BERT-base, bf16 matmuls.
+    return model_config("base", dtype="bfloat16", **overrides)
 
 
 def _data_config(**overrides) -> ml_collections.ConfigDict:
@@ -133,7 +136,7 @@ def reference_clips_data(data: ml_collections.ConfigDict) -> ml_collections.Conf
         audio_dir=str(root / "audios"),
         modalities=("video", "audio", "text"),
         num_frames=2,
-        image_size=32,
+        image_size=56,  # the tiny ViT's position table (patch 14, 4 x 4 grid)
         audio=dict(mel_bins=data.audio.mel_bins, target_length=128, num_clips=1),
         text_max_len=dict(text=16, subtitle=16),
         batch_size=4,

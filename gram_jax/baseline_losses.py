@@ -24,8 +24,9 @@
 The same `label_smoothing` (0.1, GRAM's setting) applies to every softmax loss by default so that an
 ablation changes only the alignment measure; pass 0.0 for the original papers' plain cross-entropy.
 
-Missing modalities: a pair term skips rows whose pair is incomplete and masks the columns whose
-candidate is missing (never a fake vector); Symile and area skip samples missing any modality.
+Missing modalities (never replaced by a fake vector): a pair term (cosine, sigmoid) uses exactly the
+samples where both of its modalities are present, as rows and as columns; Symile and area use the
+samples with every modality present as rows, and candidates whose own rows are all present.
 Gather modes behave as for the volume loss (`gram_jax.gather`): each softmax term has local rows
 against gathered columns, so in 'reference' mode each direction trains only its row side.
 """
@@ -33,7 +34,6 @@ against gathered columns, so in 'reference' mode each direction trains only its 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,64 +41,13 @@ from jax.sharding import Mesh
 
 from gram_jax.contrastive import (
     masked_mean,
+    modality_inputs,
     positive_labels,
     resolve_temperature,
     smoothed_cross_entropy,
 )
 from gram_jax.gather import apply_gathered, check_gather_mode
 from gram_jax.volume import pairwise_triangle_area
-
-
-def select_modalities(
-    embeddings: Mapping[str, jax.Array],
-    present: Mapping[str, jax.Array] | None,
-    anchor: str,
-    order: Sequence[str],
-) -> tuple[list[jax.Array], list[jax.Array | None]]:
-    """The `order` embeddings (float[B, D] each) and their presence masks (bool[B] or None).
-
-    Raises a ValueError naming the missing key if `embeddings` lacks `anchor` or a modality of
-    `order`, or if shapes disagree.
-    """
-    names = (anchor, *order)
-    if len(set(names)) != len(names) or not order:
-        raise ValueError(f"anchor={anchor!r}, order={tuple(order)}: expected distinct modalities")
-    for name in names:
-        if name not in embeddings:
-            raise ValueError(
-                f"embeddings: missing key {name!r} (have {sorted(embeddings)}; anchor={anchor!r}, "
-                f"order={tuple(order)})"
-            )
-    shape = jnp.shape(embeddings[anchor])
-    if len(shape) != 2:
-        raise ValueError(f"embeddings[{anchor!r}]: expected float[B, D], got shape {shape}")
-    masks = []
-    for name in names:
-        if jnp.shape(embeddings[name]) != shape:
-            raise ValueError(
-                f"embeddings[{name!r}]: expected shape {shape} like the anchor, got "
-                f"{jnp.shape(embeddings[name])}"
-            )
-        mask = None if present is None else present.get(name)
-        if mask is not None:
-            mask = jnp.asarray(mask).astype(bool)
-            if mask.shape != shape[:1]:
-                raise ValueError(f"present[{name!r}]: expected bool[{shape[0]}], got {mask.shape}")
-        masks.append(mask)
-    return [jnp.asarray(embeddings[n]) for n in order], masks[1:]
-
-
-def _inputs(embeddings, present, anchor, order):
-    """{'emb': [B, M, D] in (anchor, *order) order, 'present': bool[B, M]} for apply_gathered."""
-    others, masks = select_modalities(embeddings, present, anchor, order)
-    anchor_present = None if present is None else present.get(anchor)
-    all_masks = [anchor_present, *masks]
-    b = others[0].shape[0]
-    emb = jnp.stack([jnp.asarray(embeddings[anchor]), *others], axis=1).astype(jnp.float32)
-    pres = jnp.stack(
-        [jnp.ones(b, bool) if m is None else jnp.asarray(m, bool) for m in all_masks], 1
-    )
-    return {"emb": emb, "present": pres}
 
 
 def _pair_terms(local, gathered, offset, pairs, tau, eps):
@@ -132,7 +81,7 @@ def _pair_loss(
 ):
     check_gather_mode(gather_mode)
     names = (anchor, *order)
-    tensors = _inputs(embeddings, present, anchor, order)
+    tensors = modality_inputs(embeddings, present, anchor, order)
     tau = resolve_temperature(temperature)
     out = apply_gathered(
         lambda lo, ga, off: _pair_terms(lo, ga, off, pairs, tau, label_smoothing),
@@ -251,7 +200,7 @@ def sigmoid_loss(
     )
     tau = resolve_temperature(temperature)
     bias = jnp.asarray(bias, jnp.float32)
-    tensors = _inputs(embeddings, present, anchor, order)
+    tensors = modality_inputs(embeddings, present, anchor, order)
 
     def per_rows(local, gathered, offset):
         labels = positive_labels(offset, local["emb"].shape[0])
@@ -301,8 +250,10 @@ def symile_loss(
     """Symile: cross-entropy over multilinear inner products, each modality the anchor in turn.
 
     Args:
-      rng: PRNG key, required for negative_sampling='n' (the row permutations; the same key on every
-        shard gives every shard the same permutation of the global batch).
+      rng: PRNG key, required for negative_sampling='n': the candidates of anchor modality a take
+        modality i's rows in the order `jax.random.permutation(jax.random.split(rng, M * M)[a * M
+        + i], N)` (M modalities; the same key on every shard gives every shard the same global
+        permutation).
       negative_sampling: 'n' (N-1 negatives per row, from independently permuted non-anchor rows) or
         'n_squared' (N^2 - 1 negatives: all combinations; needs exactly 3 modalities).
       Other arguments as the module docstring; logits = MIP / tau.
@@ -322,7 +273,7 @@ def symile_loss(
     if negative_sampling == "n" and rng is None:
         raise ValueError("symile negative_sampling='n': pass rng=<PRNG key> for the permutations")
     tau = resolve_temperature(temperature)
-    tensors = _inputs(embeddings, present, anchor, order)
+    tensors = modality_inputs(embeddings, present, anchor, order)
     n_total = tensors["emb"].shape[0]
     if negative_sampling == "n":
         # A fresh permutation per (anchor, modality), as Symile redraws them for every anchor;
@@ -406,7 +357,7 @@ def area_loss(
     if len(order) != 2:
         raise ValueError(f"area loss needs exactly 2 data modalities (a triangle), got {order}")
     tau = resolve_temperature(temperature)
-    tensors = _inputs(embeddings, present, anchor, order)
+    tensors = modality_inputs(embeddings, present, anchor, order)
 
     def per_rows(local, gathered, offset):
         labels = positive_labels(offset, local["emb"].shape[0])
@@ -417,7 +368,7 @@ def area_loss(
             )
 
         area_a2d = areas(local, gathered)
-        area_d2a = area_a2d if gathered is local else areas(gathered, local).T
+        area_d2a = area_a2d.T if gathered is local else areas(gathered, local).T
         col_valid = jnp.all(gathered["present"], axis=1)
         row_valid = jnp.all(local["present"], axis=1)
         ce = {

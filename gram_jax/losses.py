@@ -30,7 +30,12 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from gram_jax import baseline_losses
-from gram_jax.contrastive import positive_labels, resolve_temperature, smoothed_cross_entropy
+from gram_jax.contrastive import (
+    positive_labels,
+    resolve_temperature,
+    select_modalities,
+    smoothed_cross_entropy,
+)
 from gram_jax.gather import GATHER_MODES, apply_gathered, check_gather_mode
 from gram_jax.matching import build_matching_batch, matching_loss, sample_hard_negatives
 from gram_jax.temperature import Temperature, is_temperature_path
@@ -140,7 +145,7 @@ def volume_contrastive_loss(
         logits_a2d = -vol_a2d / tau
         # D2A: all anchors against local data tuples, transposed to rows = local tuples. In 'global'
         # mode both sides are the same arrays, so the matrix is computed once.
-        vol_d2a = vol_a2d if gathered is local else volumes(gathered["anchor"], local).T
+        vol_d2a = vol_a2d.T if gathered is local else volumes(gathered["anchor"], local).T
         logits_d2a = -vol_d2a / tau
         positive = jnp.take_along_axis(vol_a2d, labels[:, None], axis=1)[:, 0]
         return {
@@ -194,7 +199,7 @@ def volume_loss(
       unused: other losses' keyword arguments (e.g. `rng`), accepted so callers can pass one set.
     """
     del unused
-    others, masks = baseline_losses.select_modalities(embeddings, present, anchor, order)
+    others, masks = select_modalities(embeddings, present, anchor, order)
     stacked_present = None
     if any(m is not None for m in masks):
         stacked_present = jnp.stack(

@@ -103,7 +103,10 @@ def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[Any] | None = No
 
 
 def logical_names(variable: nnx.Variable) -> tuple[str | None, ...] | None:
-    """The logical axis names a layer attached to `variable`, or None when it has none."""
+    """The logical axis names a layer attached to `variable`, or None when it has none (also for
+    plain array leaves that a module keeps as `nnx.data`)."""
+    if not isinstance(variable, nnx.Variable):
+        return None
     metadata = variable.get_metadata()
     for key in _SHARDING_METADATA_KEYS:
         names = metadata.get(key)
@@ -152,12 +155,15 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> d
     """NamedShardings for an (abstract) nnx.State, as a pure dict matching `state.to_pure_dict()`."""
 
     def leaf_sharding(variable):
-        spec = logical_to_spec(logical_names(variable), variable.shape, mesh, rules)
+        names = logical_names(variable)
+        if names is not None and len(names) < len(variable.shape):
+            # Scan-over-layers stacks parameters on a leading axis the annotation does not name
+            # (gram_jax.models.axes.logical_axes_tree calls it 'layers').
+            names = ("layers",) * (len(variable.shape) - len(names)) + tuple(names)
+        spec = logical_to_spec(names, variable.shape, mesh, rules)
         return NamedSharding(mesh, spec)
 
-    shardings = jax.tree.map(
-        leaf_sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable)
-    )
+    shardings = jax.tree.map(leaf_sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
     return nnx.to_pure_dict(shardings)
 
 

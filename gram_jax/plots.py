@@ -57,6 +57,7 @@ def plot_embeddings(
 
     matplotlib.use("Agg")  # files only: works on headless machines and in tests
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     names = list(embeddings)
     if not names:
@@ -72,21 +73,35 @@ def plot_embeddings(
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 4.2))
     for i, m in enumerate(names):
         xy = joint[i * n : (i + 1) * n]
-        axes[0].scatter(xy[:, 0], xy[:, 1], c=cmap(labels % 10), marker=MARKERS.get(m, "x"), s=22,
-                        alpha=0.8, label=m, edgecolors="none")
+        axes[0].scatter(
+            xy[:, 0],
+            xy[:, 1],
+            c=cmap(labels % 10),
+            marker=MARKERS.get(m, "x"),
+            s=22,
+            alpha=0.8,
+            label=m,
+            edgecolors="none",
+        )
         own, _, _ = pca_2d(embeddings[m])
-        axes[i + 1].scatter(own[:, 0], own[:, 1], c=cmap(labels % 10), marker=MARKERS.get(m, "x"),
-                            s=22, alpha=0.8, edgecolors="none")
+        axes[i + 1].scatter(
+            own[:, 0],
+            own[:, 1],
+            c=cmap(labels % 10),
+            marker=MARKERS.get(m, "x"),
+            s=22,
+            alpha=0.8,
+            edgecolors="none",
+        )
         axes[i + 1].set_title(f"{m} (own PCA)")
     axes[0].set_title("all modalities (shared PCA)")
     legend = axes[0].legend(loc="best", fontsize=8)
     for handle in legend.legend_handles:
-        handle.set_color("gray")
-    for digit in np.unique(labels):
-        axes[0].scatter([], [], color=cmap(int(digit) % 10), label=str(int(digit)))
+        handle.set_color("gray")  # the marker legend is about shapes, not classes
+    classes = [int(c) for c in np.unique(labels)]
+    handles = [Line2D([], [], ls="", marker="o", color=cmap(c % 10)) for c in classes]
     fig.legend(
-        *zip(*[(h, lab) for h, lab in zip(*axes[0].get_legend_handles_labels()) if lab.isdigit()]),
-        loc="lower center", ncol=10, fontsize=8, title="class",
+        handles, [str(c) for c in classes], loc="lower center", ncol=10, fontsize=8, title="class"
     )
     if title:
         fig.suptitle(title)

@@ -92,6 +92,6 @@ class Temperature(nnx.Module):
 
 
 def is_temperature_path(path: Sequence) -> bool:
-    """True if a parameter path (tuple of keys from `nnx.state(...).flat_state()` or optax's
+    """True if a parameter path (tuple of keys from `nnx.to_flat_state(nnx.state(...))` or optax's
     `tree_map_with_path`) belongs to a temperature; use it to exclude tau from weight decay."""
     return any("temperature" in str(getattr(k, "key", k)).lower() for k in path)

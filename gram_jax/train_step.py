@@ -32,7 +32,7 @@ from flax import nnx
 
 from gram_jax import parallel
 from gram_jax.losses import LOSSES, build_matching_batch, matching_loss, sample_hard_negatives
-from gram_jax.models.layers import logical_sharding
+from gram_jax.models.axes import logical_sharding
 
 # Gram order of the data modalities (reference: t, v, a, s, d); the anchor is taken out.
 MODALITY_ORDER = ("text", "video", "audio", "subtitle", "depth")

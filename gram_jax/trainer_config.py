@@ -32,8 +32,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         decay_embeddings=False,
         grad_clip_norm=0.0,
         accumulation_steps=1,
-        # The vision tower trains at the reference's clip_lr (it matched 'visual' in the torch names).
-        lr_groups=dict(vision=dict(pattern=r"(^|/)(vision|video)[^/]*(/|$)", lr=5e-7)),
+        # The vision tower (GramModel.vision) trains at the reference's clip_lr, which matched the
+        # torch names containing 'visual': the EVA tower only, not its head or fusion projections.
+        lr_groups=dict(vision=dict(pattern=r"^vision/", lr=5e-7)),
     )
     config.schedule = dict(name="warmup_linear", warmup_fraction=0.1, warmup_steps=0, end_factor=0.0)
     config.mesh = dict(data=-1, fsdp=1, model=1)

@@ -82,7 +82,9 @@ def _stack_others(others: Others, name: str = "others") -> jax.Array:
             raise ValueError(f"{name}: expected at least one [B2, D] array, got an empty sequence")
         shapes = {tuple(o.shape) for o in others}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-            raise ValueError(f"{name}: expected k-1 arrays of one shape [B2, D], got shapes {shapes}")
+            raise ValueError(
+                f"{name}: expected k-1 arrays of one shape [B2, D], got shapes {shapes}"
+            )
         return jnp.stack([jnp.asarray(o) for o in others])
     others = jnp.asarray(others)
     if others.ndim != 3:
@@ -118,9 +120,9 @@ def gram_determinant(gram: jax.Array) -> jax.Array:
 
     Unrolled LDL^T elimination (k is static and small): each pivot is the squared distance of one
     vector to the span of the previous ones. A pivot below ``DEPENDENCE_TOL`` times its diagonal
-    entry (dependent vector, zero vector, or negative round-off) is set to 0 and its column is not
-    used for elimination, so no division by ~0 occurs. LAPACK ``det`` instead returns negative or NaN
-    values on 40-60 % of rank-deficient inputs and its gradient is NaN there (stack_notes).
+    entry (dependent vector, zero vector, or negative round-off) is set to 0 and its column is
+    not used for elimination, so no division by ~0 occurs. LAPACK ``det`` instead returns negative
+    or NaN values on 40-60 % of rank-deficient inputs and its gradient is NaN there (stack_notes).
     """
     k = gram.shape[-1]
     diag = [gram[..., p, p] for p in range(k)]
@@ -185,7 +187,8 @@ def orthonormalise_tuples(
       others: float[m, B2, D] (already in the compute dtype); tuple j is others[:, j].
       present: optional bool[m, B2].
     Returns:
-      basis: [m, B2, D], orthonormal directions per tuple; rows of dependent or absent vectors are 0.
+      basis: [m, B2, D], orthonormal directions per tuple; rows of dependent or absent vectors
+        are 0.
       tuple_volume: [B2], Vol(tuple j) (present vectors only; 1 for an empty tuple).
 
     Working on the vectors (not on their Gram matrix) keeps residual norms accurate to ~1e-7 of the
@@ -212,10 +215,12 @@ def orthonormalise_tuples(
 def _pairwise_schur(anchor: jax.Array, others: jax.Array, present) -> jax.Array:
     """Vol(t_i, X_j) = Vol(X_j) * dist(t_i, span X_j): k-1 matmuls + one elementwise pass."""
     basis, tuple_volume = orthonormalise_tuples(others, present)
-    dist_sq = _rowdot(anchor, anchor)[:, None]
-    for q in basis:
-        proj = jnp.matmul(anchor, q.T, precision=HIGHEST)
-        dist_sq = dist_sq - proj * proj
+    m, b2, d = basis.shape
+    # The k-1 projections as one [B1, D] x [D, (k-1) B2] matmul (better device utilisation than
+    # k-1 small ones); the squares are summed in the same fused elementwise pass.
+    proj = jnp.matmul(anchor, basis.reshape(m * b2, d).T, precision=HIGHEST)
+    proj = proj.reshape(anchor.shape[0], m, b2)
+    dist_sq = _rowdot(anchor, anchor)[:, None] - jnp.sum(proj * proj, axis=1)
     return tuple_volume[None, :] * safe_sqrt(dist_sq)
 
 
@@ -400,14 +405,22 @@ def triangle_area(
 
 @functools.partial(jax.jit, static_argnames=("form",))
 def pairwise_triangle_area(
-    anchor: jax.Array, a: jax.Array, b: jax.Array, *, form: str = "area"
+    anchor: jax.Array, a: Others, b: jax.Array | None = None, *, form: str = "area"
 ) -> jax.Array:
-    """Triangle areas of every anchor_i with every pair (a_j, b_j): float[B1, D], [B2, D] -> [B1, B2].
+    """Triangle areas of every anchor_i with every pair (a_j, b_j): [B1, D], [B2, D] -> [B1, B2].
 
+    ``a`` may also hold both data modalities (``b`` None): an array [2, B2, D] or a pair of [B2, D]
+    arrays, the same ``others`` layout as pairwise_volume with k = 3.
     Uses 2 * area = |b_j - a_j| * dist(t_i, line through a_j and b_j): per-tuple work once, then two
     [B1, D] x [D, B2] matmuls (t.a_j and t.e_j with e_j the unit edge direction) and an elementwise
     pass, the same structure as the Schur volume.
     """
+    if b is None:
+        pair = _stack_others(a, "a")
+        if pair.shape[0] != 2:
+            raise ValueError(f"a: a triangle needs exactly 2 data modalities, got {pair.shape}")
+        a, b = pair[0], pair[1]
+    anchor, a, b = jnp.asarray(anchor), jnp.asarray(a), jnp.asarray(b)
     if anchor.ndim != 2 or a.ndim != 2 or a.shape != b.shape or a.shape[1] != anchor.shape[1]:
         raise ValueError(
             f"expected anchor [B1, D] and a, b [B2, D]; got {anchor.shape}, {a.shape}, {b.shape}"

@@ -48,11 +48,14 @@ class _RelBiasAttention(nn.Module):
         out = (rel > 0).long() * half
         dist = rel.abs()
         exact = half // 2
-        far = exact + (
-            torch.log(dist.float().clamp(min=1) / exact)
-            / math.log(self.max_distance / exact)
-            * (half - exact)
-        ).long()
+        far = (
+            exact
+            + (
+                torch.log(dist.float().clamp(min=1) / exact)
+                / math.log(self.max_distance / exact)
+                * (half - exact)
+            ).long()
+        )
         far = far.clamp(max=half - 1)
         return out + torch.where(dist < exact, dist, far)
 
@@ -122,8 +125,9 @@ class _Encoder(nn.Module):
         )
         # As in the public code: every layer holds the same Embedding object, so the state dict
         # lists it once per layer, and only layer 0's copy is ever read.
+        shared = self.layers[0].self_attn.relative_attention_bias
         for layer in self.layers[1:]:
-            layer.self_attn.relative_attention_bias = self.layers[0].self_attn.relative_attention_bias
+            layer.self_attn.relative_attention_bias = shared
         self.layer_norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def write_index_video(
     codec: str = "libx264",
     with_audio: bool = False,
 ) -> pathlib.Path:
-    """A video whose frame ``i`` is flat grey ``frame_level(i)`` (width, height = size); <= 60 frames."""
+    """A clip whose frame ``i`` is flat grey ``frame_level(i)``; size = (width, height)."""
     if num_frames > 60:
         raise ValueError("write_index_video: at most 60 frames (grey levels 10 + 4 * i)")
     width, height = size

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import shutil
 
+import av
 import numpy as np
 import pytest
+from media_fixtures import level_to_index, sine, write_audio, write_index_video
 
-av = pytest.importorskip("av")
-
-from media_fixtures import level_to_index, sine, write_audio, write_index_video  # noqa: E402
-
-from data_pipelines.media import (
-    MediaError,  # noqa: E402
-    video,  # noqa: E402
-)
+from data_pipelines.media import MediaError, video
 
 pytestmark = pytest.mark.media
 
@@ -137,7 +132,7 @@ def test_real_clip_eval_frames_match_an_independent_decode(shared_data):
         ]
     ours = video.load_frames(path, num_frames=8, train=False, size=64, resize="resize")
     chosen = reference_eval_indices(len(small), 8)
-    for k, index in enumerate(chosen):
+    for k in range(len(chosen)):
         errors = [np.abs(small[i] - ours[k]).mean() for i in chosen]
         assert errors[k] < 4.0 and errors[k] == min(errors)
 

@@ -142,11 +142,11 @@ def test_video_is_the_animated_real_digit(small_build, source_dir):
     assert item["label"] == labels[idx]
     rng = np.random.default_rng([SMALL.seed, 4, idx])
     expected = media.animate_digit(
-        images[idx], media.motion_path(rng, SMALL.frames, SMALL.size), 32
+        images[idx], media.motion_path(rng, SMALL.frames, SMALL.size), SMALL.size
     )
     with av.open(str(out / rel)) as container:
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    assert frames.shape == (SMALL.frames, 32, 32, 3)
+    assert frames.shape == (SMALL.frames, SMALL.size, SMALL.size, 3)
     # Lossless H.264; only the RGB -> YUV -> RGB rounding remains.
     assert np.abs(frames.astype(int) - expected.astype(int)).max() <= 4
     # The motion is real motion: consecutive frames differ.
@@ -184,7 +184,7 @@ def test_real_pipeline_reads_every_test_sample(small_build):
     seen, labels = [], []
     for batch in make_eval_iterator(config, "test", process_index=0, process_count=1):
         valid = batch["valid"]
-        assert batch["video"].shape[1:] == (SMALL.frames, 32, 32, 3)
+        assert batch["video"].shape[1:] == (SMALL.frames, SMALL.size, SMALL.size, 3)
         assert batch["audio"].shape[1:] == (1, td.AUDIO_FRAMES, 64)
         assert batch["present_audio"][valid].all() and batch["present_video"][valid].all()
         assert batch["video"][valid].max() > 100  # a visible digit in every clip

@@ -68,8 +68,10 @@ def test_random_unit_tuples_absolute_error_and_methods_agree(k):
     # Mix random tuples with partly aligned ones so volumes span (0, 1].
     others = [unit(rng.standard_normal((9, dim)) + (p % 2) * anchor[:1]) for p in range(k - 1)]
     want = oracle_pairwise(anchor, others)
-    got = {m: np.asarray(V.pairwise_volume(f32(anchor), f32(np.stack(others)), method=m))
-           for m in METHODS}
+    got = {
+        m: np.asarray(V.pairwise_volume(f32(anchor), f32(np.stack(others)), method=m))
+        for m in METHODS
+    }
     for m in METHODS:
         np.testing.assert_allclose(got[m], want, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got["schur"], got["det"], atol=2e-6, rtol=0)
@@ -137,8 +139,9 @@ def test_degenerate_tuples_finite_value_and_gradient(method):
     grads = jax.grad(total, argnums=(0, 1))(f32(anchor), others)
     for g in grads:
         assert np.all(np.isfinite(np.asarray(g)))
-    gv = jax.grad(lambda x: jnp.sum(V.gram_volume(x)))(f32(np.concatenate(
-        [anchor[:, None], tuples], axis=1)))
+    gv = jax.grad(lambda x: jnp.sum(V.gram_volume(x)))(
+        f32(np.concatenate([anchor[:, None], tuples], axis=1))
+    )
     assert np.all(np.isfinite(np.asarray(gv)))
     assert np.all(np.isfinite(np.asarray(V.gram_volume(f32(tuples)))))
 
@@ -273,6 +276,8 @@ def test_triangle_area_against_oracle_and_pairwise():
     want = np.array([[oracle_triangle(t[i], a[j], b[j]) for j in range(6)] for i in range(5)])
     got = np.asarray(V.pairwise_triangle_area(f32(t), f32(a), f32(b)))
     np.testing.assert_allclose(got, want, atol=2e-6)
+    stacked = V.pairwise_triangle_area(f32(t), f32(np.stack([a, b])))  # the `others` layout
+    np.testing.assert_allclose(stacked, want, atol=2e-6)
     matched = V.triangle_area(f32(t[:, None]), f32(a[None]), f32(b[None]))
     np.testing.assert_allclose(matched, want, atol=2e-6)
     np.testing.assert_allclose(

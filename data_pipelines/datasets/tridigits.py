@@ -68,7 +68,8 @@ class BuildOptions:
     images_per_class: int = 500
     test_images_per_class: int = 50
     frames: int = 8
-    size: int = 32
+    # 28x28 frames with the 20x20 digit centred: MNIST's own geometry.
+    size: int = 28
     fps: int = 8
 
 
@@ -337,6 +338,23 @@ def reference_manifest(manifest: dict) -> dict:
     }
 
 
+def _one_item_per_line(obj: dict) -> str:
+    """JSON with one entry of each large list or mapping per line: readable diffs, small file."""
+    lines = []
+    for key, value in obj.items():
+        if isinstance(value, dict) and len(value) > 8:
+            inner = [
+                f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in value.items()
+            ]
+            lines.append(f" {json.dumps(key)}: {{\n" + ",\n".join(inner) + "\n }")
+        elif isinstance(value, list) and len(value) > 8 and not isinstance(value[0], int):
+            inner = [f"  {json.dumps(v, ensure_ascii=False)}" for v in value]
+            lines.append(f" {json.dumps(key)}: [\n" + ",\n".join(inner) + "\n ]")
+        else:
+            lines.append(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def build_main(argv: list[str] | None = None) -> int:
     """``gram-data build tridigits`` entry point; ``argv`` excludes the program and dataset name."""
     parser = argparse.ArgumentParser(
@@ -383,7 +401,8 @@ def build_main(argv: list[str] | None = None) -> int:
         print(f"tridigits: {out} is already built with these options (--force rebuilds)")
     if args.write_reference_manifest:
         manifest = json.loads((out / "manifest.json").read_text())
-        _write_json(args.write_reference_manifest, reference_manifest(manifest))
+        text = _one_item_per_line(reference_manifest(manifest))
+        args.write_reference_manifest.write_text(text, encoding="utf-8")
     return 0
 
 

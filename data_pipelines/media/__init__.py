@@ -87,28 +87,29 @@ def _dotted(ext: str) -> str:
     return ext if ext.startswith(".") else "." + ext
 
 
-_INDEX_CACHE: dict[tuple[str, int], MediaIndex] = {}
+# resolved directory -> (its mtime when listed, index); one entry per directory.
+_INDEX_CACHE: dict[str, tuple[int, MediaIndex]] = {}
 _INDEX_LOCK = threading.Lock()
 
 
 def media_index(directory: str | os.PathLike) -> MediaIndex:
     """The cached :class:`MediaIndex` of ``directory``.
 
-    The cache key includes the directory's modification time, so files added or removed later
-    (e.g. by ``gram-data prepare`` or a test) are seen without restarting the process.
+    The directory is listed again when its modification time changed, so files added or removed
+    later (e.g. by ``gram-data prepare`` or a test) are seen without restarting the process.
     """
     resolved = pathlib.Path(directory).resolve()
     try:
         mtime = resolved.stat().st_mtime_ns
     except FileNotFoundError as err:
         raise MediaError(resolved, "media directory does not exist") from err
-    key = (str(resolved), mtime)
+    key = str(resolved)
     with _INDEX_LOCK:
-        index = _INDEX_CACHE.get(key)
-        if index is None:
-            index = MediaIndex(resolved)
-            _INDEX_CACHE[key] = index
-    return index
+        cached = _INDEX_CACHE.get(key)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, MediaIndex(resolved))
+            _INDEX_CACHE[key] = cached
+    return cached[1]
 
 
 def find_media(

@@ -33,6 +33,9 @@ FBANK_STD = 6.55582
 # The reference scales [-1, 1] samples to the int16 range before the Kaldi filterbank.
 WAVEFORM_SCALE = 2.0**15
 PADDING_MODES = ("fixed", "reference")
+# A stream may end a little before its announced duration (encoder delay, edit lists); one that
+# ends before this fraction of it is reported as truncated.
+_MIN_DECODED_FRACTION = 0.9
 
 
 def _planar_float(frame: av.AudioFrame, resampler: av.AudioResampler) -> list[np.ndarray]:
@@ -61,6 +64,8 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             kinds = ", ".join(s.type for s in container.streams) or "none"
             raise MediaError(path, f"no audio stream in the container (streams: {kinds})")
         stream = container.streams.audio[0]
+        # Seconds the container announces (MP4 headers do; MP3 estimates from the file size).
+        announced = float(stream.duration * stream.time_base) if stream.duration else 0.0
         # Planar float keeps every channel apart at the native rate; the downmix and the
         # resampling are done below, as the reference does them.
         resampler = av.AudioResampler(format="fltp")
@@ -79,6 +84,12 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not rate or rate <= 0:
         raise MediaError(path, f"audio stream has no valid sample rate (got {rate})")
     wave = np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+    if announced and wave.shape[1] < _MIN_DECODED_FRACTION * announced * rate:
+        raise MediaError(
+            path,
+            f"audio is truncated: the container announces {announced:.2f} s, "
+            f"{wave.shape[1] / rate:.2f} s decode",
+        )
     return wave, int(rate)
 
 
@@ -166,6 +177,40 @@ def fbank_options(
     return opts
 
 
+def _mel_banks(mel_bins: int, n_fft: int, sample_rate: int, low_freq: float) -> np.ndarray:
+    """float64[mel_bins, n_fft // 2]: Kaldi's triangular filters on the 1127 ln(1 + f/700) scale.
+
+    Filters narrower than one FFT bin come out all zero (their log energy is the floor), which is
+    what torchaudio returns; Kaldi and kaldi-native-fbank refuse such settings instead.
+    """
+    to_mel = lambda f: 1127.0 * np.log1p(np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    low, high = to_mel(low_freq), to_mel(sample_rate / 2)
+    step = (high - low) / (mel_bins + 1)
+    edges = low + step * np.arange(mel_bins + 2)
+    fft_mel = to_mel(np.arange(n_fft // 2) * sample_rate / n_fft)[None, :]
+    rising = (fft_mel - edges[:-2, None]) / step
+    falling = (edges[2:, None] - fft_mel) / step
+    return np.clip(np.minimum(rising, falling), 0.0, None)
+
+
+def _numpy_fbank(wave: np.ndarray, *, mel_bins, sample_rate, window, shift) -> np.ndarray:
+    """The same definition as kaldi-native-fbank's, vectorised in float64 (any bin count)."""
+    n_fft = 1 << (window - 1).bit_length()
+    count = 1 + (wave.shape[0] - window) // shift
+    frames = np.lib.stride_tricks.sliding_window_view(wave.astype(np.float64), window)[::shift]
+    frames = frames[:count] - frames[:count].mean(axis=1, keepdims=True)
+    frames[:, 1:] -= 0.97 * frames[:, :-1].copy()
+    frames[:, 0] *= 1 - 0.97  # the first sample is its own predecessor
+    povey = np.power(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / (window - 1)), 0.85)
+    spectrum = np.fft.rfft(frames * povey, n=n_fft, axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    energies = power[:, : n_fft // 2] @ _mel_banks(mel_bins, n_fft, sample_rate, 20.0).T
+    return np.log(np.maximum(energies, np.finfo(np.float32).eps)).astype(np.float32)
+
+
+FBANK_BACKENDS = ("auto", "kaldi_native", "numpy")
+
+
 def fbank(
     wave: np.ndarray,
     *,
@@ -174,32 +219,49 @@ def fbank(
     frame_length_ms: float = 25.0,
     frame_shift_ms: float = 10.0,
     waveform_scale: float = WAVEFORM_SCALE,
+    backend: str = "auto",
 ) -> np.ndarray:
     """float32[T, mel_bins] Kaldi log-mel filterbank of a float32[N] waveform in [-1, 1].
 
     ``T = 1 + (N - window) // shift`` (Kaldi's snip_edges), window = 400 and shift = 160 samples at
     16 kHz. The waveform is multiplied by ``waveform_scale`` (2**15, as the reference does) first.
+
+    ``backend``: ``'kaldi_native'`` (kaldi-native-fbank, C++), ``'numpy'`` (the same definition in
+    float64 NumPy), or ``'auto'``: kaldi-native-fbank unless it rejects the setting. It rejects
+    mel filters narrower than one FFT bin, e.g. 128 bins at 16 kHz (BEATs' pre-training setting),
+    which torchaudio accepts, giving those bins the log floor; the NumPy path does the same.
     Raises ValueError when the waveform is shorter than one window.
     """
-    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if backend not in FBANK_BACKENDS:
+        raise ValueError(f"backend must be one of {FBANK_BACKENDS}, got {backend!r}")
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1) * np.float32(waveform_scale)
     window = int(sample_rate * frame_length_ms / 1000)
+    shift = int(sample_rate * frame_shift_ms / 1000)
     if wave.shape[0] < window:
         raise ValueError(
             f"waveform has {wave.shape[0]} samples, fewer than one {frame_length_ms} ms window "
             f"({window} samples at {sample_rate} Hz)"
         )
-    computer = knf.OnlineFbank(
-        fbank_options(
+    if backend != "numpy":
+        options = fbank_options(
             mel_bins,
             sample_rate=sample_rate,
             frame_length_ms=frame_length_ms,
             frame_shift_ms=frame_shift_ms,
         )
+        try:
+            computer = knf.OnlineFbank(options)
+        except ValueError:
+            if backend == "kaldi_native":
+                raise
+        else:
+            computer.accept_waveform(float(sample_rate), wave)
+            computer.input_finished()
+            rows = [computer.get_frame(i) for i in range(computer.num_frames_ready)]
+            return np.stack(rows).astype(np.float32, copy=False)
+    return _numpy_fbank(
+        wave, mel_bins=mel_bins, sample_rate=sample_rate, window=window, shift=shift
     )
-    computer.accept_waveform(float(sample_rate), wave * np.float32(waveform_scale))
-    computer.input_finished()
-    n = computer.num_frames_ready
-    return np.stack([computer.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
 
 
 def normalize_fbank(
@@ -271,11 +333,13 @@ def load_fbank_slices(
     mean: float = FBANK_MEAN,
     std: float = FBANK_STD,
     padding: str = "fixed",
+    backend: str = "auto",
 ) -> np.ndarray:
     """float32[num_clips, target_length, mel_bins]: normalised log-mel slices of ``path``.
 
     Decode (:func:`load_waveform`, 16 kHz mono) -> :func:`fbank` -> :func:`normalize_fbank` ->
     :func:`slice_fbank` (random slice per group in training, the middle one in evaluation).
+    ``backend`` picks the filterbank implementation (see :func:`fbank`).
 
     Raises:
       MediaError: as :func:`decode_audio`, or audio shorter than one 25 ms window.
@@ -284,7 +348,7 @@ def load_fbank_slices(
         raise ValueError("load_fbank_slices(train=True) needs rng (a numpy Generator)")
     wave = load_waveform(path, sample_rate=SAMPLE_RATE)
     try:
-        features = fbank(wave, mel_bins=mel_bins, sample_rate=SAMPLE_RATE)
+        features = fbank(wave, mel_bins=mel_bins, sample_rate=SAMPLE_RATE, backend=backend)
     except ValueError as err:
         raise MediaError(path, f"audio too short for a filterbank: {err}") from err
     features = normalize_fbank(features, mean=mean, std=std)

@@ -145,6 +145,16 @@ class Tokenizer:
         # Captions repeat their words a lot; memoise per-word results (bounded).
         self._word_ids = functools.lru_cache(maxsize=200_000)(self._word_ids_uncached)
 
+    def __getstate__(self) -> dict:
+        # Grain pickles transforms into worker processes; the per-word cache is rebuilt there.
+        state = self.__dict__.copy()
+        del state["_word_ids"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._word_ids = functools.lru_cache(maxsize=200_000)(self._word_ids_uncached)
+
     @property
     def vocab_size(self) -> int:
         return max(self.vocab.values()) + 1

@@ -183,14 +183,21 @@ def convert_beats(
                 report.unused.append(full_key)
                 continue
             path, array = mapped
+            array = target.check_layer(("layers", *path), array, full_key)
             per_layer.setdefault(path, [None] * cfg.depth)[index] = array
         elif key == "patch_embedding.weight":
             p = cfg.patch_size
             _expect(value, (cfg.patch_dim, 1, p, p), full_key)
             target.set(("patch_embedding", "kernel"), value[:, 0].transpose(1, 2, 0), full_key)
-        elif key in ("encoder.pos_conv.0.weight_v", "encoder.pos_conv.0.parametrizations.weight.original1"):
+        elif key in (
+            "encoder.pos_conv.0.weight_v",
+            "encoder.pos_conv.0.parametrizations.weight.original1",
+        ):
             target.set(("pos_conv", "weight_v"), value.transpose(2, 1, 0), full_key)
-        elif key in ("encoder.pos_conv.0.weight_g", "encoder.pos_conv.0.parametrizations.weight.original0"):
+        elif key in (
+            "encoder.pos_conv.0.weight_g",
+            "encoder.pos_conv.0.parametrizations.weight.original0",
+        ):
             if value.size != cfg.conv_pos:
                 raise ValueError(
                     f"state dict key {full_key!r}: weight norm magnitude of shape {value.shape}; "
@@ -222,6 +229,6 @@ def convert_beats(
 def load_beats(model: AudioTransformer, params: Mapping) -> AudioTransformer:
     """Writes converted ``params`` into ``model`` in place."""
     state = nnx.state(model, nnx.Param)
-    state.replace_by_pure_dict(params)
+    nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
     return model

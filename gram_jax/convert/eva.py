@@ -34,7 +34,7 @@ from gram_jax.convert.torch_state import (
     stack_layer_arrays,
     to_numpy,
 )
-from gram_jax.models.vit import ViTConfig, VisionTransformer, resize_pos_embed
+from gram_jax.models.vit import VisionTransformer, ViTConfig, resize_pos_embed
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
@@ -56,7 +56,7 @@ _BLOCK_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 def detect_prefix(state_dict: Mapping[str, Any]) -> str:
-    """'' for timm names, 'visual.' for EVA-CLIP / OpenCLIP names, 'visual.trunk.' for timm-in-CLIP."""
+    """Key prefix of the tower: '' (timm), 'visual.' (EVA-CLIP) or 'visual.trunk.' (OpenCLIP)."""
     for prefix in ("visual.trunk.", "visual.", ""):
         if prefix + "pos_embed" in state_dict:
             return prefix
@@ -72,15 +72,21 @@ def _transform(kind: str, value: np.ndarray, cfg: ViTConfig, key: str) -> np.nda
         return value
     if kind == "linear":
         if value.ndim != 2:
-            raise ValueError(f"state dict key {key!r}: expected a 2-D Linear weight, got {value.shape}")
+            raise ValueError(
+                f"state dict key {key!r}: expected a 2-D Linear weight, got {value.shape}"
+            )
         return value.T
     if kind == "head_bias":
         if value.shape != (width,):
-            raise ValueError(f"state dict key {key!r}: expected shape ({width},), got {value.shape}")
+            raise ValueError(
+                f"state dict key {key!r}: expected shape ({width},), got {value.shape}"
+            )
         return value.reshape(heads, head_dim)
     if kind == "out_kernel":
         if value.shape != (width, width):
-            raise ValueError(f"state dict key {key!r}: expected ({width}, {width}), got {value.shape}")
+            raise ValueError(
+                f"state dict key {key!r}: expected ({width}, {width}), got {value.shape}"
+            )
         return value.T.reshape(heads, head_dim, width)
     raise AssertionError(kind)
 
@@ -135,23 +141,31 @@ def convert_eva(
                         f"state dict key {full_key!r}: expected ({3 * width}, {width}), "
                         f"got {value.shape}"
                     )
-                for name, part in zip(("query", "key", "value"), np.split(value, 3, axis=0)):
+                for name, part in zip(
+                    ("query", "key", "value"), np.split(value, 3, axis=0), strict=True
+                ):
                     kernel = part.T.reshape(width, cfg.heads, width // cfg.heads)
-                    layer_slot(("attn", name, "kernel"))[index] = kernel
+                    path = ("attn", name, "kernel")
+                    layer_slot(path)[index] = target.check_layer(
+                        ("blocks", *path), kernel, full_key
+                    )
             elif rest == "attn.k_bias":
                 if np.any(value != 0):
                     report.unused.append(full_key)
                     report.notes.append(f"{full_key} is non-zero; dropped (softmax-invariant)")
             elif rest in _BLOCK_KEYS:
                 path, kind = _BLOCK_KEYS[rest]
-                layer_slot(path)[index] = _transform(kind, value, cfg, full_key)
+                array = _transform(kind, value, cfg, full_key)
+                layer_slot(path)[index] = target.check_layer(("blocks", *path), array, full_key)
             else:
                 report.unused.append(full_key)
             continue
         value = to_numpy(raw, full_key)
         if key == "patch_embed.proj.weight":
             if value.ndim != 4 or value.shape[1] != 3:
-                raise ValueError(f"state dict key {full_key!r}: expected [W, 3, p, p], got {value.shape}")
+                raise ValueError(
+                    f"state dict key {full_key!r}: expected [W, 3, p, p], got {value.shape}"
+                )
             target.set(("patch_embed", "kernel"), value.transpose(2, 3, 1, 0), full_key)
         elif key == "patch_embed.proj.bias":
             target.set(("patch_embed", "bias"), value, full_key)
@@ -180,6 +194,6 @@ def convert_eva(
 def load_eva(model: VisionTransformer, params: Mapping) -> VisionTransformer:
     """Writes converted ``params`` into ``model`` in place (dtypes cast to the model's)."""
     state = nnx.state(model, nnx.Param)
-    state.replace_by_pure_dict(params)
+    nnx.replace_by_pure_dict(state, params)
     nnx.update(model, state)
     return model

@@ -27,7 +27,9 @@ def to_numpy(value: Any, key: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - re-raised with the key
-        raise TypeError(f"state dict key {key!r}: cannot convert {type(value)} to an array") from exc
+        raise TypeError(
+            f"state dict key {key!r}: cannot convert {type(value)} to an array"
+        ) from exc
     if array.dtype.kind == "f" and array.dtype != np.float32:
         array = array.astype(np.float32)
     return array
@@ -97,6 +99,16 @@ class ParamTarget:
         node[path[-1]] = np.asarray(value, dtype=np.float32)
         self.filled.add(path)
 
+    def check_layer(self, path: tuple, value: np.ndarray, source: str) -> np.ndarray:
+        """Checks one layer's slice of the stacked parameter at ``path`` (before stacking)."""
+        expected = self.shape_of(path)[1:]
+        if tuple(value.shape) != expected:
+            raise ValueError(
+                f"state dict key {source!r}: converted shape {tuple(value.shape)} does not match "
+                f"one layer of parameter {_path_str(path)} ({expected})"
+            )
+        return value
+
     def missing(self) -> list[str]:
         paths = jax.tree_util.tree_flatten_with_path(self.expected)[0]
         names = []
@@ -126,3 +138,21 @@ def finish(target: ParamTarget, report: ConversionReport, allow_missing: bool) -
             + report.summary()
         )
     return target.out
+
+
+def build_with_params(make_model: Callable[[], nnx.Module], params: Mapping) -> nnx.Module:
+    """``make_model()`` with its ``nnx.Param`` leaves taken from ``params`` (a pure dict).
+
+    Skips the random initialisation of the parameters (about 30 s for a 1 B-parameter tower on a
+    CPU): only the non-parameter state (RNG streams) is computed, under ``jax.jit``, where XLA
+    drops the unused parameter initialisers.
+    """
+    graphdef, abstract_params_state, _ = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)
+
+    @jax.jit
+    def other_state():
+        return nnx.split(make_model(), nnx.Param, ...)[2]
+
+    nnx.replace_by_pure_dict(abstract_params_state, params)
+    params_state = jax.tree.map(jax.numpy.asarray, abstract_params_state)
+    return nnx.merge(graphdef, params_state, other_state())

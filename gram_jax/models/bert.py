@@ -64,7 +64,9 @@ class BertConfig:
 
     def __post_init__(self):
         if self.hidden % self.heads:
-            raise ValueError(f"BertConfig: hidden {self.hidden} not divisible by heads {self.heads}")
+            raise ValueError(
+                f"BertConfig: hidden {self.hidden} not divisible by heads {self.heads}"
+            )
         if self.remat_policy not in layers.REMAT_POLICIES:
             raise ValueError(
                 f"BertConfig.remat_policy {self.remat_policy!r}: expected one of "
@@ -161,7 +163,7 @@ class BertLayer(nnx.Module):
 class BertEncoder(nnx.Module):
     """Hugging Face-compatible BERT with optional cross-attention in every layer.
 
-    ``__call__(ids int[B, L], mask int|bool[B, L] | None, *, token_types=None, context=None,
+    ``__call__(ids int[B, L], mask int|bool[B, L] or [B, L, L] | None, *, token_types=None, context=None,
     context_mask=None, train=False) -> dtype[B, L, H]`` (the last hidden state).
     ``context``: float[B, N, encoder_width] condition tokens (requires ``cross_attention``);
     ``context_mask``: int|bool[B, N] (None = attend to every context token).
@@ -184,8 +186,11 @@ class BertEncoder(nnx.Module):
     ) -> Array:
         if ids.ndim != 2:
             raise ValueError(f"BERT expects ids int[B, L], got shape {ids.shape}")
-        if mask is not None and mask.shape != ids.shape:
-            raise ValueError(f"BERT: mask shape {mask.shape} differs from ids shape {ids.shape}")
+        if mask is not None and mask.shape not in (ids.shape, (*ids.shape, ids.shape[1])):
+            raise ValueError(
+                f"BERT: mask must be [B, L] (padding) or [B, L, L] for ids {ids.shape}; "
+                f"got {mask.shape}"
+            )
         if context is not None:
             if not self.cfg.cross_attention:
                 raise ValueError("BERT: context given but the config has cross_attention=False")

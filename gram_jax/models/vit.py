@@ -81,7 +81,9 @@ class ViTConfig:
                 f"{sorted(layers.REMAT_POLICIES)}"
             )
         if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ValueError(f"ViTConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+            raise ValueError(
+                f"ViTConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate}"
+            )
 
     @property
     def grid(self) -> int:
@@ -239,7 +241,9 @@ class VisionTransformer(nnx.Module):
         self, frames: Array, *, train: bool = False, frame_mask: Array | None = None
     ) -> VisionOutput:
         if frames.ndim != 5:
-            raise ValueError(f"VisionTransformer expects frames [B, F, H, W, 3], got {frames.shape}")
+            raise ValueError(
+                f"VisionTransformer expects frames [B, F, H, W, 3], got {frames.shape}"
+            )
         b, f = frames.shape[:2]
         tokens = self.encode_images(frames.reshape(b * f, *frames.shape[2:]), train=train)
         tokens = tokens.reshape(b, f, *tokens.shape[1:])

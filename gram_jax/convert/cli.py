@@ -1,0 +1,161 @@
+"""``gram-convert``: PyTorch weights -> an orbax checkpoint of Flax params.
+
+  gram-convert --format hf_bert --input PATH --output DIR [--size minilm|base|tiny]
+  gram-convert --format eva     --input PATH --output DIR [--size giant|large|base|tiny]
+  gram-convert --format beats   --input PATH --output DIR
+  gram-convert --format gram    --input PATH --output DIR [--size paper|base|tiny]
+               [--modalities text,video,audio,subtitle]
+
+``DIR/params`` is an orbax ``StandardCheckpointer`` checkpoint of a nested dict of float32 arrays:
+for ``gram`` the whole ``GramModel`` param tree; for a tower format the tree under the key the
+tower has in ``GramModel`` (``{'bert': ...}``, ``{'vision': ...}``, ``{'audio': ...}``), so each
+is a valid (partial) ``config.model_init=DIR/params`` for the trainer.
+A ``conversion_report.txt`` next to it names every unused source key and every unfilled parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+FORMATS = ("hf_bert", "eva", "beats", "gram")
+DEFAULT_SIZES = {"hf_bert": "base", "eva": "giant", "beats": "base", "gram": "paper"}
+
+
+def convert_file(
+    fmt: str,
+    input_path: str,
+    *,
+    size: str | None = None,
+    modalities: Sequence[str] = ("text", "video", "audio"),
+    allow_missing: bool = False,
+):
+    """Reads ``input_path`` and converts it; returns (params nested dict, ConversionReport)."""
+    from gram_jax.convert.state_files import read_state_dict
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    size = size or DEFAULT_SIZES[fmt]
+    if fmt == "beats":
+        return _convert_beats(input_path, size, allow_missing)
+    state = read_state_dict(input_path)
+    if fmt == "hf_bert":
+        from gram_jax.convert.hf_bert import convert_hf_bert
+        from gram_jax.models.bert import bert_config
+
+        params, report = convert_hf_bert(state, bert_config(size), allow_missing=allow_missing)
+        return {"bert": params}, report
+    if fmt == "eva":
+        from gram_jax.convert.eva import convert_eva
+        from gram_jax.models.vit import vit_config
+
+        params, report = convert_eva(state, vit_config(size), allow_missing=allow_missing)
+        return {"vision": params}, report
+    from gram_jax.convert.gram_release import convert_gram_release
+    from gram_jax.models.gram import model_config
+
+    config = model_config(size, modalities=tuple(modalities))
+    return convert_gram_release(state, config, allow_missing=allow_missing)
+
+
+def _convert_beats(input_path: str, size: str, allow_missing: bool):
+    """A BEATs checkpoint ``{'cfg', 'model'}`` (its cfg wins over ``size``) or a bare state dict."""
+    from gram_jax.convert.beats import audio_config_from_beats_cfg, convert_beats
+    from gram_jax.models.audio import audio_config
+
+    path = pathlib.Path(input_path)
+    if path.suffix == ".safetensors" or path.is_dir():
+        from gram_jax.convert.state_files import read_state_dict
+
+        state, cfg = read_state_dict(path), audio_config(size)
+    else:
+        import torch
+
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable torch checkpoint: {exc}") from exc
+        if isinstance(obj, dict) and "model" in obj and "cfg" in obj:
+            state, cfg = obj["model"], audio_config_from_beats_cfg(obj["cfg"])
+        elif isinstance(obj, dict):
+            state, cfg = obj, audio_config(size)
+        else:
+            raise ValueError(f"{path}: expected a BEATs checkpoint dict, got {type(obj).__name__}")
+    params, report = convert_beats(state, cfg, allow_missing=allow_missing)
+    return {"audio": params}, report
+
+
+def save_params(params: dict, output: str | pathlib.Path) -> pathlib.Path:
+    """Writes ``params`` (nested dict of arrays) as an orbax checkpoint at ``output``/params."""
+    import orbax.checkpoint as ocp
+
+    out = pathlib.Path(output).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "params"
+    if target.exists():
+        raise FileExistsError(f"{target} exists; choose another --output or remove it")
+    tree = _to_arrays(params)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(target, tree)
+    ckptr.wait_until_finished()
+    return target
+
+
+def load_params(path: str | pathlib.Path) -> dict:
+    """Reads a checkpoint written by ``save_params`` (the dir or its ``params`` child)."""
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(path).absolute()
+    if (path / "params").is_dir():
+        path = path / "params"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no converted params checkpoint")
+    return ocp.StandardCheckpointer().restore(path)
+
+
+def _to_arrays(tree):
+    if isinstance(tree, dict):
+        return {str(k): _to_arrays(v) for k, v in tree.items()}
+    return np.asarray(tree, dtype=np.float32)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gram-convert", description=__doc__.splitlines()[0])
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--input", required=True, help="weights file or Hugging Face folder")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--size", default=None, help="model size (default per format)")
+    parser.add_argument(
+        "--modalities", default="text,video,audio", help="for --format gram: comma-separated"
+    )
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="write partial params instead of failing"
+    )
+    args = parser.parse_args(argv)
+    params, report = convert_file(
+        args.format,
+        args.input,
+        size=args.size,
+        modalities=tuple(m for m in args.modalities.split(",") if m),
+        allow_missing=args.allow_missing,
+    )
+    target = save_params(params, args.output)
+    summary = report.summary()
+    if report.skipped:
+        summary += "\nskipped keys: " + ", ".join(report.skipped)
+    (pathlib.Path(args.output) / "conversion_report.txt").write_text(summary + "\n")
+    print(f"wrote {target}\n{summary}")
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,187 @@
+"""Hugging Face BERT state dict -> ``gram_jax.models.bert.BertEncoder`` params.
+
+Accepted key layouts (detected, or given as ``prefix``):
+
+- ``transformers.BertModel`` (``embeddings.*``, ``encoder.layer.N.*``, ``pooler.*``), e.g.
+  all-MiniLM-L6-v2's ``model.safetensors``;
+- ``BertForMaskedLM`` / ``BertForPreTraining`` (the same under ``bert.``; ``cls.*``: MLM head);
+- any other prefix, e.g. ``multimodal_encoder.bert.`` inside a GRAM/VAST release.
+
+Per layer: ``attention.self.{query,key,value}`` -> ``attn.{query,key,value}``,
+``attention.output.dense`` -> ``attn.out``, ``attention.output.LayerNorm`` -> ``attn_norm``,
+``crossattention.*`` -> ``cross_attn`` / ``cross_norm`` (GRAM's fusion layers),
+``intermediate.dense`` -> ``mlp.fc1``, ``output.dense`` -> ``mlp.fc2``, ``output.LayerNorm`` ->
+``mlp_norm``. PyTorch ``Linear`` weights are [out, in]; ours are [in, ...out] with the heads split
+(``query.kernel`` [H, heads, Dh] = W.T reshaped). Old TF-era names ``gamma``/``beta`` are accepted
+for LayerNorm weight/bias. Keys with no counterpart (``pooler.*``, ``cls.*``, the
+``position_ids`` buffer) are reported as unused, by name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from gram_jax.convert.torch_state import (
+    ConversionReport,
+    ParamTarget,
+    abstract_params,
+    finish,
+    stack_layer_arrays,
+    to_numpy,
+)
+from gram_jax.models.bert import BertConfig, BertEncoder
+
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
+
+# Source suffix (after ``encoder.layer.N.``) -> (our path inside ``layers``, transform kind).
+_LAYER_KEYS: dict[str, tuple[tuple[str, ...], str]] = {}
+for _src, _dst in (("attention", "attn"), ("crossattention", "cross_attn")):
+    for _proj in ("query", "key", "value"):
+        _LAYER_KEYS[f"{_src}.self.{_proj}.weight"] = ((_dst, _proj, "kernel"), "in_heads")
+        _LAYER_KEYS[f"{_src}.self.{_proj}.bias"] = ((_dst, _proj, "bias"), "heads")
+    _LAYER_KEYS[f"{_src}.output.dense.weight"] = ((_dst, "out", "kernel"), "heads_out")
+    _LAYER_KEYS[f"{_src}.output.dense.bias"] = ((_dst, "out", "bias"), "copy")
+_NORMS = {
+    "attention.output.LayerNorm": "attn_norm",
+    "crossattention.output.LayerNorm": "cross_norm",
+    "output.LayerNorm": "mlp_norm",
+}
+for _src, _dst in _NORMS.items():
+    for _w, _ours in (("weight", "scale"), ("gamma", "scale"), ("bias", "bias"), ("beta", "bias")):
+        _LAYER_KEYS[f"{_src}.{_w}"] = ((_dst, _ours), "copy")
+_LAYER_KEYS.update(
+    {
+        "intermediate.dense.weight": (("mlp", "fc1", "kernel"), "linear"),
+        "intermediate.dense.bias": (("mlp", "fc1", "bias"), "copy"),
+        "output.dense.weight": (("mlp", "fc2", "kernel"), "linear"),
+        "output.dense.bias": (("mlp", "fc2", "bias"), "copy"),
+    }
+)
+
+_EMBED_KEYS: dict[str, tuple[str, ...]] = {
+    "embeddings.word_embeddings.weight": ("word", "embedding"),
+    "embeddings.position_embeddings.weight": ("position", "embedding"),
+    "embeddings.token_type_embeddings.weight": ("token_type", "embedding"),
+    "embeddings.LayerNorm.weight": ("norm", "scale"),
+    "embeddings.LayerNorm.gamma": ("norm", "scale"),
+    "embeddings.LayerNorm.bias": ("norm", "bias"),
+    "embeddings.LayerNorm.beta": ("norm", "bias"),
+}
+
+
+def detect_prefix(state_dict: Mapping[str, Any]) -> str:
+    """The prefix before ``embeddings.word_embeddings.weight`` (e.g. '', 'bert.')."""
+    suffix = "embeddings.word_embeddings.weight"
+    found = sorted(k[: -len(suffix)] for k in state_dict if k.endswith(suffix))
+    if not found:
+        raise KeyError(f"no BERT found: no key ends with {suffix!r} (pass prefix= explicitly)")
+    if len(found) > 1:
+        raise KeyError(f"several BERT models in the state dict (prefixes {found}); pass prefix=")
+    return found[0]
+
+
+def _transform(kind: str, value: np.ndarray, heads: int, key: str) -> np.ndarray:
+    if kind == "copy":
+        return value
+    if value.ndim != (1 if kind == "heads" else 2):
+        raise ValueError(f"state dict key {key!r}: unexpected rank {value.ndim} ({value.shape})")
+    if kind == "linear":
+        return value.T
+    if kind == "heads":
+        return value.reshape(heads, -1)
+    if kind == "in_heads":  # [heads*Dh, in] -> [in, heads, Dh]
+        return value.T.reshape(value.shape[1], heads, -1)
+    if kind == "heads_out":  # [out, heads*Dh] -> [heads, Dh, out]
+        return value.T.reshape(heads, -1, value.shape[0])
+    raise AssertionError(kind)
+
+
+def convert_hf_bert(
+    state_dict: Mapping[str, Any],
+    cfg: BertConfig,
+    *,
+    prefix: str | None = None,
+    allow_missing: bool = False,
+) -> tuple[dict, ConversionReport]:
+    """Converts a Hugging Face BERT state dict into ``BertEncoder(cfg)`` parameters.
+
+    Args:
+      state_dict: name -> torch.Tensor | np.ndarray.
+      cfg: the target config; hidden size, layers, heads, vocabulary and positions must match.
+        With ``cfg.cross_attention`` the ``crossattention.*`` keys are required (unless
+        ``allow_missing``); without it they are reported as unused.
+      prefix: key prefix of the BERT; None detects it from ``embeddings.word_embeddings.weight``.
+      allow_missing: return partial params instead of raising when parameters stay unfilled
+        (e.g. BERT weights into a fusion encoder whose cross-attention starts from scratch).
+    Returns:
+      (params, report): a pure dict of float32 numpy arrays matching
+      ``nnx.to_pure_dict(nnx.state(BertEncoder(cfg), nnx.Param))`` (layers stacked on a leading
+      axis) and the report of unused / skipped / missing keys, by name.
+    Raises:
+      ValueError naming the key on a shape mismatch; KeyError naming unfilled parameters.
+    """
+    prefix = detect_prefix(state_dict) if prefix is None else prefix
+    report = ConversionReport()
+    target = ParamTarget(abstract_params(lambda: BertEncoder(cfg, rngs=nnx.Rngs(0))))
+    per_layer: dict[tuple[str, ...], list] = {}
+
+    for full_key, raw in state_dict.items():
+        if not full_key.startswith(prefix):
+            report.skipped.append(full_key)
+            continue
+        key = full_key[len(prefix) :]
+        match = _LAYER.match(key)
+        if match:
+            index, rest = int(match.group(1)), match.group(2)
+            if index >= cfg.num_layers:
+                raise ValueError(
+                    f"state dict key {full_key!r}: layer {index} but the config has "
+                    f"{cfg.num_layers} layers"
+                )
+            entry = _LAYER_KEYS.get(rest)
+            if entry is None or (entry[0][0].startswith("cross") and not cfg.cross_attention):
+                report.unused.append(full_key)
+                continue
+            path, kind = entry
+            value = _transform(kind, to_numpy(raw, full_key), cfg.heads, full_key)
+            per_layer.setdefault(path, [None] * cfg.num_layers)[index] = value
+        elif key in _EMBED_KEYS:
+            target.set(("embeddings", *_EMBED_KEYS[key]), to_numpy(raw, full_key), full_key)
+        else:
+            report.unused.append(full_key)
+
+    for path, arrays in per_layer.items():
+        what = prefix + "encoder.layer.N -> layers." + ".".join(path)
+        stacked = stack_layer_arrays(arrays, what)
+        target.set(("layers", *path), stacked, what)
+    return finish(target, report, allow_missing), report
+
+
+def load_bert(model: BertEncoder, params: Mapping) -> BertEncoder:
+    """Writes converted ``params`` into ``model`` in place; partial params keep the init values."""
+    state = nnx.state(model, nnx.Param)
+    pure = nnx.to_pure_dict(state)
+    _merge_into(pure, params, "")
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(model, state)
+    return model
+
+
+def _merge_into(dst: dict, src: Mapping, where: str) -> None:
+    for name, value in src.items():
+        if name not in dst:
+            raise KeyError(f"converted params hold {where}{name}, which the model does not have")
+        if isinstance(value, Mapping):
+            _merge_into(dst[name], value, f"{where}{name}.")
+        else:
+            if tuple(np.shape(value)) != tuple(dst[name].shape):
+                raise ValueError(
+                    f"converted param {where}{name}: shape {np.shape(value)} but the model "
+                    f"expects {tuple(dst[name].shape)}"
+                )
+            dst[name] = np.asarray(value)

@@ -1,0 +1,110 @@
+"""``model_config``: every key of the GRAM model config, with defaults and documentation.
+
+Keys (a ``ml_collections.ConfigDict``):
+
+- ``size``: 'tiny' (tests, CPU), 'base' (BERT-base, ViT-B/16, BEATs-base) or 'paper' (BERT-base,
+  EVA01-CLIP-g/14, BEATs-base: the reference model). It fills ``text.size``, ``vision.size`` and
+  ``audio.size``, which can then be overridden one by one.
+- ``modalities``: 2..5 of 'text', 'video', 'audio', 'subtitle', 'depth' (default: the first 3).
+- ``embed_dim``: D of the joint space (512 in the reference).
+- ``dtype``: matmul/activation dtype name ('float32'; 'bfloat16' on accelerators);
+  ``param_dtype``: 'float32'; ``remat_policy``: 'none' | 'full' | 'dots' | 'dots_no_batch';
+  ``scan_layers``: True scans over layers (False unrolls; same parameters).
+- ``text``: ``size`` ('tiny' | 'minilm' | 'base'), ``dropout_rate`` 0.1, ``attn_dropout_rate`` 0.1.
+- ``vision``: ``size`` ('tiny' | 'base' | 'large' | 'giant'), ``drop_path_rate`` (0.0; the
+  reference trains with 0.4), ``image_size`` (0 = the size's default; sets the position table),
+  ``max_frames`` 8 (rows of the fusion frame embedding; nearest-resized to the frame count).
+- ``audio``: ``size`` ('tiny' | 'base'), ``dropout_rate`` 0.1, ``attn_dropout_rate`` 0.1,
+  ``max_clips`` 2 (rows of the fusion clip embedding).
+- ``matching``: ``enabled`` True (cross-attention in BERT + matching head),
+  ``condition_modalities`` ('video', 'audio') (the reference always uses these two).
+- ``temperature``: ``init`` 0.07, ``parametrization`` 'log' | 'reference', ``min_value`` 0.01,
+  ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.losses.Temperature``).
+- ``video_mean`` / ``video_std``: the per-channel normalisation of uint8 frames (CLIP values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+TEXT_LIKE = ("text", "subtitle")
+VISION_LIKE = ("video", "depth")
+
+# Tower sizes of each model size.
+MODEL_SIZES: dict[str, dict[str, str]] = {
+    "tiny": dict(text="tiny", vision="tiny", audio="tiny"),
+    "base": dict(text="base", vision="base", audio="base"),
+    "paper": dict(text="base", vision="giant", audio="base"),
+}
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def model_config(
+    size: str = "tiny",
+    modalities: tuple[str, ...] = ("text", "video", "audio"),
+    **overrides: Any,
+) -> ml_collections.ConfigDict:
+    """The model ConfigDict of ``size`` for ``modalities``; ``overrides`` update keys.
+
+    An override of a section (``text``, ``vision``, ``audio``, ``matching``, ``temperature``) is a
+    mapping merged into it: ``model_config('tiny', text=dict(dropout_rate=0.0))``.
+    Raises ValueError naming an unknown size or key.
+    """
+    if size not in MODEL_SIZES:
+        raise ValueError(
+            f"model_config: unknown size {size!r}; expected one of {list(MODEL_SIZES)}"
+        )
+    sizes = MODEL_SIZES[size]
+    c = ml_collections.ConfigDict()
+    c.size = size
+    c.modalities = tuple(modalities)
+    c.embed_dim = 512
+    c.dtype = "float32"
+    c.param_dtype = "float32"
+    c.remat_policy = "none"
+    c.scan_layers = True
+    c.text = dict(size=sizes["text"], dropout_rate=0.1, attn_dropout_rate=0.1)
+    c.vision = dict(size=sizes["vision"], drop_path_rate=0.0, image_size=0, max_frames=8)
+    c.audio = dict(size=sizes["audio"], dropout_rate=0.1, attn_dropout_rate=0.1, max_clips=2)
+    c.matching = dict(enabled=True, condition_modalities=("video", "audio"))
+    c.temperature = dict(
+        init=0.07, parametrization="log", min_value=0.01, max_value=1.0, learnable=True
+    )
+    c.video_mean = CLIP_MEAN
+    c.video_std = CLIP_STD
+    _apply(c, overrides, "model_config")
+    return c
+
+
+def _apply(c: ml_collections.ConfigDict, overrides: Mapping[str, Any], where: str) -> None:
+    for key, value in overrides.items():
+        if key not in c:
+            raise ValueError(f"{where}: unknown key {key!r}; expected one of {sorted(c.keys())}")
+        if isinstance(c[key], ml_collections.ConfigDict):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{where}: section {key!r} must be given a mapping, got {value!r}")
+            _apply(c[key], value, f"{where}.{key}")
+        else:
+            c[key] = tuple(value) if isinstance(value, list) else value
+
+
+def tiny_model_config(
+    config: ml_collections.ConfigDict | None = None,
+) -> ml_collections.ConfigDict:
+    """A copy of ``config`` (default: ``model_config()``) with tiny towers and float32 compute.
+
+    Keeps the modalities, matching and temperature settings; for CPU smoke runs and tests.
+    """
+    base = model_config() if config is None else config
+    out = ml_collections.ConfigDict(base.to_dict())
+    out.size = "tiny"
+    out.text.size = out.vision.size = out.audio.size = "tiny"
+    out.vision.image_size = 0
+    out.dtype = "float32"
+    out.remat_policy = "none"
+    return out

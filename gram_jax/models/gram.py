@@ -1,0 +1,239 @@
+"""The GRAM model: towers per modality, projection heads, fusion condition tokens, matching head.
+
+Modalities (2..5 of them, gram_reference.md section 3):
+  ``text`` and ``subtitle``: one shared BERT (``bert.BertEncoder``), CLS token -> head;
+  ``video`` and ``depth``: one shared EVA-compatible ViT (``vit.VisionTransformer``), per-frame CLS
+  mean over frames -> head (uint8 frames are normalised on device with the CLIP mean/std; float
+  frames are taken as already normalised);
+  ``audio``: the BEATs-compatible tower (``audio.AudioTransformer``), mean over tokens and clips.
+Each head is Linear(width -> ``embed_dim``, no bias) + L2 normalisation (float32 unit vectors).
+
+Matching (the DAM loss, section 3.4-3.5): the tokens of the ``matching.condition_modalities``
+(video and audio by default; subtitles possible) pass through per-modality Linear + LayerNorm,
+frame/clip and type embeddings, and are concatenated into ``condition`` [B, N, H]; the same BERT
+with cross-attention reads them and ``MatchingHead`` scores its CLS token.
+
+Functional use: ``graphdef, state = nnx.split(model)``; ``nnx.merge(graphdef, state).encode(...)``
+inside ``jax.jit``; ``nnx.eval_shape(lambda: GramModel(cfg, rngs=nnx.Rngs(0)))`` for shapes. Inside
+``jax.grad`` merge from pure dicts or with ``copy=True`` (``nnx.scan`` rejects Variables created at
+an outer trace level). In train mode the dropout RNG counters advance: carry ``nnx.RngState``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from gram_jax.models import heads
+from gram_jax.models.bert import BertEncoder, bert_config
+from gram_jax.models.config import TEXT_LIKE, VISION_LIKE, model_config, tiny_model_config
+
+__all__ = ["Encoded", "GramModel", "model_config", "tiny_model_config"]
+
+Array = jax.Array
+
+
+class Encoded(NamedTuple):
+    """Output of ``GramModel.encode``.
+
+    ``embeddings``: {modality: float32[B, D]} unit vectors; ``condition``: dtype[B, N, H] fusion
+    tokens (None when matching is off); ``condition_mask``: int32[B, N] (None likewise).
+    """
+
+    embeddings: dict[str, Array]
+    condition: Array | None
+    condition_mask: Array | None
+
+
+def _dtype(name: str, key: str):
+    try:
+        return jnp.dtype(name)
+    except TypeError as exc:
+        raise ValueError(f"model config {key}={name!r}: not a dtype name") from exc
+
+
+def _batch_get(batch, key: str, ndim: int) -> Array:
+    if key not in batch:
+        raise KeyError(f"batch has no {key!r} (keys: {sorted(batch)})")
+    value = jnp.asarray(batch[key])
+    if value.ndim != ndim:
+        raise ValueError(f"batch[{key!r}] must have {ndim} dims, got shape {value.shape}")
+    return value
+
+
+class GramModel(nnx.Module):
+    """Towers + heads of GRAM; see the module docstring and ``model_config`` for the config."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        from gram_jax.losses import Temperature
+
+        modalities = tuple(config.modalities)
+        unknown = set(modalities) - set(TEXT_LIKE + VISION_LIKE + ("audio",))
+        if unknown or not 2 <= len(modalities) <= 5 or len(set(modalities)) != len(modalities):
+            raise ValueError(
+                f"model config modalities={modalities}: expected 2..5 distinct names of "
+                "text, video, audio, subtitle, depth"
+            )
+        self.modalities = modalities
+        dtype = _dtype(config.dtype, "dtype")
+        param_dtype = _dtype(config.param_dtype, "param_dtype")
+        common = dict(
+            dtype=dtype,
+            param_dtype=param_dtype,
+            remat_policy=config.remat_policy,
+            scan_layers=config.scan_layers,
+        )
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.dtype = dtype
+        self.matching = bool(config.matching.enabled)
+        self.condition_modalities = tuple(
+            m for m in config.matching.condition_modalities if m in modalities
+        )
+        if self.matching and not self.condition_modalities:
+            raise ValueError(
+                f"model config matching.condition_modalities="
+                f"{tuple(config.matching.condition_modalities)} shares none of the modalities "
+                f"{modalities}; set matching.enabled=False or name a configured modality"
+            )
+
+        text_cfg = bert_config(
+            config.text.size,
+            dropout_rate=config.text.dropout_rate,
+            attn_dropout_rate=config.text.attn_dropout_rate,
+            cross_attention=self.matching,
+            **common,
+        )
+        self.text_cfg = text_cfg
+        hidden = text_cfg.hidden
+        # The BERT is always built: it is the fusion encoder even without a text-like modality.
+        self.bert = BertEncoder(text_cfg, rngs=rngs)
+
+        if any(m in VISION_LIKE for m in modalities):
+            from gram_jax.models.vit import VisionTransformer, vit_config
+
+            vis_over = dict(drop_path_rate=config.vision.drop_path_rate, **common)
+            if config.vision.image_size:
+                vis_over["image_size"] = config.vision.image_size
+            self.vision_cfg = vit_config(config.vision.size, **vis_over)
+            self.vision = VisionTransformer(self.vision_cfg, rngs=rngs)
+        if "audio" in modalities:
+            from gram_jax.models.audio import AudioTransformer, audio_config
+
+            self.audio_cfg = audio_config(
+                config.audio.size,
+                dropout_rate=config.audio.dropout_rate,
+                attn_dropout_rate=config.audio.attn_dropout_rate,
+                **common,
+            )
+            self.audio = AudioTransformer(self.audio_cfg, rngs=rngs)
+
+        self.heads = nnx.Dict(
+            {m: heads.ProjectionHead(self._width(m), config.embed_dim, **kw) for m in modalities}
+        )
+        if self.matching:
+            frames = {
+                "video": config.vision.max_frames,
+                "audio": config.audio.max_clips,
+                "subtitle": 0,
+            }
+            if "depth" in self.condition_modalities:
+                raise ValueError("model config matching.condition_modalities: depth has no tokens")
+            self.condition_tokens = nnx.Dict(
+                {
+                    m: heads.ConditionTokens(self._width(m), hidden, frames[m], **kw)
+                    for m in self.condition_modalities
+                }
+            )
+            self.match_head = heads.MatchingHead(hidden, **kw)
+        t = config.temperature
+        self.contra_temperature = Temperature(
+            t.init,
+            parametrization=t.parametrization,
+            min_value=t.min_value,
+            max_value=t.max_value,
+            learnable=t.learnable,
+        )
+        # Static tuples (not state): they are constants of the input contract.
+        self.video_mean = tuple(float(v) for v in config.video_mean)
+        self.video_std = tuple(float(v) for v in config.video_std)
+
+    def _width(self, modality: str) -> int:
+        if modality in TEXT_LIKE:
+            return self.text_cfg.hidden
+        if modality in VISION_LIKE:
+            return self.vision_cfg.width
+        return self.audio_cfg.width
+
+    def normalize_frames(self, frames: Array) -> Array:
+        """uint8[..., 3] -> float32 ``(x / 255 - mean) / std``; float input is returned as is."""
+        if frames.dtype == jnp.uint8:
+            x = frames.astype(jnp.float32) / 255.0
+            mean = jnp.asarray(self.video_mean, jnp.float32)
+            return (x - mean) / jnp.asarray(self.video_std, jnp.float32)
+        return frames.astype(jnp.float32)
+
+    def encode(self, batch, *, train: bool) -> Encoded:
+        """Batch dict (docs/contracts.md) -> ``Encoded`` (unit embeddings + fusion tokens)."""
+        pooled: dict[str, Array] = {}
+        tokens: dict[str, Array] = {}
+        masks: dict[str, Array] = {}
+        for m in self.modalities:
+            if m in TEXT_LIKE:
+                ids = _batch_get(batch, f"{m}_ids", 2)
+                mask = _batch_get(batch, f"{m}_mask", 2)
+                hidden = self.bert(ids, mask, train=train)
+                pooled[m], tokens[m], masks[m] = hidden[:, 0], hidden, mask.astype(jnp.int32)
+            elif m in VISION_LIKE:
+                frames = self.normalize_frames(_batch_get(batch, m, 5))
+                out = self.vision(frames, train=train)
+                pooled[m], tokens[m] = out.pooled, out.tokens
+            else:
+                out = self.audio(_batch_get(batch, m, 4), train=train)
+                pooled[m], tokens[m] = out.pooled, out.tokens
+        embeddings = {m: self.heads[m](pooled[m]) for m in self.modalities}
+        if not self.matching:
+            return Encoded(embeddings, None, None)
+        cond, cond_mask = [], []
+        for m in self.condition_modalities:
+            x = self.condition_tokens[m](tokens[m])
+            cond.append(x)
+            if m in masks:
+                cond_mask.append(masks[m])
+            else:  # the reference attends to every vision/audio token
+                cond_mask.append(jnp.ones(x.shape[:2], jnp.int32))
+        condition = jnp.concatenate(cond, axis=1).astype(self.dtype)
+        return Encoded(embeddings, condition, jnp.concatenate(cond_mask, axis=1))
+
+    def match_logits(
+        self,
+        text_ids: Array,
+        text_mask: Array,
+        condition: Array,
+        condition_mask: Array,
+        *,
+        train: bool,
+    ) -> Array:
+        """(ids int[B', L], mask [B', L], condition [B', N, H], mask [B', N]) -> float32[B', 2].
+
+        The fusion BERT (self-attention over the caption, cross-attention to the condition) and
+        the matching head on its CLS token; index 1 is the "matched" class.
+        """
+        if not self.matching:
+            raise ValueError("match_logits: the model config has matching.enabled=False")
+        hidden = self.bert(
+            text_ids, text_mask, context=condition, context_mask=condition_mask, train=train
+        )
+        return self.match_head(hidden[:, 0])
+
+    def temperature(self) -> Array:
+        """The contrastive temperature tau, float32[] (``gram_jax.losses.Temperature``)."""
+        return self.contra_temperature()
+
+
+def init_abstract(config: ml_collections.ConfigDict) -> Any:
+    """``nnx.eval_shape`` of the model: an abstract GramModel (no memory allocated)."""
+    return nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))

@@ -1,0 +1,161 @@
+"""The EVA-compatible vision tower: shapes, dtypes, determinism, drop-path, masks, scan/remat.
+
+Numerical parity with timm's EVA lives in tests/test_convert_eva.py (it needs torch).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gram_jax.models import layers
+from gram_jax.models.vit import (
+    VisionTransformer,
+    drop_path_rates,
+    resize_pos_embed,
+    vit_config,
+)
+
+
+def _frames(b=2, f=3, size=56, seed=0):
+    return jax.random.normal(jax.random.key(seed), (b, f, size, size, 3), jnp.float32)
+
+
+def _model(**overrides):
+    return VisionTransformer(vit_config("tiny", **overrides), rngs=nnx.Rngs(params=0, dropout=1))
+
+
+def test_shapes_and_float32_outputs():
+    model = _model()
+    out = model(_frames())
+    # tiny: 56 / 14 = 4x4 patches + CLS, width 64
+    assert out.cls.shape == (2, 3, 64) and out.cls.dtype == jnp.float32
+    assert out.tokens.shape == (2, 3, 17, 64) and out.tokens.dtype == jnp.float32
+    assert out.pooled.shape == (2, 64) and out.pooled.dtype == jnp.float32
+    np.testing.assert_allclose(out.cls, out.tokens[:, :, 0], rtol=0, atol=0)
+    np.testing.assert_allclose(out.pooled, out.cls.mean(axis=1), rtol=1e-6, atol=1e-6)
+    assert np.isfinite(np.asarray(out.tokens)).all()
+
+
+def test_bf16_compute_keeps_float32_params_and_stays_close():
+    f32 = _model()
+    bf16 = _model(dtype=jnp.bfloat16)
+    params = nnx.state(bf16, nnx.Param)
+    dtypes = {v.dtype for v in jax.tree.leaves(params)}
+    assert dtypes == {jnp.dtype(jnp.float32)}
+    out16, out32 = bf16(_frames()), f32(_frames())
+    assert out16.tokens.dtype == jnp.bfloat16
+    assert out16.cls.dtype == jnp.float32 and out16.pooled.dtype == jnp.float32
+    # same seed -> same float32 params; bf16 matmuls change the result only by rounding
+    err = float(jnp.max(jnp.abs(out16.tokens.astype(jnp.float32) - out32.tokens)))
+    assert 0 < err < 0.15, err
+
+
+def test_same_seed_same_model_and_repeatable_forward():
+    a, b = _model(), _model()
+    x = _frames()
+    np.testing.assert_array_equal(a(x).tokens, b(x).tokens)
+    np.testing.assert_array_equal(a(x).tokens, a(x).tokens)
+    c = VisionTransformer(vit_config("tiny"), rngs=nnx.Rngs(params=1, dropout=1))
+    assert not np.allclose(a(x).tokens, c(x).tokens)
+
+
+def test_drop_path_is_off_at_eval_and_on_in_training():
+    plain, dropping = _model(), _model(drop_path_rate=0.5)
+    x = _frames()
+    # eval: drop-path changes nothing (same params, same output as a model without it)
+    np.testing.assert_array_equal(plain(x).tokens, dropping(x).tokens)
+    # train: stochastic, and two calls draw different masks from the advancing dropout stream
+    t1, t2 = dropping(x, train=True).tokens, dropping(x, train=True).tokens
+    assert not np.allclose(t1, plain(x).tokens)
+    assert not np.allclose(t1, t2)
+    # train mode with rate 0 is deterministic and equal to eval
+    np.testing.assert_allclose(plain(x, train=True).tokens, plain(x).tokens, atol=1e-6)
+
+
+def test_drop_path_rates_follow_the_linear_depth_rule():
+    rates = drop_path_rates(0.4, 40)
+    assert rates.shape == (40,) and rates[0] == 0.0 and np.isclose(rates[-1], 0.4)
+    np.testing.assert_allclose(np.diff(rates), 0.4 / 39, rtol=1e-5)
+
+
+def test_frame_mask_excludes_padded_frames_from_the_mean():
+    model = _model()
+    x = _frames()
+    mask = jnp.array([[True, True, False], [True, False, False]])
+    out = model(x, frame_mask=mask)
+    np.testing.assert_allclose(out.pooled[0], out.cls[0, :2].mean(0), atol=1e-6)
+    np.testing.assert_allclose(out.pooled[1], out.cls[1, 0], atol=1e-6)
+    # content of masked frames does not leak into the pooled vector
+    x2 = x.at[0, 2].set(100.0).at[1, 1:].set(-7.0)
+    np.testing.assert_allclose(model(x2, frame_mask=mask).pooled, out.pooled, atol=1e-6)
+
+
+def test_scan_unrolled_and_remat_give_the_same_values_and_grads():
+    x = _frames(b=1, f=2)
+    outs, grads = [], []
+    for scan, remat in [(True, "none"), (False, "none"), (True, "full"), (False, "dots")]:
+        model = _model(scan_layers=scan, remat_policy=remat)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(p, graphdef=graphdef, rest=rest):
+            m = nnx.merge(graphdef, p, rest, copy=True)
+            return jnp.sum(m(x).pooled ** 2)
+
+        value, grad = jax.jit(jax.value_and_grad(loss))(params)
+        outs.append(value)
+        grads.append(grad)
+    for value, grad in zip(outs[1:], grads[1:], strict=True):
+        np.testing.assert_allclose(value, outs[0], rtol=1e-5)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grad, grads[0]
+        )
+
+
+def test_params_carry_logical_axes_with_a_layer_axis_on_blocks():
+    model = _model()
+    params = nnx.state(model, nnx.Param)
+    names = nnx.to_pure_dict(layers.logical_axes_tree(params))
+    assert names["patch_embed"]["kernel"] == ("patch", "patch", "channels", "embed")
+    assert names["pos_embed"] == ("length", "embed")
+    assert names["blocks"]["attn"]["query"]["kernel"] == ("layers", "embed", "heads", "kv")
+    assert names["blocks"]["mlp"]["fc1"]["kernel"] == ("layers", "embed", "mlp")
+    for path, value in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))[0]:
+        leaf_names = names
+        for k in path:
+            leaf_names = leaf_names[k.key]
+        assert len(leaf_names) == value.ndim, path
+    # giant tower: ~1.0 B parameters (EVA01-CLIP-g/14 visual), built abstractly
+    giant = nnx.eval_shape(lambda: VisionTransformer(vit_config("giant"), rngs=nnx.Rngs(0)))
+    count = sum(v.size for v in jax.tree.leaves(nnx.state(giant, nnx.Param)))
+    assert 1.0e9 < count < 1.02e9, count
+
+
+def test_other_image_sizes_interpolate_the_position_table():
+    model = _model()
+    out = model(_frames(size=84))
+    assert out.tokens.shape == (2, 3, 1 + 36, 64)
+    table = model.pos_embed[...]
+    np.testing.assert_array_equal(resize_pos_embed(table, (4, 4)), table)
+    resized = resize_pos_embed(table, (6, 5))
+    assert resized.shape == (31, 64)
+    np.testing.assert_array_equal(resized[0], table[0])  # CLS entry kept
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [((2, 56, 56, 3), r"\[B, F, H, W, 3\]"), ((1, 1, 50, 56, 3), "multiples of 14")],
+)
+def test_bad_input_shapes_are_named(shape, message):
+    with pytest.raises(ValueError, match=message):
+        _model()(jnp.zeros(shape))
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="unknown ViT size"):
+        vit_config("huge")
+    with pytest.raises(ValueError, match="unknown keys"):
+        vit_config("tiny", widht=3)
+    with pytest.raises(ValueError, match="remat_policy"):
+        vit_config("tiny", remat_policy="sometimes")
