@@ -30,10 +30,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 
-def _towers(args) -> dict[str, tuple[Callable[[], nnx.Module], Any, Callable]]:
+def _towers(args, scan: bool = True) -> dict[str, tuple[Callable[[], nnx.Module], Any, Callable]]:
     """name -> (make_model, input batch, pooled_fn(model, batch, train) -> float32[B, W])."""
     dtype = jnp.dtype(args.dtype)
-    common = dict(dtype=dtype, remat_policy=args.remat)
+    common = dict(dtype=dtype, remat_policy=args.remat, scan_layers=scan)
     key = jax.random.key(0)
     out = {}
     if "vit" in args.towers:
@@ -76,8 +76,9 @@ def _towers(args) -> dict[str, tuple[Callable[[], nnx.Module], Any, Callable]]:
     return out
 
 
-def _cost(compiled) -> float:
-    analysis = compiled.cost_analysis()
+def _cost(stage) -> float:
+    """FLOPs of a jax Lowered/Compiled stage (XLA cost analysis)."""
+    analysis = stage.cost_analysis()
     if isinstance(analysis, list | tuple):  # older jax returns one dict per computation
         analysis = analysis[0] if analysis else {}
     return float((analysis or {}).get("flops", float("nan")))
@@ -106,11 +107,9 @@ def _time(fn, args, reps: int) -> list[float]:
     return times
 
 
-def run_tower(name: str, make_model, batch, pooled_fn, args) -> None:
+def _step_fns(make_model, pooled_fn):
+    """(graphdef, {mode: fn(params, rest, batch)}) for the forward and forward+backward passes."""
     graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
-    # Initialise under jit (fast), keeping the abstract graphdef.
-    params, rest = jax.jit(lambda: nnx.split(make_model(), nnx.Param, ...)[1:])()
-    n_params = sum(x.size for x in jax.tree.leaves(params))
 
     def forward(p, r, x):
         return pooled_fn(nnx.merge(graphdef, p, r, copy=True), x, False)
@@ -118,14 +117,25 @@ def run_tower(name: str, make_model, batch, pooled_fn, args) -> None:
     def loss(p, r, x):
         return jnp.sum(pooled_fn(nnx.merge(graphdef, p, r, copy=True), x, True) ** 2)
 
-    for mode, fn in (("fwd", forward), ("fwd_bwd", jax.grad(loss))):
+    return {"fwd": forward, "fwd_bwd": jax.grad(loss)}
+
+
+def run_tower(name: str, make_model, make_unrolled, batch, pooled_fn, args) -> None:
+    # Initialise under jit (fast: no eager per-op dispatch).
+    params, rest = jax.jit(lambda: nnx.split(make_model(), nnx.Param, ...)[1:])()
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    fns = _step_fns(make_model, pooled_fn)
+    # XLA counts a while-loop body once, so FLOPs come from the unrolled program (same math),
+    # analysed after lowering (no second compile).
+    unrolled = _step_fns(make_unrolled, pooled_fn)
+    for mode, fn in fns.items():
         start = time.perf_counter()
         compiled = jax.jit(fn).lower(params, rest, batch).compile()
         compile_s = time.perf_counter() - start
         jax.block_until_ready(compiled(params, rest, batch))  # warm-up
         times = _time(compiled, (params, rest, batch), args.reps)
         median = statistics.median(times)
-        flops = _cost(compiled)
+        flops = _cost(jax.jit(unrolled[mode]).lower(params, rest, batch))
         peak, peak_kind = _peak_bytes(compiled)
         print(
             json.dumps(
@@ -165,8 +175,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     args.towers = args.towers.split(",")
+    unrolled = _towers(args, scan=False)
     for name, (make_model, batch, pooled_fn) in _towers(args).items():
-        run_tower(name, make_model, batch, pooled_fn, args)
+        run_tower(name, make_model, unrolled[name][0], batch, pooled_fn, args)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class TrainPlan:
     Item ``j`` is ``int64[3] = (sample, epoch, position)``: ``sample`` indexes the split's flat
     (record, caption) list, ``position`` is its place in the epoch's permutation. Each epoch keeps
     ``steps_per_epoch * global_batch`` samples of a fresh permutation (drop remainder per epoch).
+    ``start_step`` skips that many global steps (where a restored iterator resumes).
     """
 
     num_samples: int
@@ -71,6 +72,7 @@ class TrainPlan:
     seed: int
     shuffle: bool
     num_epochs: int | None
+    start_step: int = 0
 
     @property
     def local_batch(self) -> int:
@@ -83,7 +85,8 @@ class TrainPlan:
     def __len__(self) -> int:
         if self.num_epochs is None:
             return sys.maxsize  # grain's own marker of an endless dataset
-        return self.num_epochs * self.steps_per_epoch * self.local_batch
+        steps = self.num_epochs * self.steps_per_epoch - self.start_step
+        return max(0, steps) * self.local_batch
 
     def permutation(self, epoch: int) -> np.ndarray:
         """int64[num_samples]: the order of ``epoch`` (identity when shuffling is off)."""
@@ -91,7 +94,7 @@ class TrainPlan:
 
     def __getitem__(self, j: int) -> np.ndarray:
         step, row = divmod(int(j), self.local_batch)
-        epoch, batch_in_epoch = divmod(step, self.steps_per_epoch)
+        epoch, batch_in_epoch = divmod(step + self.start_step, self.steps_per_epoch)
         position = batch_in_epoch * self.global_batch + self.process_index * self.local_batch + row
         sample = self.permutation(epoch)[position]
         return np.array([sample, epoch, position], np.int64)
@@ -154,14 +157,69 @@ def _assemble(plan, load: transforms.LoadSample, config, *, drop_remainder: bool
     return ds
 
 
-def train_dataset(
-    config: ml_collections.ConfigDict,
-    *,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    split: str = "train",
-) -> grain.IterDataset:
-    """The training ``IterDataset`` of this process (``iter()`` it, or use make_train_iterator)."""
+class TrainIterator:
+    """Iterator of one process's training batches whose state is the global step.
+
+    ``get_state()`` is ``{"step": k, ...}``: the number of global batches consumed, plus the
+    values that fix the sample order (checked on restore). Because every process reads the rows
+    ``[k*G + p*G/P, ...)`` of global batch ``k``, the state does not depend on the process count
+    or the worker count: a run saved with 2 workers on 4 hosts resumes exactly on 1 host with
+    none. ``set_state`` rebuilds the Grain pipeline to start at that step (workers restart then).
+    """
+
+    def __init__(self, plan: TrainPlan, load: transforms.LoadSample, config, split: str):
+        self._plan, self._load, self._config, self._split = plan, load, config, split
+        self._step = plan.start_step
+        self._it = None
+
+    def _order(self) -> dict:
+        p = self._plan
+        return {
+            "split": self._split,
+            "num_samples": p.num_samples,
+            "global_batch": p.global_batch,
+            "seed": p.seed,
+            "shuffle": p.shuffle,
+        }
+
+    def __iter__(self) -> TrainIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._it is None:  # lazy: set_state right after construction spawns workers once
+            plan = dataclasses.replace(self._plan, start_step=self._step)
+            self._it = iter(_assemble(plan, self._load, self._config, drop_remainder=True))
+        batch = next(self._it)
+        self._step += 1
+        return batch
+
+    def get_state(self) -> dict:
+        """JSON-able ``{"step", "split", "num_samples", "global_batch", "seed", "shuffle"}``."""
+        return {"step": self._step, **self._order()}
+
+    def set_state(self, state: dict) -> None:
+        """Continues after ``state["step"]`` global batches; raises ValueError when ``state`` was
+        saved for another sample order (other annotations, batch size, seed or shuffle)."""
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError(f"training iterator state: expected a dict with 'step', got {state!r}")
+        differ = {k: (state.get(k), v) for k, v in self._order().items() if state.get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
+            raise ValueError(
+                f"training iterator state was saved for another sample order ({detail}); "
+                "it cannot continue on the same samples"
+            )
+        self.close()
+        self._step = int(state["step"])
+
+    def close(self) -> None:
+        """Stops the worker processes (if any); the next ``next()`` starts them again."""
+        if self._it is not None and hasattr(self._it, "close"):
+            self._it.close()
+        self._it = None
+
+
+def _train_parts(config, process_index, process_count, split):
     validate_config(config)
     process_index, process_count = _process_layout(process_index, process_count)
     _per_process_batch(config.batch_size, process_count, "batch_size")
@@ -180,7 +238,18 @@ def train_dataset(
         shuffle=config.shuffle,
         num_epochs=config.num_epochs,
     )
-    load = transforms.LoadSample.from_config(config, split_data, train=True)
+    return plan, transforms.LoadSample.from_config(config, split_data, train=True)
+
+
+def train_dataset(
+    config: ml_collections.ConfigDict,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    split: str = "train",
+) -> grain.IterDataset:
+    """The training ``IterDataset`` of this process (grain's own iterator state when iterated)."""
+    plan, load = _train_parts(config, process_index, process_count, split)
     return _assemble(plan, load, config, drop_remainder=True)
 
 
@@ -194,14 +263,12 @@ def make_train_iterator(
     """Iterator of this process's training batches (contract: docs/contracts.md, 'Batch').
 
     Yields dicts of numpy arrays with ``config.batch_size / process_count`` rows. Its
-    ``get_state()`` / ``set_state(state)`` save and restore the exact position (orbax saves it
-    through ``grain.checkpoint.CheckpointSave``). ``process_index/process_count`` default to the
-    JAX process layout (``grain.sharding.ShardByJaxProcess``).
+    ``get_state()`` / ``set_state(state)`` save and restore the exact position as a JSON-able dict
+    (see TrainIterator; valid for any process and worker count). ``process_index/process_count``
+    default to the JAX process layout (``grain.sharding.ShardByJaxProcess``).
     """
-    ds = train_dataset(
-        config, process_index=process_index, process_count=process_count, split=split
-    )
-    return iter(ds)
+    plan, load = _train_parts(config, process_index, process_count, split)
+    return TrainIterator(plan, load, config, split)
 
 
 def eval_dataset(

@@ -12,15 +12,15 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
 
 - ``model``: `gram_jax.models.gram.model_config('base', dtype='bfloat16')` (ViT-B/16 frames,
   BEATs-base, BERT-base; see gram_jax/models/config.py for its keys).
-- ``data``: `data_pipelines.config.data_config()` (annotations, media, batch size, frames; see there).
+- ``data``: `data_pipelines.config.data_config()` (annotations, media, batch size, frames).
 - ``loss``:
   - ``name``: a `gram_jax.losses.LOSSES` key; ``'volume'`` = GRAM's volume contrastive loss.
   - ``anchor``: the modality whose embedding is the anchor (``'text'``).
   - ``label_smoothing``: 0.1, as the reference's smoothed cross-entropy.
   - ``gather_mode``: ``'global'`` (exact global-batch loss), ``'local'`` (shard_map, less memory) or
     ``'reference'`` (gathered copies detached, as the released code).
-  - ``matching_weight``: lambda of the data-anchor matching loss (0.1; 0 turns it and its hard-negative
-    sampling off).
+  - ``matching_weight``: lambda of the data-anchor matching loss (0.1; 0 turns it and its
+    hard-negative sampling off).
 - ``optim`` (`gram_jax.optim`): ``name`` ('adamw'), ``lr`` (peak lr of every parameter outside the
   groups, 2e-5), ``b1`` 0.9, ``b2`` 0.98, ``eps`` 1e-6, ``weight_decay`` 0.01, ``decay_embeddings``
   (False), ``grad_clip_norm`` (0 = off, as the reference in effect), ``accumulation_steps`` (1),
@@ -34,7 +34,9 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
 - ``total_steps``, ``checkpoint_steps`` (save every K steps; also at the end and on SIGTERM),
   ``keep_checkpoints`` (keep-N), ``async_checkpoints`` (True), ``log_every`` (train metrics every N
   steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the reference evaluates first).
-- ``evals``: {name: ConfigDict(type='retrieval' | 'classification', ...)} for `gram_jax.evaluators`.
+- ``evals``: {name: dict(type='retrieval' | 'classification', split=..., ...)}; the keys of each
+  entry are documented in `gram_jax.evaluation` (run at the end, every ``eval_every`` steps, and
+  by ``gram-eval``).
 - ``seed``: the seed of initialisation, dropout and hard-negative sampling (50, as the reference).
 - ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
   workdir has none.
@@ -129,9 +131,10 @@ def reference_clips_data(data: ml_collections.ConfigDict) -> ml_collections.Conf
     from data_pipelines.config import data_config
 
     root = reference_clips_dir()
+    annotations = root / "annotations.json"
     return data_config(
         dataset="msrvtt",
-        annotations={"train": str(root / "annotations.json"), "test": str(root / "annotations.json")},
+        annotations=dict(train=str(annotations), test=str(annotations)),
         video_dir=str(root / "videos"),
         audio_dir=str(root / "audios"),
         modalities=("video", "audio", "text"),
@@ -159,6 +162,14 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.keep_checkpoints = 2
     config.log_every = 1
     config.eval_every = 0
+    # The same 4 clips are the evaluation set: a check that evaluation runs, not a benchmark.
+    config.evals = ml_collections.ConfigDict(
+        {
+            "reference_clips": dict(
+                type="retrieval", split="test", scorings=("volume", "cosine", "matching"), top_k=3
+            )
+        }
+    )
     config.model_init = ""
     config.resume = ""
     config.progress_bar = False

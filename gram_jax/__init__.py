@@ -1,1 +1,46 @@
-"""gram_jax: GRAM multimodal alignment in JAX/Flax."""
+"""gram_jax: GRAM multimodal alignment in JAX/Flax.
+
+The public API, imported lazily (PEP 562) so that `import gram_jax` stays cheap and submodules can
+import each other without cycles through this package:
+
+- training: `train_and_evaluate`, `Trainer`, `make_optimizer`, `make_mesh`;
+- model: `GramModel`, `model_config`;
+- math and losses: `pairwise_volume`, `gram_volume`, `volume_contrastive_loss`, `LOSSES`,
+  `Temperature`;
+- evaluation: `RetrievalEvaluator`, `ZeroShotClassifier`, `run_evaluations`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "train_and_evaluate": "gram_jax.train",
+    "Trainer": "gram_jax.train",
+    "make_optimizer": "gram_jax.optim",
+    "make_mesh": "gram_jax.parallel",
+    "GramModel": "gram_jax.models.gram",
+    "model_config": "gram_jax.models.gram",
+    "pairwise_volume": "gram_jax.volume",
+    "gram_volume": "gram_jax.volume",
+    "volume_contrastive_loss": "gram_jax.losses",
+    "LOSSES": "gram_jax.losses",
+    "Temperature": "gram_jax.losses",
+    "RetrievalEvaluator": "gram_jax.evaluators",
+    "ZeroShotClassifier": "gram_jax.evaluators",
+    "run_evaluations": "gram_jax.evaluation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gram_jax' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,8 +1,8 @@
 """Checkpoints: an orbax CheckpointManager of {train state, data iterator state, config}.
 
 Layout: ``W/checkpoints/<step>/{state, data, config}``; ``state`` is the train-state pytree
-(params, opt_state, model_state, step, rng; sharded arrays saved by every process), ``data`` holds one
-JSON file per process with its Grain iterator state, ``config`` the run config as JSON.
+(params, opt_state, model_state, step, rng; sharded arrays saved by every process), ``data``
+holds one JSON file per process with its Grain iterator state, ``config`` the run config as JSON.
 
 Saves are asynchronous (the step loop continues while arrays are written) and keep the newest
 ``keep`` checkpoints. Restoring takes abstract targets that carry the *current* mesh's shardings, so

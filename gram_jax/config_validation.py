@@ -17,7 +17,6 @@ import ml_collections
 
 from gram_jax.trainer_config import OPEN_SECTIONS, trainer_defaults
 
-
 # Names from other stacks that difflib cannot relate to ours (too few shared letters).
 SYNONYMS = {
     "learning_rate": "lr",
@@ -78,9 +77,7 @@ def _type_ok(value: Any, default: Any) -> bool:
     return True
 
 
-def validate_config(
-    config: Mapping[str, Any], reference: Mapping[str, Any] | None = None
-) -> None:
+def validate_config(config: Mapping[str, Any], reference: Mapping[str, Any] | None = None) -> None:
     """Raises ConfigError for the first unknown key (with the nearest valid one) or mistyped value.
 
     Args:
@@ -129,7 +126,9 @@ def _check_values(config: Mapping[str, Any]) -> None:
             f"got {loss['gather_mode']!r}"
         )
     if float(loss.get("matching_weight", 0.0)) < 0:
-        raise ConfigError(f"config.loss.matching_weight: must be >= 0, got {loss['matching_weight']}")
+        raise ConfigError(
+            f"config.loss.matching_weight: must be >= 0, got {loss['matching_weight']}"
+        )
     for name, group in dict(config.get("optim", {}).get("lr_groups", {}) or {}).items():
         missing = {"pattern", "lr"} - set(group)
         extra = set(group) - {"pattern", "lr"}

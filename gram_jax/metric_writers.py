@@ -1,11 +1,11 @@
 """clu metric writers that work without TensorFlow, plus JSON-lines evaluation records.
 
 clu 0.0.12's `clu.metric_writers` (and `clu.periodic_actions`, which imports it) pulls in TensorFlow
-through `clu.metric_writers.summary_writer` (stack_notes). `install_tensorboardx_backend()` registers a
-module under that name whose `SummaryWriter` is `TensorboardXWriter` (same TensorBoard event-file
-format, written by tensorboardX) before clu is imported, so the rest of clu -- `AsyncMultiWriter`,
-`LoggingWriter`, `create_default_writer`, `periodic_actions.ReportProgress` -- works unchanged.
-When TensorFlow is importable, clu's own writer is used.
+through `clu.metric_writers.summary_writer` (stack_notes). `install_tensorboardx_backend()`
+registers a module under that name whose `SummaryWriter` is `TensorboardXWriter` (the same
+TensorBoard event files, written by tensorboardX) before clu is imported, so the rest of clu --
+`AsyncMultiWriter`, `LoggingWriter`, `create_default_writer`, `periodic_actions.ReportProgress` --
+works unchanged. When TensorFlow is importable, clu's own writer is used.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ def _tensorboardx_writer_class():
                 self._writer.add_histogram(key, np.asarray(value), int(step), bins=bins)
 
         def write_hparams(self, hparams):
-            flat = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}
+            flat = {
+                k: v if isinstance(v, int | float | str | bool) else str(v)
+                for k, v in hparams.items()
+            }
             self._writer.add_text("hparams", json.dumps(flat, indent=1, sort_keys=True), 0)
 
         def flush(self):

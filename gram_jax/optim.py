@@ -61,12 +61,14 @@ def param_paths(model: nnx.Module) -> dict[tuple, tuple[nnx.Param, Any]]:
 
 
 def decay_reason(path: tuple, param: nnx.Param, owner: Any, decay_embeddings: bool = False) -> str:
-    """Why a parameter gets (``'decay'``) or does not get weight decay; the reason names the rule."""
+    """``'decay'``, or the rule that exempts the parameter from weight decay."""
     name = str(path[-1])
     if _is_norm(owner):
         return "norm"
-    if _is_temperature_module(owner) or _TEMPERATURE_NAME.fullmatch(name) or any(
-        _TEMPERATURE_NAME.fullmatch(str(p)) for p in path
+    if (
+        _is_temperature_module(owner)
+        or _TEMPERATURE_NAME.fullmatch(name)
+        or any(_TEMPERATURE_NAME.fullmatch(str(p)) for p in path)
     ):
         return "temperature"
     if name == "bias" or name.endswith("_bias"):
@@ -120,10 +122,10 @@ def group_labels(model: nnx.Module, lr_groups: Mapping[str, Mapping[str, Any]]) 
 def make_schedule(schedule_config: Mapping[str, Any], peak: float, total_updates: int):
     """An optax schedule (update count -> lr) scaled to `peak`.
 
-    ``name``: ``warmup_linear`` (reference utils/sched.py: linear warm-up over ``warmup_fraction`` of
-    the run, then linear decay to 0), ``cosine`` (linear warm-up then cosine decay to
-    ``end_factor * peak``) or ``constant`` (warm-up then flat). ``warmup_steps`` (updates) overrides
-    ``warmup_fraction`` when > 0.
+    ``name``: ``warmup_linear`` (reference utils/sched.py: linear warm-up over
+    ``warmup_fraction`` of the run, then linear decay to 0), ``cosine`` (linear warm-up then cosine
+    decay to ``end_factor * peak``) or ``constant`` (warm-up then flat). ``warmup_steps``
+    (updates) overrides ``warmup_fraction`` when > 0.
     """
     name = schedule_config.get("name", "warmup_linear")
     total = max(int(total_updates), 1)
@@ -177,7 +179,9 @@ def make_optimizer(
     if accumulation < 1:
         raise ValueError(f"config.optim.accumulation_steps must be >= 1, got {accumulation}")
     if optim_config.get("name", "adamw") != "adamw":
-        raise ValueError(f"config.optim.name: only 'adamw' is supported, got {optim_config['name']!r}")
+        raise ValueError(
+            f"config.optim.name: only 'adamw' is supported, got {optim_config['name']!r}"
+        )
     total_updates = max(int(total_steps) // accumulation, 1)
     lr_groups = dict(optim_config.get("lr_groups", {}) or {})
     peaks = {"default": float(optim_config["lr"])}
@@ -186,7 +190,9 @@ def make_optimizer(
     mask = weight_decay_mask(model, bool(optim_config.get("decay_embeddings", False)))
     wd = float(optim_config.get("weight_decay", 0.01))
 
-    schedules = {n: make_schedule(schedule_config, peak, total_updates) for n, peak in peaks.items()}
+    schedules = {
+        n: make_schedule(schedule_config, peak, total_updates) for n, peak in peaks.items()
+    }
     transforms = {}
     for group, schedule in schedules.items():
         # Per-group decay masks: the global mask restricted to this group's leaves.

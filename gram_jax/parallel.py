@@ -9,8 +9,8 @@ Explicit default of `jax.make_mesh` rejects `with_sharding_constraint`):
 
 The batch is split over ``('data', 'fsdp')``. Layers annotate parameters with *logical* axis names
 (``embed``, ``mlp``, ``heads`` ...); `LOGICAL_AXIS_RULES` maps each to a mesh axis (or ``None`` =
-replicated). A dimension that the mapped mesh axis does not divide is replicated instead, so tiny test
-towers shard on any mesh.
+replicated). A dimension that the mapped mesh axis does not divide is replicated instead, so tiny
+test towers shard on any mesh.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, i
     if unknown:
         raise ValueError(f"config.mesh: unknown axes {sorted(unknown)}; expected keys {MESH_AXES}")
     sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
+    named = lambda: dict(zip(MESH_AXES, sizes, strict=True))  # noqa: E731
     if sum(s == -1 for s in sizes) > 1:
-        raise ValueError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+        raise ValueError(f"config.mesh: at most one axis may be -1, got {named()}")
     if any(s == 0 or s < -1 for s in sizes):
         raise ValueError(f"config.mesh: sizes must be positive or -1, got {sizes}")
     known = int(np.prod([s for s in sizes if s != -1]))
@@ -85,7 +86,7 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, i
         sizes[sizes.index(-1)] = num_devices // known
     if int(np.prod(sizes)) != num_devices:
         raise ValueError(
-            f"config.mesh: {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices, "
+            f"config.mesh: {named()} needs {int(np.prod(sizes))} devices, "
             f"but {num_devices} are available"
         )
     return tuple(sizes)  # type: ignore[return-value]
@@ -135,7 +136,7 @@ def logical_to_spec(
     table = dict(rules)
     used: set[str] = set()
     spec: list[Any] = []
-    for name, size in zip(names, shape):
+    for name, size in zip(names, shape, strict=True):
         if name is None:
             spec.append(None)
             continue
@@ -152,7 +153,7 @@ def logical_to_spec(
 
 
 def state_shardings(state: nnx.State, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> dict:
-    """NamedShardings for an (abstract) nnx.State, as a pure dict matching `state.to_pure_dict()`."""
+    """NamedShardings of an (abstract) nnx.State, as a pure dict like `nnx.to_pure_dict(state)`."""
 
     def leaf_sharding(variable):
         names = logical_names(variable)
@@ -189,7 +190,9 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
     for key, value in local_batch.items():
         value = np.asarray(value)
         if value.ndim == 0:
-            raise ValueError(f"batch[{key!r}] is a scalar; every batch entry needs a batch dimension")
+            raise ValueError(
+                f"batch[{key!r}] is a scalar; every batch entry needs a batch dimension"
+            )
         out[key] = jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
     return out
 

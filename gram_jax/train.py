@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def build_model(model_config, seed: int):
-    """A concrete GramModel (call inside jit or eval_shape); eager sharding off, shardings are ours."""
+    """A GramModel (call inside jit or eval_shape); flax's eager sharding off, we shard."""
     from gram_jax.models.gram import GramModel
 
     with nnx.use_eager_sharding(False):
@@ -270,16 +270,9 @@ def _flat_hparams(config) -> dict:
 
 def _evaluate(trainer: Trainer, config, workdir: pathlib.Path, writer, state, step: int) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator."""
-    from gram_jax.evaluators import run_evaluations
+    from gram_jax.evaluation import run_evaluations
 
-    results = run_evaluations(
-        config,
-        trainer.encode_fn(),
-        trainer.match_fn(),
-        state["params"],
-        state["model_state"],
-        mesh=trainer.mesh,
-    )
+    results = run_evaluations(config, trainer, state)
     if jax.process_index() == 0:
         for name, metrics in results.items():
             scalars = {

@@ -36,7 +36,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         # torch names containing 'visual': the EVA tower only, not its head or fusion projections.
         lr_groups=dict(vision=dict(pattern=r"^vision/", lr=5e-7)),
     )
-    config.schedule = dict(name="warmup_linear", warmup_fraction=0.1, warmup_steps=0, end_factor=0.0)
+    config.schedule = dict(
+        name="warmup_linear", warmup_fraction=0.1, warmup_steps=0, end_factor=0.0
+    )
     config.mesh = dict(data=-1, fsdp=1, model=1)
     config.distributed = dict(
         initialize=False, coordinator_address="", num_processes=1, process_id=0

@@ -22,10 +22,16 @@ def _model(**overrides):
     return AudioTransformer(audio_config("tiny", **overrides), rngs=nnx.Rngs(params=0, dropout=1))
 
 
+@nnx.jit(static_argnames="train")
+def _run(model, fbank, clip_mask=None, train=False):
+    # One compiled program per config (cached on the model's graph); dropout state flows back.
+    return model(fbank, train=train, clip_mask=clip_mask)
+
+
 @pytest.mark.parametrize("mel_bins", [64, 128])
 def test_shapes_and_pooling(mel_bins):
     model = _model()
-    out = model(_fbank(m=mel_bins))
+    out = _run(model, _fbank(m=mel_bins))
     tokens = (128 // 16) * (mel_bins // 16)
     assert out.tokens.shape == (2, 2, tokens, 64) and out.tokens.dtype == jnp.float32
     assert out.pooled.shape == (2, 64) and out.pooled.dtype == jnp.float32
@@ -37,7 +43,7 @@ def test_shapes_and_pooling(mel_bins):
 def test_bf16_compute_float32_params():
     f32, bf16 = _model(), _model(dtype=jnp.bfloat16)
     assert {v.dtype for v in jax.tree.leaves(nnx.state(bf16, nnx.Param))} == {jnp.dtype("float32")}
-    out16, out32 = bf16(_fbank()), f32(_fbank())
+    out16, out32 = _run(bf16, _fbank()), _run(f32, _fbank())
     assert out16.tokens.dtype == jnp.bfloat16 and out16.pooled.dtype == jnp.float32
     # post-LN outputs are O(1): bf16 rounding stays well below that
     err = float(jnp.max(jnp.abs(out16.tokens.astype(jnp.float32) - out32.tokens)))
@@ -47,25 +53,25 @@ def test_bf16_compute_float32_params():
 def test_determinism_and_dropout_only_in_training():
     a, b = _model(), _model()
     x = _fbank()
-    np.testing.assert_array_equal(a(x).tokens, b(x).tokens)
-    np.testing.assert_array_equal(a(x).tokens, a(x).tokens)
-    t1, t2 = a(x, train=True).tokens, a(x, train=True).tokens
-    assert not np.allclose(t1, a(x).tokens)  # BEATs dropout 0.1 is active in training
+    np.testing.assert_array_equal(_run(a, x).tokens, _run(b, x).tokens)
+    np.testing.assert_array_equal(_run(a, x).tokens, _run(a, x).tokens)
+    t1, t2 = _run(a, x, train=True).tokens, _run(a, x, train=True).tokens
+    assert not np.allclose(t1, _run(a, x).tokens)  # BEATs dropout 0.1 is active in training
     assert not np.allclose(t1, t2)
     no_dropout = _model(dropout_rate=0.0, attn_dropout_rate=0.0)
-    np.testing.assert_allclose(no_dropout(x, train=True).tokens, a(x).tokens, atol=1e-6)
+    np.testing.assert_allclose(_run(no_dropout, x, train=True).tokens, _run(a, x).tokens, atol=1e-6)
 
 
 def test_clip_mask_excludes_padded_clips():
     model = _model()
     x = _fbank(c=3)
     mask = jnp.array([[True, False, True], [False, True, False]])
-    out = model(x, clip_mask=mask)
+    out = _run(model, x, clip_mask=mask)
     per_clip = out.tokens.mean(axis=2)
     np.testing.assert_allclose(out.pooled[0], per_clip[0, [0, 2]].mean(0), atol=1e-5)
     np.testing.assert_allclose(out.pooled[1], per_clip[1, 1], atol=1e-5)
     x2 = x.at[0, 1].set(5.0).at[1, 2].set(-3.0)
-    np.testing.assert_allclose(model(x2, clip_mask=mask).pooled, out.pooled, atol=1e-6)
+    np.testing.assert_allclose(_run(model, x2, clip_mask=mask).pooled, out.pooled, atol=1e-6)
     with pytest.raises(ValueError, match="clip_mask"):
         model(x, clip_mask=mask[:, :2])
 
@@ -86,6 +92,14 @@ def test_scan_unrolled_and_remat_agree_in_value_and_grad():
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grad, results[0][1]
         )
+
+
+def test_both_positional_conv_implementations_agree():
+    x = _fbank(b=1, c=2)
+    conv, taps = _model(conv_pos_impl="conv"), _model(conv_pos_impl="taps")
+    np.testing.assert_allclose(_run(conv, x).tokens, _run(taps, x).tokens, atol=2e-5)
+    with pytest.raises(ValueError, match="conv_pos_impl"):
+        audio_config("tiny", conv_pos_impl="fft")
 
 
 def test_relative_position_buckets_follow_the_bidirectional_log_rule():

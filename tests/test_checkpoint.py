@@ -1,4 +1,4 @@
-"""orbax checkpoints of {state, data iterator, config}: resharding, keep-N, resume order, SIGTERM."""
+"""orbax checkpoints of {state, data iterator, config}: resharding, keep-N, resume, SIGTERM."""
 
 import os
 import signal

@@ -33,7 +33,11 @@ def test_defaults_pass():
 @pytest.mark.parametrize(
     "key, value, expected",
     [
-        ("optim.learning_rate", 1e-4, "config.optim.learning_rate: unknown key; did you mean 'optim.lr'"),
+        (
+            "optim.learning_rate",
+            1e-4,
+            "config.optim.learning_rate: unknown key; did you mean 'optim.lr",
+        ),
         ("optim.weigth_decay", 0.1, "did you mean 'optim.weight_decay'"),
         ("schedule.warmup_fracton", 0.2, "did you mean 'schedule.warmup_fraction'"),
         ("total_step", 10, "config.total_step: unknown key; did you mean 'total_steps'"),

@@ -1,4 +1,4 @@
-"""The optimizer: which leaves get weight decay, which learning rate, schedules, clipping, accumulation."""
+"""The optimizer: which leaves get weight decay and which lr; schedules, clipping, accumulation."""
 
 import jax
 import jax.numpy as jnp
@@ -113,8 +113,8 @@ def _train_once(optim_overrides, schedule=None, total_steps=10, steps=1):
 
 
 def test_per_group_learning_rates_match_adamw_step():
-    # constant schedule, no warm-up: the first AdamW step moves each weight by about lr (sign of grad)
-    # plus lr * wd * w; vision leaves at 5e-7, the rest at 2e-5.
+    # Constant schedule, no warm-up, no decay: the first AdamW step moves each weight by lr
+    # (times the sign of its gradient); vision leaves at 5e-7, the rest at 2e-5.
     history, schedules, _ = _train_once(
         {"weight_decay": 0.0}, schedule={"name": "constant", "warmup_fraction": 0.0}
     )
@@ -143,7 +143,8 @@ def test_weight_decay_applies_only_to_masked_leaves():
     mask = _flat(optim.weight_decay_mask(model))
     assert changed == mask
     upd, par = _flat(updates), _flat(params)
-    np.testing.assert_allclose(upd["text/proj/kernel"], -2e-5 * 0.5 * par["text/proj/kernel"], rtol=1e-6)
+    expected = -2e-5 * 0.5 * par["text/proj/kernel"]
+    np.testing.assert_allclose(upd["text/proj/kernel"], expected, rtol=1e-6)
 
 
 def test_warmup_linear_schedule_is_the_reference_formula():

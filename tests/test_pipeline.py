@@ -172,10 +172,11 @@ def test_random_draws_do_not_depend_on_the_process_layout(clips):
 
 def test_restore_with_worker_processes(clips):
     config = small_config(clips, modalities=("audio", "text"), num_epochs=2, worker_count=2)
-    reference = small_config(clips, modalities=("audio", "text"), num_epochs=2)
+    in_process = small_config(clips, modalities=("audio", "text"), num_epochs=2)
     it = pipeline.make_train_iterator(config, process_index=0, process_count=1)
     head = _take(it, 3)
     state = it.get_state()
+    assert state["step"] == 3
     expected = _take(it, 2)
     it.close()
     restored = pipeline.make_train_iterator(config, process_index=0, process_count=1)
@@ -186,8 +187,33 @@ def test_restore_with_worker_processes(clips):
     # Workers produce exactly what the in-process pipeline produces.
     _assert_batches_equal(
         head + expected,
-        _take(pipeline.make_train_iterator(reference, process_index=0, process_count=1), 5),
+        _take(pipeline.make_train_iterator(in_process, process_index=0, process_count=1), 5),
     )
+    # The state holds for another worker count and another process count: 2 processes of one
+    # row each resume on the same global batches.
+    halves = []
+    for p in range(2):
+        it = pipeline.make_train_iterator(in_process, process_index=p, process_count=2)
+        it.set_state(state)
+        halves.append(_take(it, 2))
+    for step in range(2):
+        for key in expected[step]:
+            np.testing.assert_array_equal(
+                expected[step][key], np.concatenate([h[step][key] for h in halves]), err_msg=key
+            )
+
+
+def test_restore_refuses_a_state_of_another_order(clips):
+    it = pipeline.make_train_iterator(small_config(clips, seed=1), process_index=0, process_count=1)
+    state = it.get_state()
+    other = pipeline.make_train_iterator(
+        small_config(clips, seed=2), process_index=0, process_count=1
+    )
+    with pytest.raises(ValueError, match="seed: saved 1, now 2"):
+        other.set_state(state)
+    bigger = small_config(clips, batch_size=4)
+    with pytest.raises(ValueError, match="global_batch: saved 2, now 4"):
+        pipeline.make_train_iterator(bigger, process_index=0, process_count=1).set_state(state)
 
 
 def test_eval_sees_every_sample_once_padded(clips):

@@ -1,7 +1,6 @@
 """The trainer end to end on the real reference clips with tiny towers (runlocal)."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -15,11 +14,20 @@ import pytest
 
 from gram_jax import parallel
 from gram_jax.train import Trainer, train_and_evaluate
-from gram_jax.train_step import NonFiniteLossError
+from gram_jax.train_step import NonFiniteLossError, check_finite
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT / "tests"))
 import base_config  # noqa: E402
+import jax_cache  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache():
+    # Every test here uses the same runlocal config, so each compiled program is built once.
+    with jax_cache.in_process_cache():
+        yield
 
 
 def _config(**changes):
@@ -33,14 +41,6 @@ def _config(**changes):
             node = node[p]
         node[leaf] = value
     return config
-
-
-def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def _final_params(workdir: pathlib.Path, step: int) -> dict:
@@ -59,42 +59,51 @@ def _leaves(tree):
     }
 
 
+def _batches(config, n):
+    from data_pipelines.pipeline import make_train_iterator
+
+    it = make_train_iterator(config.data, process_index=0, process_count=1)
+    return [next(it) for _ in range(n)]
+
+
 def test_runlocal_trains_checkpoints_and_logs(tmp_path):
-    config = _config(total_steps=2, checkpoint_steps=1)
+    config = _config()  # runlocal: 4 steps, a checkpoint every 2
     state = train_and_evaluate(config, tmp_path)
-    assert int(state["step"]) == 2
-    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
-        1,
-        2,
-    ]
+    assert int(state["step"]) == 4
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [2, 4]
     assert list(tmp_path.glob("events.out.tfevents.*"))
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["total_steps"] == 2
-    # the run continues from its checkpoint: nothing left to do, same step
+    assert saved["total_steps"] == 4 and saved["data"]["batch_size"] == 4
+    # A second call continues from the workdir's checkpoint: nothing is left to do.
     again = train_and_evaluate(config, tmp_path)
-    assert int(again["step"]) == 2
+    assert int(again["step"]) == 4
+    for a, b in zip(
+        jax.tree.leaves(state["params"]), jax.tree.leaves(again["params"]), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_nonfinite_loss_names_step_and_term(tmp_path):
-    # An absurd learning rate sends the parameters to inf after the first update, so the loss of
-    # step 1 is non-finite; the guard names that step and the term.
-    config = _config(total_steps=3, checkpoint_steps=3, **{"optim.lr": 1e38})
-    config.optim.lr_groups = {}
-    config.schedule.name = "constant"
-    config.schedule.warmup_fraction = 0.0
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 1: .*loss_volume"):
-        train_and_evaluate(config, tmp_path)
-    assert not (tmp_path / "checkpoints" / "3").exists()
+def test_nonfinite_loss_names_step_and_term():
+    # Corrupt audio features (NaN, as a broken decoder could produce) make the step's loss
+    # non-finite; the guard names the step and every offending term.
+    config = _config()
+    trainer = Trainer(config)
+    state = trainer.init_state()
+    good, bad = _batches(config, 2)
+    bad = dict(bad, audio=np.full_like(bad["audio"], np.nan))
+    pending = []
+    for step, batch in enumerate((good, bad)):
+        state, metrics = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
+        pending.append((step, metrics))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 1: loss_volume, "):
+        check_finite(pending, trainer.term_names)
+    check_finite(pending[:1], trainer.term_names)  # step 0 was fine
 
 
 def test_eight_devices_equal_one_device():
-    config = _config(total_steps=2)
-    from data_pipelines.pipeline import make_train_iterator
-
-    batches = []
-    it = make_train_iterator(config.data, process_index=0, process_count=1)
-    for _ in range(2):
-        batches.append(next(it))
+    config = _config()
+    batches = _batches(config, 2)
     results = {}
     for name, mesh in {
         "one": parallel.make_mesh({"data": 1}, jax.devices()[:1]),
@@ -105,7 +114,7 @@ def test_eight_devices_equal_one_device():
         for batch in batches:
             state, metrics = trainer.train_step(state, parallel.global_batch(batch, mesh))
         results[name] = (_leaves(jax.device_get(state["params"])), float(metrics["loss"]))
-        assert len(mesh.devices.flat) == (1 if name == "one" else 8)
+        assert mesh.devices.size == (1 if name == "one" else 8)
     one, eight = results["one"], results["eight"]
     assert one[1] == pytest.approx(eight[1], rel=1e-5)
     assert one[0].keys() == eight[0].keys()
@@ -113,7 +122,7 @@ def test_eight_devices_equal_one_device():
         np.testing.assert_allclose(eight[0][key], one[0][key], rtol=2e-5, atol=2e-6, err_msg=key)
 
 
-def _gram_train(workdir, steps, checkpoint_steps, devices=1):
+def _gram_train(workdir, steps, checkpoint_steps):
     return [
         sys.executable,
         "-m",
@@ -127,14 +136,14 @@ def _gram_train(workdir, steps, checkpoint_steps, devices=1):
 
 
 def test_kill9_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
-    steps = 6
-    env = _env(1)
+    steps = 4
+    env = jax_cache.subprocess_env(1, ROOT)
     straight = tmp_path / "straight"
-    subprocess.run(_gram_train(straight, steps, 2), env=env, check=True, cwd=ROOT, timeout=300)
+    subprocess.run(_gram_train(straight, steps, 1), env=env, check=True, cwd=ROOT, timeout=300)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_gram_train(killed, steps, 2), env=env, cwd=ROOT)
-    first = killed / "checkpoints" / "2"
+    proc = subprocess.Popen(_gram_train(killed, steps, 1), env=env, cwd=ROOT)
+    first = killed / "checkpoints" / "1"
     deadline = time.time() + 240
     # orbax renames a finished checkpoint into place, so the directory appears complete.
     while not first.exists() and time.time() < deadline:
@@ -145,7 +154,7 @@ def test_kill9_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
     done = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
     assert done and max(done) < steps
-    subprocess.run(_gram_train(killed, steps, 2), env=env, check=True, cwd=ROOT, timeout=300)
+    subprocess.run(_gram_train(killed, steps, 1), env=env, check=True, cwd=ROOT, timeout=300)
 
     a, b = _leaves(_final_params(straight, steps)), _leaves(_final_params(killed, steps))
     assert a.keys() == b.keys()

@@ -1,6 +1,5 @@
 """Two `jax.distributed` processes on CPU (4 devices each) train exactly like one process."""
 
-import os
 import pathlib
 import socket
 import subprocess
@@ -10,6 +9,8 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "train_worker.py"
+sys.path.insert(0, str(ROOT / "tests"))
+import jax_cache  # noqa: E402
 
 
 def _free_port() -> int:
@@ -19,15 +20,13 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return jax_cache.subprocess_env(devices, ROOT)
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    steps, mesh = 2, "4,1,2"  # 8 devices either way; the batch of 4 splits over data=4
+    # runlocal's 4 steps; 8 devices either way, the batch of 4 split over data=4 (the 8-device
+    # single-process program is the one tests/test_train.py compiles too: a cache hit)
+    steps, mesh = 4, "4,1,2"  # 8 devices either way; the batch of 4 splits over data=4
     single = tmp_path / "single.npz"
     subprocess.run(
         [

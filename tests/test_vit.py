@@ -26,9 +26,15 @@ def _model(**overrides):
     return VisionTransformer(vit_config("tiny", **overrides), rngs=nnx.Rngs(params=0, dropout=1))
 
 
+@nnx.jit(static_argnames="train")
+def _run(model, frames, frame_mask=None, train=False):
+    # One compiled program per config (cached on the model's graph); dropout state flows back.
+    return model(frames, train=train, frame_mask=frame_mask)
+
+
 def test_shapes_and_float32_outputs():
     model = _model()
-    out = model(_frames())
+    out = _run(model, _frames())
     # tiny: 56 / 14 = 4x4 patches + CLS, width 64
     assert out.cls.shape == (2, 3, 64) and out.cls.dtype == jnp.float32
     assert out.tokens.shape == (2, 3, 17, 64) and out.tokens.dtype == jnp.float32
@@ -44,7 +50,7 @@ def test_bf16_compute_keeps_float32_params_and_stays_close():
     params = nnx.state(bf16, nnx.Param)
     dtypes = {v.dtype for v in jax.tree.leaves(params)}
     assert dtypes == {jnp.dtype(jnp.float32)}
-    out16, out32 = bf16(_frames()), f32(_frames())
+    out16, out32 = _run(bf16, _frames()), _run(f32, _frames())
     assert out16.tokens.dtype == jnp.bfloat16
     assert out16.cls.dtype == jnp.float32 and out16.pooled.dtype == jnp.float32
     # same seed -> same float32 params; bf16 matmuls change the result only by rounding
@@ -55,23 +61,23 @@ def test_bf16_compute_keeps_float32_params_and_stays_close():
 def test_same_seed_same_model_and_repeatable_forward():
     a, b = _model(), _model()
     x = _frames()
-    np.testing.assert_array_equal(a(x).tokens, b(x).tokens)
-    np.testing.assert_array_equal(a(x).tokens, a(x).tokens)
+    np.testing.assert_array_equal(_run(a, x).tokens, _run(b, x).tokens)
+    np.testing.assert_array_equal(_run(a, x).tokens, _run(a, x).tokens)
     c = VisionTransformer(vit_config("tiny"), rngs=nnx.Rngs(params=1, dropout=1))
-    assert not np.allclose(a(x).tokens, c(x).tokens)
+    assert not np.allclose(_run(a, x).tokens, _run(c, x).tokens)
 
 
 def test_drop_path_is_off_at_eval_and_on_in_training():
     plain, dropping = _model(), _model(drop_path_rate=0.5)
     x = _frames()
     # eval: drop-path changes nothing (same params, same output as a model without it)
-    np.testing.assert_array_equal(plain(x).tokens, dropping(x).tokens)
+    np.testing.assert_array_equal(_run(plain, x).tokens, _run(dropping, x).tokens)
     # train: stochastic, and two calls draw different masks from the advancing dropout stream
-    t1, t2 = dropping(x, train=True).tokens, dropping(x, train=True).tokens
-    assert not np.allclose(t1, plain(x).tokens)
+    t1, t2 = _run(dropping, x, train=True).tokens, _run(dropping, x, train=True).tokens
+    assert not np.allclose(t1, _run(plain, x).tokens)
     assert not np.allclose(t1, t2)
     # train mode with rate 0 is deterministic and equal to eval
-    np.testing.assert_allclose(plain(x, train=True).tokens, plain(x).tokens, atol=1e-6)
+    np.testing.assert_allclose(_run(plain, x, train=True).tokens, _run(plain, x).tokens, atol=1e-6)
 
 
 def test_drop_path_rates_follow_the_linear_depth_rule():
@@ -84,12 +90,12 @@ def test_frame_mask_excludes_padded_frames_from_the_mean():
     model = _model()
     x = _frames()
     mask = jnp.array([[True, True, False], [True, False, False]])
-    out = model(x, frame_mask=mask)
+    out = _run(model, x, frame_mask=mask)
     np.testing.assert_allclose(out.pooled[0], out.cls[0, :2].mean(0), atol=1e-6)
     np.testing.assert_allclose(out.pooled[1], out.cls[1, 0], atol=1e-6)
     # content of masked frames does not leak into the pooled vector
     x2 = x.at[0, 2].set(100.0).at[1, 1:].set(-7.0)
-    np.testing.assert_allclose(model(x2, frame_mask=mask).pooled, out.pooled, atol=1e-6)
+    np.testing.assert_allclose(_run(model, x2, frame_mask=mask).pooled, out.pooled, atol=1e-6)
 
 
 def test_scan_unrolled_and_remat_give_the_same_values_and_grads():
@@ -134,7 +140,7 @@ def test_params_carry_logical_axes_with_a_layer_axis_on_blocks():
 
 def test_other_image_sizes_interpolate_the_position_table():
     model = _model()
-    out = model(_frames(size=84))
+    out = _run(model, _frames(size=84))
     assert out.tokens.shape == (2, 3, 1 + 36, 64)
     table = model.pos_embed[...]
     np.testing.assert_array_equal(resize_pos_embed(table, (4, 4)), table)

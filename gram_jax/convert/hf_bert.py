@@ -148,7 +148,22 @@ def convert_hf_bert(
                 report.unused.append(full_key)
                 continue
             path, kind = entry
-            value = _transform(kind, to_numpy(raw, full_key), cfg.heads, full_key)
+            value = to_numpy(raw, full_key)
+            try:
+                value = _transform(kind, value, cfg.heads, full_key)
+            except ValueError as exc:
+                if full_key in str(exc):
+                    raise
+                raise ValueError(
+                    f"state dict key {full_key!r}: shape {value.shape} does not fit "
+                    f"{cfg.heads} heads of the config ({exc})"
+                ) from exc
+            expected = target.shape_of(("layers", *path))[1:]
+            if value.shape != expected:
+                raise ValueError(
+                    f"state dict key {full_key!r}: converted shape {value.shape} does not match "
+                    f"parameter layers.{'.'.join(path)} of per-layer shape {expected}"
+                )
             per_layer.setdefault(path, [None] * cfg.num_layers)[index] = value
         elif key in _EMBED_KEYS:
             target.set(("embeddings", *_EMBED_KEYS[key]), to_numpy(raw, full_key), full_key)

@@ -1,1 +1,12 @@
-"""models."""
+"""Flax NNX models of GRAM.
+
+- ``layers``: attention, MLP, LayerNorm, dropout/drop-path, pre-LN block (re-exports ``axes`` and
+  ``stacking``: logical axis names, activation constraints, scan-over-layers with remat).
+- ``bert``: the Hugging Face-compatible BERT (text, subtitles, fusion encoder).
+- ``vit``: the EVA-compatible vision tower; ``audio``: the BEATs-compatible audio tower.
+- ``heads``: projection heads, fusion condition tokens, matching head.
+- ``config``: ``model_config`` (every key documented); ``gram``: ``GramModel``.
+
+Submodules are imported on use (``from gram_jax.models.gram import GramModel``) so that importing
+one tower does not build the others.
+"""

@@ -52,6 +52,8 @@ def tridigits_config(
     small_data: bool = False,
     data_root: str | None = None,
     build: bool = True,
+    frames: int = 8,
+    image_size: int = 56,
 ) -> ml_collections.ConfigDict:
     """A full trainer config for TriDigits.
 
@@ -64,6 +66,8 @@ def tridigits_config(
       small_data: build and read the small TriDigits variant (12 images per digit) for smoke runs.
       data_root: an existing TriDigits build; default: the cache (built here when absent).
       build: build the dataset when absent (False: only compute its path).
+      frames, image_size: frames per video read from the 8 stored ones, and their side (a
+        multiple of the tiny ViT's 14-pixel patch: 28 = 2x2 patches, 56 = 4x4).
     """
     from data_pipelines.config import data_config
     from data_pipelines.datasets import tridigits
@@ -79,13 +83,13 @@ def tridigits_config(
     config.model = model_config(
         "tiny",
         embed_dim=64,
-        vision=dict(image_size=56, max_frames=options.frames),
+        vision=dict(image_size=image_size, max_frames=frames),
         audio=dict(max_clips=1),
         matching=dict(enabled=loss == "volume"),
     )
     overrides = tridigits.data_overrides(root, fold, options)
-    # The dataset's 28x28 frames are read at 56x56 (exact 2x upsampling): the tiny ViT's grid.
-    overrides["image_size"] = 56
+    # The dataset's 28x28 frames may be read at 56x56 (exact 2x upsampling) for a finer grid.
+    overrides.update(image_size=image_size, num_frames=frames)
     config.data = data_config(
         **overrides,
         batch_size=batch_size,
@@ -109,3 +113,31 @@ def tridigits_config(
     config.seed = seed
     config.progress_bar = True
     return config
+
+
+def parse_arg(arg: str | None) -> dict:
+    """``'fold=1,seed=2,steps=300,small'`` -> keyword arguments of ``tridigits_config``.
+
+    ``steps`` sets total_steps; ``small`` selects the small dataset variant; ``runlocal`` is
+    ``small`` plus 2 steps at batch 8 (the 1-2 step smoke test of every config).
+    """
+    kwargs: dict = {}
+    for part in filter(None, (arg or "").split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            if key == "small":
+                kwargs["small_data"] = True
+            elif key == "runlocal":
+                kwargs.update(small_data=True, total_steps=2, batch_size=8)
+            else:
+                raise ValueError(f"TriDigits config: unknown argument {part!r}")
+        elif key in ("fold", "seed", "steps", "batch_size", "frames", "image_size"):
+            kwargs["total_steps" if key == "steps" else key] = int(value)
+        elif key == "data_root":
+            kwargs["data_root"] = value
+        else:
+            raise ValueError(
+                f"TriDigits config: unknown key {key!r} in {arg!r}; expected fold, seed, steps, "
+                "batch_size, frames, image_size, data_root, small or runlocal"
+            )
+    return kwargs

@@ -1,0 +1,231 @@
+"""Shared base of the configs that reproduce GRAM's Tables 1 and 2 (gram_reference.md 4.4, 6).
+
+Every paper config is ``get_config(arg)`` of a row module in this folder, which calls
+`paper_config(...)` here. The argument is a comma-separated list: an optional dataset name
+(fine-tuned rows) and ``runlocal`` (tiny towers on the 4 real reference clips, for a CPU smoke run).
+
+Units. The reference counts ``int(len(dataset) // batch_size * epochs)`` steps with ``batch_size``
+global over its 4 GPUs; here a run is ``total_steps`` steps of one global batch of
+``data.batch_size`` rows, whatever the device count, so the conversion is exactly that formula
+(`reference_steps`). The record counts below are the annotation files' before the reference's
+audio filter (it drops records without an ``<id>.mp3``), so the step counts are upper bounds: with
+the media in place, count the kept records (the pipeline logs ``filter_audio kept K of N``) and pass
+``--config.total_steps=K//B*E`` for an exact match.
+
+Data layout (all paths can be overridden with ``--config.data.*`` flags): ``$GRAM_DATA`` (default
+``~/gram_data``) holds ``<dataset>/annotations/<file>.json``, ``<dataset>/videos`` and
+``<dataset>/audios`` for msrvtt, didemo, activitynet, vatex, and ``vast150k/`` for the
+VAST-27M 150k subset (``annotations150k.json``, Google Drive link in the GRAM README).
+
+Protocol: the reference's (first caption only, records without audio dropped: MSR-VTT test = 884
+videos); ``--config.data.caption_mode=all --config.data.filter_audio=False`` gives the standard one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import sys
+
+import ml_collections
+
+EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1]
+
+# Data modalities of each table row (the anchor 'text' is always there), in Gram order.
+ROWS = {"tv": ("video",), "tva": ("video", "audio"), "tvas": ("video", "audio", "subtitle")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceRun:
+    """One released training config (reference section 4.4): records, global batch, epochs..."""
+
+    records: int  # train records in the annotation file (before the audio filter)
+    batch_size: int  # global, over the reference's 4 GPUs
+    epochs: float
+    train_frames: int
+    test_frames: int
+    audio_clips: int
+    lr: float = 2e-5  # every shipped script's --learning_rate
+
+
+REFERENCE_RUNS = {
+    # finetune_cfg/pretrain-gram.json: the "pretraining" on the VAST-27M 150k subset (the name
+    # says 150k; count annotations150k.json if yours differs).
+    "vast": ReferenceRun(150_000, 128, 5, train_frames=2, test_frames=8, audio_clips=1),
+    # retrieval-msrvtt.json. descs_ret_train.json is not in the public snapshot; 9,000 is the
+    # 9k-train split's video count (one record per video, as unique_descs_ret_train.json).
+    "msrvtt": ReferenceRun(9_000, 32, 4, train_frames=4, test_frames=8, audio_clips=1),
+    "didemo": ReferenceRun(8_363, 64, 40, train_frames=8, test_frames=8, audio_clips=2),
+    "activitynet": ReferenceRun(10_009, 64, 20, train_frames=8, test_frames=8, audio_clips=2),
+    # retrieval-vatex.json; its train file is absent from the snapshot: 25,991 = VATEX v1.1 train.
+    "vatex": ReferenceRun(25_991, 64, 2.5, train_frames=8, test_frames=8, audio_clips=1),
+}
+DATA_DIRS = {"vast": "vast150k"}
+
+
+def reference_steps(dataset: str) -> int:
+    """The reference's step count: int(records // batch_size * epochs)."""
+    run = REFERENCE_RUNS[dataset]
+    return int(run.records // run.batch_size * run.epochs)
+
+
+def load_base_config():
+    """experiments/base_config.py (a config file, not an installed module), imported once."""
+    name = "gram_jax_experiments_base_config"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / "base_config.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def data_root() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("GRAM_DATA", "~/gram_data")).expanduser()
+
+
+def dataset_data(dataset: str, modalities: tuple[str, ...], *, splits=("train", "test")) -> dict:
+    """`data_config` overrides reading `dataset` with the reference's per-dataset settings."""
+    from data_pipelines.datasets import get_layout
+
+    layout = get_layout(dataset)
+    run = REFERENCE_RUNS[dataset]
+    root = data_root() / DATA_DIRS.get(dataset, dataset)
+    return dict(
+        dataset=dataset,
+        annotations={
+            s: str(root / "annotations" / layout.annotations[s])
+            for s in splits
+            if s in layout.annotations
+        },
+        video_dir=str(root / layout.video_dir),
+        audio_dir=str(root / layout.audio_dir),
+        modalities=(*modalities, "text"),
+        num_frames=run.train_frames,
+        eval_num_frames=run.test_frames,
+        resize="crop_flip" if layout.resize == "crop_flip" else "resize",
+        audio=dict(num_clips=run.audio_clips),
+        text_max_len=dict(text=layout.max_caption_len, subtitle=layout.max_subtitle_len),
+        caption_mode="first",
+        filter_audio=True,
+        batch_size=run.batch_size,
+    )
+
+
+def retrieval_eval(dataset: str, modalities: tuple[str, ...], *, zero_shot: bool) -> dict:
+    """A retrieval evaluator on `dataset`'s test split, volume scoring plus matching re-rank.
+
+    Zero-shot rows train on VAST and evaluate elsewhere, so their evaluators carry the data
+    overrides of the evaluated dataset (`data`); fine-tuned rows evaluate ``config.data``'s test
+    split.
+    """
+    ev = dict(
+        type="retrieval",
+        split="test",
+        anchor="text",
+        modalities=tuple(modalities),
+        scorings=("volume", "matching"),
+        top_k=50,
+        captions="first",
+        require=("audio",),
+    )
+    if zero_shot:
+        overrides = dataset_data(dataset, modalities, splits=("test",))
+        overrides.pop("batch_size")
+        ev["data"] = overrides
+    return ev
+
+
+def paper_config(*, row: str, train_dataset: str, eval_datasets: tuple[str, ...], arg: str | None):
+    """The full config of one paper row.
+
+    Args:
+      row: 'tv', 'tva' or 'tvas' (the modalities of the table row).
+      train_dataset: 'vast' for Table 1 (zero-shot: train on the 150k subset, then evaluate), or the
+        fine-tuning dataset for Table 2.
+      eval_datasets: datasets evaluated at the end (and every `eval_every` steps).
+      arg: the row module's argument after its own tokens were taken out: '' or 'runlocal'.
+    """
+    from data_pipelines.config import data_config
+    from gram_jax.models.config import model_config
+
+    modalities = ROWS[row]
+    run = REFERENCE_RUNS[train_dataset]
+    base = load_base_config()
+    config = base.get_config()
+    config.model = model_config(
+        "paper",
+        modalities=("text", *modalities),
+        dtype="bfloat16",
+        remat_policy="dots",
+        # The reference trains EVA with drop-path 0.4. The matching head fuses video + audio
+        # tokens (a T-V model: video only), as the reference always does.
+        vision=dict(drop_path_rate=0.4),
+    )
+    config.data = data_config(**dataset_data(train_dataset, modalities))
+    config.optim.lr = run.lr
+    config.total_steps = reference_steps(train_dataset)
+    config.checkpoint_steps = max(config.total_steps // 10, 1)
+    # The reference evaluates every num_train_steps // 10 - 1 steps and before training.
+    config.eval_every = max(config.total_steps // 10 - 1, 1)
+    config.eval_at_start = True
+    zero_shot = train_dataset == "vast"
+    config.evals = ml_collections.ConfigDict(
+        {d: retrieval_eval(d, modalities, zero_shot=zero_shot) for d in eval_datasets}
+    )
+    apply_args(config, arg, row=row)
+    return config
+
+
+# Datasets each row reports (Tables 1 and 2 report the same cells).
+REPORTED = {
+    "tv": ("msrvtt", "didemo", "activitynet", "vatex"),
+    "tva": ("msrvtt", "didemo", "activitynet", "vatex"),
+    "tvas": ("msrvtt", "vatex"),
+}
+
+
+def zeroshot_config(row: str, arg: str | None):
+    """Table 1 row: train on the VAST150k subset, evaluate zero-shot on every reported dataset."""
+    return paper_config(row=row, train_dataset="vast", eval_datasets=REPORTED[row], arg=arg)
+
+
+def finetune_config(row: str, arg: str | None, default: str = "msrvtt"):
+    """Table 2 row: fine-tune on one dataset (a token of `arg`, default MSR-VTT), evaluate on it."""
+    tokens = [t for t in (arg or "").split(",") if t]
+    datasets = [t for t in tokens if t in REFERENCE_RUNS]
+    if len(datasets) > 1 or any(d not in REPORTED[row] for d in datasets):
+        raise ValueError(
+            f"paper row {row!r}: expected at most one dataset of {REPORTED[row]}, got {datasets}"
+        )
+    dataset = datasets[0] if datasets else default
+    rest = ",".join(t for t in tokens if t not in datasets)
+    return paper_config(row=row, train_dataset=dataset, eval_datasets=(dataset,), arg=rest)
+
+
+def apply_args(config, arg: str | None, *, row: str | None = None):
+    """Applies the remaining argument tokens; only 'runlocal' is known here."""
+    tokens = [t for t in (arg or "").split(",") if t]
+    unknown = [t for t in tokens if t != "runlocal"]
+    if unknown:
+        raise ValueError(f"paper config: unknown argument(s) {unknown}; expected 'runlocal'")
+    if "runlocal" in tokens:
+        runlocal(config, row=row)
+    return config
+
+
+def runlocal(config, *, row: str | None = None):
+    """base_config.runlocal (tiny towers, the 4 real clips, 4 steps) keeping the row's modalities.
+
+    The clips have video, audio and captions but no subtitles: a T-VAS run sees every subtitle as
+    missing (present_subtitle=False), which the volume drops from each Gram matrix.
+    """
+    base = load_base_config()
+    modalities = config.model.modalities
+    base.runlocal(config)
+    config.data.modalities = (*[m for m in modalities if m != "text"], "text")
+    config.evals = ml_collections.ConfigDict()
+    config.eval_at_start = False
+    return config

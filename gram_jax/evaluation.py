@@ -1,0 +1,207 @@
+"""Runs the evaluators of ``config.evals`` on a train state: builds the evaluators, feeds them the
+evaluation batches, and gives them an encoder and a matching scorer backed by the jitted model.
+
+``config.evals`` maps a name to a dict:
+
+- ``type``: ``'retrieval'`` (`gram_jax.evaluators.RetrievalEvaluator`) or ``'classification'``
+  (`gram_jax.evaluators.ZeroShotClassifier`).
+- ``split``: the annotation split of ``config.data.annotations`` to evaluate (default ``'test'``).
+- ``data``: optional overrides of ``config.data`` for this evaluation (e.g. another dataset, its
+  frame count, ``caption_mode``).
+- ``modalities``: the data modalities of the tuple (default: the model's, minus the anchor, in
+  Gram order).
+- retrieval: ``scorings`` (subset of volume, cosine, matching), ``top_k`` (50), ``chunk_size``,
+  ``modality_pairs``, ``match_batch_size``, ``require``, ``captions`` ('all' | 'first').
+- classification: ``prompts`` (one text per class, in class-id order), ``label_key``
+  ('label'), ``scoring`` ('volume' | 'cosine'), ``chunk_size``.
+
+Every process iterates its own shard of the evaluation batches; the rows of all processes are
+gathered into one host batch per step (`multihost_utils.process_allgather`), so each evaluator sees
+the whole set, in the same order, on every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from gram_jax.train_step import data_modalities
+
+_RETRIEVAL_KEYS = (
+    "scorings",
+    "top_k",
+    "chunk_size",
+    "modality_pairs",
+    "match_batch_size",
+    "require",
+    "captions",
+)
+_CLASSIFICATION_KEYS = ("label_key", "scoring", "chunk_size")
+_COMMON_KEYS = ("type", "split", "data", "modalities", "prompts")
+
+
+def _data_config(config, ev: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    from data_pipelines.config import data_config
+
+    data = config.data.to_dict()
+    overrides = dict(ev.get("data", {}) or {})
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), Mapping):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data_config(**data)
+
+
+def build_evaluator(name: str, ev: Mapping[str, Any], config):
+    """The evaluator object of ``config.evals[name]``; errors name the key."""
+    from gram_jax import evaluators
+
+    kind = ev.get("type")
+    anchor = config.loss.anchor
+    modalities = ev.get("modalities") or data_modalities(
+        {m: None for m in config.model.modalities}, anchor
+    )
+    allowed = _COMMON_KEYS + (_RETRIEVAL_KEYS if kind == "retrieval" else _CLASSIFICATION_KEYS)
+    unknown = sorted(set(ev) - set(allowed))
+    if unknown:
+        raise ValueError(f"config.evals.{name}: unknown keys {unknown}; allowed {sorted(allowed)}")
+    if kind == "retrieval":
+        kwargs = {k: ev[k] for k in _RETRIEVAL_KEYS if k in ev}
+        for key in ("scorings", "require"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return evaluators.RetrievalEvaluator(
+            anchor=anchor, modalities=tuple(modalities), **kwargs
+        )
+    if kind == "classification":
+        prompts = ev.get("prompts")
+        if not prompts:
+            raise ValueError(f"config.evals.{name}.prompts: one text per class is needed")
+        from data_pipelines.media.text import Tokenizer
+
+        max_len = int(config.data.text_max_len[anchor])
+        ids, mask = Tokenizer().encode(list(prompts), max_len)
+        kwargs = {k: ev[k] for k in _CLASSIFICATION_KEYS if k in ev}
+        return evaluators.ZeroShotClassifier(
+            prompts={f"{anchor}_ids": ids, f"{anchor}_mask": mask},
+            anchor=anchor,
+            modalities=tuple(modalities),
+            **kwargs,
+        )
+    raise ValueError(
+        f"config.evals.{name}.type: expected 'retrieval' or 'classification', got {kind!r}"
+    )
+
+
+def _global_batches(data_config, split: str) -> Iterator[dict[str, np.ndarray]]:
+    """This process's evaluation batches, each gathered over all processes (same on each)."""
+    from data_pipelines.pipeline import make_eval_iterator
+
+    iterator = make_eval_iterator(
+        data_config, split, process_index=jax.process_index(), process_count=jax.process_count()
+    )
+    for batch in iterator:
+        if jax.process_count() == 1:
+            yield dict(batch)
+        else:
+            yield {
+                k: np.asarray(v)
+                for k, v in multihost_utils.process_allgather(dict(batch), tiled=True).items()
+            }
+
+
+class ModelScorer:
+    """encode_fn / match_fn for the evaluators, backed by the trainer's jitted functions.
+
+    encode_fn(batch) returns {modality: float32[B, D]} and remembers, for every valid row in
+    order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
+    feeds to the matching head (probability of "matched", float32[n]).
+    """
+
+    def __init__(self, trainer, state, anchor: str):
+        self._trainer = trainer
+        self._params = state["params"]
+        self._model_state = state["model_state"]
+        self._encode = trainer.encode_fn()
+        self._match = trainer.match_fn()
+        self._anchor = anchor
+        self._rows: dict[str, list[np.ndarray]] = {}
+
+    def _to_device(self, batch: Mapping[str, np.ndarray]):
+        sharding = self._trainer.batch_sharding
+        divisor = int(np.prod([self._trainer.mesh.shape[a] for a in ("data", "fsdp")]))
+        n = next(iter(batch.values())).shape[0]
+        pad = (-n) % divisor  # evaluation batches may not split evenly over the batch axes
+        out = {}
+        for key, value in batch.items():
+            value = np.asarray(value)
+            if pad:
+                value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
+            out[key] = jax.make_array_from_callback(
+                value.shape, sharding, lambda index, v=value: v[index]
+            )
+        return out, n
+
+    def encode_fn(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        device_batch, n = self._to_device(batch)
+        embeddings, condition, condition_mask = self._encode(
+            self._params, self._model_state, device_batch
+        )
+        out = {m: np.asarray(multihost_utils.process_allgather(e, tiled=True))[:n]
+               for m, e in embeddings.items()}
+        valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(n, bool)
+        if condition is not None and f"{self._anchor}_ids" in batch:
+            rows = {
+                "ids": np.asarray(batch[f"{self._anchor}_ids"]),
+                "mask": np.asarray(batch[f"{self._anchor}_mask"]),
+                "cond": np.asarray(multihost_utils.process_allgather(condition, tiled=True))[:n],
+                "cond_mask": np.asarray(
+                    multihost_utils.process_allgather(condition_mask, tiled=True)
+                )[:n],
+            }
+            for key, value in rows.items():
+                self._rows.setdefault(key, []).append(value[valid])
+        return out
+
+    def match_fn(self, text_pos: np.ndarray, data_pos: np.ndarray) -> np.ndarray:
+        if not self._rows:
+            raise ValueError("matching re-rank: the model has no matching head (condition tokens)")
+        rows = {k: np.concatenate(v) for k, v in self._rows.items()}
+        batch = {
+            "ids": rows["ids"][text_pos],
+            "mask": rows["mask"][text_pos],
+            "cond": rows["cond"][data_pos],
+            "cond_mask": rows["cond_mask"][data_pos],
+        }
+        device_batch, n = self._to_device(batch)
+        logits = self._match(
+            self._params,
+            self._model_state,
+            device_batch["ids"],
+            device_batch["mask"],
+            device_batch["cond"],
+            device_batch["cond_mask"],
+        )
+        logits = np.asarray(multihost_utils.process_allgather(logits, tiled=True), np.float32)[:n]
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+        return probs[:, 1]
+
+
+def run_evaluations(config, trainer, state) -> dict[str, dict[str, float]]:
+    """{eval name: {metric: value}} for every entry of ``config.evals``."""
+    results = {}
+    for name, ev in config.evals.items():
+        ev = ev.to_dict() if hasattr(ev, "to_dict") else dict(ev)
+        evaluator = build_evaluator(name, ev, config)
+        data = _data_config(config, ev)
+        scorer = ModelScorer(trainer, state, config.loss.anchor)
+        batches = _global_batches(data, ev.get("split", "test"))
+        results[name] = evaluator.run(scorer.encode_fn, batches, scorer.match_fn)
+    return results
