@@ -37,6 +37,8 @@ EXTRAS = {
         "nbformat>=5",
         "ipykernel>=6",
     ],
+    # Baselines of the benchmarks only (the released code's seek-per-frame OpenCV decoder).
+    "bench": ["opencv-python-headless>=4.9"],
     # PyTorch counterparts for the parity tests and the weight converters. torch 2.14.1 with
     # torchvision 0.29.1 is the pair that imports beside timm on Python 3.11 here.
     "torch": [

@@ -8,8 +8,9 @@
       -> .mp_prefetch(worker_count)  (0 = decode in this process)
 
 Every random draw of a sample derives from (seed, epoch, sample) alone (transforms.sample_rngs), not
-from worker or thread identity, so ``iterator.get_state()`` / ``set_state()`` restore mid-epoch and
-continue with exactly the same batches, with or without workers.
+from worker or thread identity. The training iterator's state is the global step (TrainIterator):
+restoring it mid-epoch continues with exactly the same batches, with or without workers, and even
+on another number of processes or workers.
 
 Layout of a global batch: global batch ``b`` of an epoch covers plan positions ``[b*G, (b+1)*G)``;
 process ``p`` of ``P`` reads rows ``[b*G + p*G/P, b*G + (p+1)*G/P)``, the rows

@@ -5,19 +5,17 @@
        batch_axes=('data',), label_smoothing=0.1, **kw) -> (loss float32[], aux dict)
 
 - `cosine_anchor_loss`: symmetric cosine InfoNCE between the anchor and each data modality
-  (text-video + text-audio, the "anchor everything to text" recipe of ImageBind / LanguageBind /
-  VAST).
+  (text-video + text-audio: the "anchor everything to text" recipe of ImageBind, VAST...).
 - `cosine_all_pairs_loss`: the same over every unordered pair of modalities (video-audio included).
 - `sigmoid_loss`: SigLIP's pairwise sigmoid loss, logits = cos / tau + bias, label +1 on matched
   pairs and -1 elsewhere, summed over columns and averaged over rows; `bias` is a keyword (SigLIP
   inits it to -10 and learns it; the caller owns that parameter).
-- `symile_loss`: Symile (Saporta et al., NeurIPS 2024): the multilinear inner product MIP(x, y, z) =
-  sum_d x_d y_d z_d of all modalities; each modality in turn is the anchor and must pick its
-  positive
-  among candidates built from the other modalities: `negative_sampling='n'` (default, O(N)
-  negatives: each non-anchor modality is shuffled by its own random permutation, the diagonal holds
-  the positive MIP), or `'n_squared'` (every combination of rows of the two non-anchor modalities; 3
-  modalities). Symile's total is the average of the per-anchor cross-entropies.
+- `symile_loss`: Symile (Saporta et al., NeurIPS 2024): the multilinear inner product
+  MIP(x, y, z) = sum_d x_d y_d z_d of all modalities; each modality in turn is the anchor and must
+  pick its positive among candidates built from the other modalities: `negative_sampling='n'`
+  (default, O(N) negatives: each non-anchor modality is shuffled by its own random permutation, the
+  diagonal holds the positive MIP), or `'n_squared'` (every combination of rows of the two
+  non-anchor modalities; 3 modalities). Symile's total is the mean of the per-anchor CEs.
 - `area_loss`: TRIANGLE (Cicchetti et al., NeurIPS 2025): GRAM's two-direction loss with the area of
   the triangle (t_i, v_j, a_j) in place of the volume; exactly 3 modalities.
 
@@ -351,7 +349,9 @@ def area_loss(
         code feeds its softmax); see `gram_jax.volume.pairwise_triangle_area`.
 
     Returns:
-      (loss, aux) with 'loss_a2d', 'loss_d2a', 'positive_area', 'temperature'.
+      (loss, aux) with 'logits_a2d', 'logits_d2a' ([N, N], as the volume loss's, so the matching
+      loss can draw hard negatives from them), 'loss_a2d', 'loss_d2a', 'positive_area',
+      'temperature'.
     """
     check_gather_mode(gather_mode)
     if len(order) != 2:
@@ -382,7 +382,14 @@ def area_loss(
             for name, area in (("a2d", area_a2d), ("d2a", area_d2a))
         }
         positive = jnp.take_along_axis(area_a2d, labels[:, None], axis=1)[:, 0]
-        return {"ce_a2d": ce["a2d"], "ce_d2a": ce["d2a"], "positive": positive, "valid": row_valid}
+        return {
+            "ce_a2d": ce["a2d"],
+            "ce_d2a": ce["d2a"],
+            "positive": positive,
+            "valid": row_valid,
+            "logits_a2d": -area_a2d / tau,
+            "logits_d2a": -area_d2a / tau,
+        }
 
     out = apply_gathered(
         per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
@@ -390,6 +397,8 @@ def area_loss(
     loss_a2d = masked_mean(out["ce_a2d"], out["valid"])
     loss_d2a = masked_mean(out["ce_d2a"], out["valid"])
     aux = {
+        "logits_a2d": out["logits_a2d"],
+        "logits_d2a": out["logits_d2a"],
         "loss_a2d": loss_a2d,
         "loss_d2a": loss_d2a,
         "positive_area": masked_mean(jax.lax.stop_gradient(out["positive"]), out["valid"]),

@@ -34,8 +34,7 @@ def smoothed_cross_entropy(
       labels: int32[b], positive column per row.
       label_smoothing: eps in [0, 1).
       column_valid: optional bool[N] (or [b, N]); False columns are excluded from the softmax and
-      from
-        the uniform part of the target (e.g. samples whose modality is missing).
+        from the uniform part of the target (e.g. samples whose modality is missing).
 
     Returns:
       float32[b] loss per row.

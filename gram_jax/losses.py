@@ -93,9 +93,8 @@ def volume_contrastive_loss(
     """GRAM's volume contrastive loss, both directions (module docstring).
 
     Args:
-      anchor: float[B, D] unit anchor embeddings (text). In 'global' mode B is the global batch N;
-      the
-        inputs may be sharded global arrays.
+      anchor: float[B, D] unit anchor embeddings (text). B is the global batch N; the inputs may
+        be sharded global arrays.
       others: float[k-1, B, D] or a sequence of k-1 float[B, D]: the data modalities in Gram order
         (video, audio, subtitle, depth); unit vectors.
       temperature: tau, a float / float32[] / `Temperature` module; logits = -volume / tau.
@@ -106,9 +105,8 @@ def volume_contrastive_loss(
 
     Returns:
       (loss float32[], aux) with aux:
-        'logits_a2d' float32[N, N]: row i = anchor i against every data tuple (positive at column
-        i); 'logits_d2a' float32[N, N]: row j = data tuple j against every anchor (positive at
-        column j);
+        'logits_a2d' float32[N, N]: row i = anchor i against every data tuple (positive: column i);
+        'logits_d2a' float32[N, N]: row j = data tuple j against every anchor (positive: column j);
           in the shard_map modes both are row-sharded, each device holding its [b, N] block;
         'loss_a2d', 'loss_d2a' float32[]: the two cross-entropy terms;
         'positive_volume' float32[]: mean volume of the matched tuples (1 - GRAM alignment);
@@ -185,15 +183,13 @@ def volume_loss(
     label_smoothing: float = 0.1,
     **unused,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The registry form of `volume_contrastive_loss` (the signature shared by every `LOSSES`
-    entry).
+    """The registry form of `volume_contrastive_loss` (the signature of every `LOSSES` entry).
 
     Args:
-      embeddings: modality name -> float[B, D] unit vectors (must hold `anchor` and every `order`
-      name).
+      embeddings: modality name -> float[B, D] unit vectors (must hold `anchor` and every name of
+        `order`).
       present: optional modality name -> bool[B] (a missing key means "always present"); the
-      anchor's
-        presence is not used (the anchor is always present in GRAM's data).
+        anchor's presence is not used (the anchor is always present in GRAM's data).
       anchor: the anchor modality; order: the data modalities in Gram order.
       temperature, gather_mode, mesh, batch_axes, label_smoothing: as `volume_contrastive_loss`.
       unused: other losses' keyword arguments (e.g. `rng`), accepted so callers can pass one set.

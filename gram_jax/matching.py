@@ -3,11 +3,10 @@
 Reference: `model/gram.py` lines 485-525 (docs/gram_reference.md section 2.3). For each anchor
 (text) one negative data tuple is drawn with probability proportional to softmax(-Vol / tau) + 1e-4
 over all tuples of the global batch, its own positive excluded; symmetrically one negative text per
-data tuple.
-The fusion encoder then classifies a 3B batch: (pos text, pos data) -> 1, (pos text, neg data) -> 0,
-(neg text, pos data) -> 0, with plain 2-way cross-entropy. The released code draws each negative
-with a per-sample `torch.multinomial(...).item()` host loop; here one `jax.random.categorical` call
-per direction draws all of them on device.
+data tuple. The fusion encoder then classifies a 3B batch: (pos text, pos data) -> 1,
+(pos text, neg data) -> 0, (neg text, pos data) -> 0, with plain 2-way cross-entropy. The released
+code draws each negative with a per-sample `torch.multinomial(...).item()` host loop; here one
+`jax.random.categorical` call per direction draws all of them on device.
 
 Indexing: logits are [B, N] with rows = the B samples this call draws for (all of the global batch
 under 'global', one shard's rows under shard_map) and columns = the N samples of the global batch.

@@ -102,6 +102,28 @@ def test_both_positional_conv_implementations_agree():
         audio_config("tiny", conv_pos_impl="fft")
 
 
+def test_layer_grad_scale_changes_gradients_below_the_top_layer_only():
+    x = _fbank(b=1, c=1, t=32, m=32)
+    grads = []
+    for scale in (1.0, 0.5):
+        model = _model(layer_grad_scale=scale, dropout_rate=0.0, attn_dropout_rate=0.0)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(p, graphdef=graphdef, rest=rest):
+            return jnp.sum(nnx.merge(graphdef, p, rest, copy=True)(x).pooled ** 2)
+
+        grads.append(nnx.to_pure_dict(jax.grad(loss)(params)))
+    full, half = grads
+    fc1 = [g["layers"]["mlp"]["fc1"]["kernel"] for g in grads]
+    # 2 layers: the top layer's own gradient is unchanged, the bottom one's halved, the stem's
+    # (below both layers) quartered
+    np.testing.assert_allclose(fc1[1][1], fc1[0][1], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(fc1[1][0], 0.5 * fc1[0][0], rtol=1e-5, atol=1e-9)
+    stem = [g["post_extract_proj"]["kernel"] for g in grads]
+    np.testing.assert_allclose(stem[1], 0.25 * stem[0], rtol=1e-4, atol=1e-9)
+    assert full.keys() == half.keys()
+
+
 def test_relative_position_buckets_follow_the_bidirectional_log_rule():
     buckets = relative_position_buckets(1000, num_buckets=320, max_distance=800)
     rel = np.arange(1000)[None, :] - np.arange(1000)[:, None]

@@ -183,6 +183,9 @@ def test_area_loss_matches_triangle_oracle(form):
     np.testing.assert_allclose(aux["loss_d2a"], d2a, rtol=2e-5)
     np.testing.assert_allclose(loss, 0.5 * (a2d + d2a), rtol=2e-5)
     np.testing.assert_allclose(aux["positive_area"], np.diag(area).mean(), rtol=1e-4)
+    valid_rows = np.flatnonzero(keep)
+    sub = np.asarray(aux["logits_a2d"])[np.ix_(valid_rows, valid_rows)]
+    np.testing.assert_allclose(sub, -area / tau, rtol=1e-4, atol=1e-4)
 
 
 def test_registry_functions_are_differentiable_and_finite():

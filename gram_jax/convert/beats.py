@@ -61,6 +61,7 @@ _CFG_FIELDS = {
     "dropout": "dropout_rate",
     "attention_dropout": "attn_dropout_rate",
     "activation_dropout": "activation_dropout_rate",
+    "layer_wise_gradient_decay_ratio": "layer_grad_scale",
 }
 # Variants of the public code this tower does not implement: cfg key -> the only supported value.
 _REQUIRED = {
@@ -79,8 +80,9 @@ def audio_config_from_beats_cfg(cfg: Mapping[str, Any], **overrides: Any) -> Aud
     for key, value in _REQUIRED.items():
         if key in cfg and cfg[key] != value:
             raise ValueError(f"BEATs cfg[{key!r}] = {cfg[key]!r}: only {value!r} is supported")
-    if cfg.get("encoder_layerdrop", 0.0):
-        raise ValueError("BEATs cfg['encoder_layerdrop'] > 0 (LayerDrop) is not supported")
+    for key in ("encoder_layerdrop", "dropout_input"):
+        if cfg.get(key, 0.0):
+            raise ValueError(f"BEATs cfg[{key!r}] = {cfg[key]!r}: only 0 is supported")
     fields = {ours: cfg[theirs] for theirs, ours in _CFG_FIELDS.items() if theirs in cfg}
     return AudioConfig(**{**fields, **overrides})
 

@@ -70,6 +70,9 @@ class AudioConfig:
     dropout_rate: float = 0.1  # BEATs `dropout` (encoder input and residual branches)
     attn_dropout_rate: float = 0.1  # BEATs `attention_dropout`
     activation_dropout_rate: float = 0.0  # BEATs `activation_dropout`
+    # BEATs `layer_wise_gradient_decay_ratio`: the gradient entering each layer from the one above
+    # is multiplied by this (forward unchanged), so lower layers learn more slowly.
+    layer_grad_scale: float = 1.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     remat_policy: str = "none"
@@ -117,6 +120,23 @@ class AudioOutput(NamedTuple):
 
     pooled: Array
     tokens: Array
+
+
+@jax.custom_vjp
+def scale_gradient(x: Array, scale: float) -> Array:
+    """Identity in the forward pass; multiplies the incoming gradient by ``scale``."""
+    return x
+
+
+def _scale_gradient_fwd(x, scale):
+    return x, scale
+
+
+def _scale_gradient_bwd(scale, grad):
+    return (grad * jnp.asarray(scale, grad.dtype), None)
+
+
+scale_gradient.defvjp(_scale_gradient_fwd, _scale_gradient_bwd)
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -334,10 +354,17 @@ class AudioTransformer(nnx.Module):
         x = self.encoder_layer_norm(x + self.pos_conv(x))
         x = layers.constrain(self.input_dropout(x, train=train), ("batch", "length", "embed"))
         bias = self.position_bias(x.shape[1])
+        grad_scale = self.cfg.layer_grad_scale
+
+        def step(layer, h):
+            if grad_scale != 1.0:
+                h = scale_gradient(h, grad_scale)
+            return layer(h, bias, train=train)
+
         return layers.apply_layers(
             self.layers,
             x,
-            lambda layer, h: layer(h, bias, train=train),
+            step,
             scan=self.cfg.scan_layers,
             remat_policy=self.cfg.remat_policy,
         )

@@ -163,8 +163,8 @@ class BertLayer(nnx.Module):
 class BertEncoder(nnx.Module):
     """Hugging Face-compatible BERT with optional cross-attention in every layer.
 
-    ``__call__(ids int[B, L], mask int|bool[B, L] or [B, L, L] | None, *, token_types=None, context=None,
-    context_mask=None, train=False) -> dtype[B, L, H]`` (the last hidden state).
+    ``__call__(ids int[B, L], mask int|bool[B, L] or [B, L, L] | None, *, token_types=None,
+    context=None, context_mask=None, train=False) -> dtype[B, L, H]`` (the last hidden state).
     ``context``: float[B, N, encoder_width] condition tokens (requires ``cross_attention``);
     ``context_mask``: int|bool[B, N] (None = attend to every context token).
     """
