@@ -32,6 +32,7 @@ EXTRAS = {
         "pytest>=8",
         "pytest-xdist>=3",
         "hypothesis>=6",
+        "scikit-learn>=1.4",
         "ruff>=0.6",
         "nbclient>=0.10",
         "nbformat>=5",

@@ -1,18 +1,21 @@
 """Benchmark: forward and forward+backward of the base towers (ViT-B/16, BEATs-base, BERT-base).
 
 Prints one JSON line per (tower, mode): median wall time over ``--reps`` runs of the jitted
-function, compile time, FLOPs from XLA's cost analysis of the compiled program, the achieved
-TFLOP/s (FLOPs / median time), and the peak memory: ``device.memory_stats()['peak_bytes_in_use']``
-where the backend reports it (GPU), else XLA's compiled memory analysis (arguments + outputs +
-temporaries - aliased). Results are written up in docs/benchmarks.md (section "Model").
+function, compile time, FLOPs from XLA's cost analysis (of the layer-unrolled program: XLA counts
+a scan body once), the achieved TFLOP/s (FLOPs / median time), and the peak memory:
+``device.memory_stats()['peak_bytes_in_use']`` where the backend reports it (GPU), else XLA's
+compiled memory analysis (arguments + outputs + temporaries - aliased). Results are written up in
+docs/benchmarks.md (section "Model").
 
     python bench/model.py                                   # CPU defaults, float32
     python bench/model.py --dtype bfloat16 --vit-batch 32 --beats-batch 32 --bert-batch 128  # GPU
 
 Inputs are random (timing does not depend on values): frames [B, F, 224, 224, 3], filterbanks
 [B, 1, 1024, 64] (GRAM feeds BEATs 64 mel bins), token ids [B, 40] (GRAM's caption length).
-Forward = eval mode (no dropout); forward+backward = gradient of sum(pooled**2) w.r.t. all
-parameters in train mode (dropout / drop-path active, as in a training step).
+On a shared CPU, ``cpu_s_per_call`` (process CPU seconds per call, all threads) is less sensitive
+to other load than the wall time. Forward = eval mode (no dropout); forward+backward = gradient
+of sum(pooled**2) w.r.t. all parameters in train mode (dropout / drop-path active, as in a
+training step).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -98,13 +102,20 @@ def _peak_bytes(compiled) -> tuple[int, str]:
     return int(total), "compiled_memory_analysis"
 
 
-def _time(fn, args, reps: int) -> list[float]:
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _time(fn, args, reps: int) -> tuple[list[float], float]:
+    """Wall times of ``reps`` calls and the process CPU seconds per call (all threads)."""
     times = []
+    cpu_start = _cpu_seconds()
     for _ in range(reps):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
-    return times
+    return times, (_cpu_seconds() - cpu_start) / reps
 
 
 def _step_fns(make_model, pooled_fn):
@@ -133,7 +144,7 @@ def run_tower(name: str, make_model, make_unrolled, batch, pooled_fn, args) -> N
         compiled = jax.jit(fn).lower(params, rest, batch).compile()
         compile_s = time.perf_counter() - start
         jax.block_until_ready(compiled(params, rest, batch))  # warm-up
-        times = _time(compiled, (params, rest, batch), args.reps)
+        times, cpu_s = _time(compiled, (params, rest, batch), args.reps)
         median = statistics.median(times)
         flops = _cost(jax.jit(unrolled[mode]).lower(params, rest, batch))
         peak, peak_kind = _peak_bytes(compiled)
@@ -149,6 +160,7 @@ def run_tower(name: str, make_model, make_unrolled, batch, pooled_fn, args) -> N
                     "compile_s": round(compile_s, 1),
                     "time_ms_median": round(median * 1e3, 1),
                     "time_ms_all": [round(t * 1e3, 1) for t in times],
+                    "cpu_s_per_call": round(cpu_s, 2),
                     "gflops": round(flops / 1e9, 1),
                     "tflops_per_s": round(flops / median / 1e12, 3),
                     "peak_mb": round(peak / 2**20, 1),

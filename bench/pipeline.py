@@ -114,11 +114,11 @@ def seek_per_frame_frames(path: str, num_frames: int, rng, size: int) -> np.ndar
             raise RuntimeError(f"{path}: OpenCV failed to read frame {index}")
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if box is None:
-            # The same crop code as the raw path (library-private helpers, bench-only use).
-            box, flip = media_video._crop_box(
+            # The same crop code as the raw path.
+            box, flip = media_video.crop_box(
                 rgb.shape[0], rgb.shape[1], size=size, resize="crop_flip", train=True, rng=rng
             )
-        frames.append(media_video._transform(rgb, box, flip, size))
+        frames.append(media_video.transform_frame(rgb, box, flip, size))
     cap.release()
     return np.stack(frames)
 

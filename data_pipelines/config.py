@@ -18,6 +18,10 @@ TEXT_MODALITIES = ("text", "subtitle")
 RESIZE_MODES = ("crop_flip", "resize")
 CAPTION_MODES = ("all", "first")
 BAD_DATA_POLICIES = ("raise", "skip")
+#: Filterbank implementations (media.audio.FBANK_BACKENDS; repeated here so that reading a config
+#: does not import PyAV and kaldi-native-fbank; tests/test_pipeline.py checks they agree).
+AUDIO_BACKENDS = ("auto", "kaldi_native", "numpy")
+AUDIO_PADDINGS = ("fixed", "reference")
 
 
 def data_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -58,6 +62,10 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
             # 'fixed': pad to the next multiple of target_length; 'reference': the released code's
             # padding, which can add an all-zero slice (media.audio.slice_fbank).
             "padding": "fixed",
+            # Filterbank implementation (media.audio.fbank): 'kaldi_native' (kaldi-native-fbank,
+            # C++), 'numpy' (the same definition in float64 NumPy), 'auto' (kaldi-native-fbank
+            # unless it refuses the setting, e.g. 128 bins at 16 kHz, then NumPy).
+            "backend": "auto",
         }
     )
     # Maximum token length (with [CLS]/[SEP]) per text-like modality.
@@ -148,9 +156,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         )
     if not 0 <= c.seed < 2**32:
         raise ValueError(f"data config key 'seed': expected 0 <= seed < 2**32, got {c.seed}")
-    if c.audio.padding not in ("fixed", "reference"):
-        raise ValueError(
-            f"data config key 'audio.padding': expected fixed or reference, got {c.audio.padding!r}"
-        )
+    audio_choices = {"audio.padding": AUDIO_PADDINGS, "audio.backend": AUDIO_BACKENDS}
+    for key, allowed in audio_choices.items():
+        value = c.audio[key.split(".")[1]]
+        if value not in allowed:
+            raise ValueError(f"data config key {key!r}: expected one of {allowed}, got {value!r}")
     if c.audio.norm_std <= 0:
         raise ValueError(f"data config key 'audio.norm_std': expected > 0, got {c.audio.norm_std}")

@@ -27,7 +27,7 @@ class SplitData:
 
     Attributes:
       split, dataset, annotation_path: where it came from.
-      ids: str per record (media file stem).
+      ids: str per record (the annotation id; the media file stem follows the dataset layout).
       positions: int32[R], each record's position in the annotation file (the batch's ``index``;
         stays the annotation position when ``filter_audio`` removes records).
       captions: list[str] per record (may be empty: then the text modality is absent).
@@ -62,6 +62,51 @@ class SplitData:
 _EXTENSIONS = {"video": media.VIDEO_EXTENSIONS, "audio": media.AUDIO_EXTENSIONS}
 
 
+def _layout(dataset: str | None):
+    """The DatasetLayout of ``dataset``, or None (plain ``<id>.<ext>`` naming) when unset."""
+    if not dataset:
+        return None
+    from data_pipelines.datasets import get_layout
+
+    return get_layout(dataset)
+
+
+def media_stem(dataset: str | None, record_id: str, modality: str) -> str:
+    """File stem of ``record_id``'s ``modality`` file under ``dataset``'s naming.
+
+    The layout maps ids to file names (DiDeMo audio ``audio_<id>``, AudioCaps
+    ``<id up to the first dot>``); without a dataset the stem is the id itself.
+    """
+    layout = _layout(dataset)
+    return str(record_id) if layout is None else layout.stem(str(record_id), modality)
+
+
+def media_extensions(dataset: str | None, modality: str) -> tuple[str, ...]:
+    """Extensions tried in order for ``modality`` files of ``dataset`` (its layout's, else all)."""
+    layout = _layout(dataset)
+    return _EXTENSIONS[modality] if layout is None else layout.extensions(modality)
+
+
+def find_record_media(
+    dataset: str | None, record_id: str, modality: str, directory: str | os.PathLike
+) -> str | None:
+    """Path of ``record_id``'s ``modality`` ('video' | 'audio') file in ``directory``, or None.
+
+    With ``dataset`` set, the lookup goes through ``datasets.get_layout(dataset).find`` (file
+    naming and extensions of that dataset); with None, the stem is the id. Both match the stem
+    exactly (``video1`` never finds ``video10.mp4``). Raises media.MediaError when ``directory``
+    does not exist.
+    """
+    if modality not in _EXTENSIONS:
+        raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
+    layout = _layout(dataset)
+    if layout is None:
+        found = media.find_media(directory, str(record_id), _EXTENSIONS[modality])
+    else:
+        found = layout.find(str(record_id), modality, directory)
+    return None if found is None else os.fspath(found)
+
+
 def _record_label(record, path: str, position: int) -> int | None:
     label = (record.extra or {}).get("label")
     if label is None:
@@ -75,7 +120,10 @@ def _record_label(record, path: str, position: int) -> int | None:
 
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
-    """Reads the annotations of ``split`` and resolves its media files (exact id match).
+    """Reads the annotations of ``split`` and resolves its media files (exact stem match).
+
+    Media names follow ``config.dataset``'s layout (:func:`find_record_media`), both for the
+    files read and for the ``filter_audio`` availability filter.
 
     Raises:
       KeyError: ``config.annotations`` has no path for ``split``.
@@ -109,7 +157,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
             unavailable = {
                 r.id
                 for r in records
-                if media.find_media(config.audio_dir, r.id, media.AUDIO_EXTENSIONS) is None
+                if find_record_media(config.dataset, r.id, "audio", config.audio_dir) is None
             }
         keep = [i for i, r in enumerate(records) if r.id not in unavailable]
         logging.info("%s: filter_audio kept %d of %d records", path, len(keep), len(records))
@@ -121,14 +169,16 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         directory = config[f"{m}_dir"]
         if not directory:
             raise ValueError(f"data config key '{m}_dir': needed because modalities has {m!r}")
-        found = [media.find_media(directory, r.id, _EXTENSIONS[m]) for r in records]
-        media_paths[m] = [None if p is None else os.fspath(p) for p in found]
+        found = [find_record_media(config.dataset, r.id, m, directory) for r in records]
+        media_paths[m] = found
         media_dirs[m] = os.fspath(directory)
         missing = [r.id for r, p in zip(records, found, strict=True) if p is None]
         if missing:
+            stems = [media_stem(config.dataset, i, m) for i in missing[:5]]
             message = (
                 f"{path}: {len(missing)} of {len(records)} records have no {m} file in {directory} "
-                f"(first ids: {missing[:5]})"
+                f"(first ids: {missing[:5]}; file stems looked for: {stems}; extensions "
+                f"{media_extensions(config.dataset, m)})"
             )
             if config.bad_data == "raise":
                 raise media.MediaError(directory, message + "; set bad_data='skip' to mask them")
@@ -182,10 +232,12 @@ class RawReader:
     def _path(self, modality: str, record: int) -> str:
         path = self._split.media_paths[modality][record]
         if path is None:
-            directory = self._split.media_dirs[modality]
+            dataset = self._split.dataset
+            stem = media_stem(dataset, self._split.ids[record], modality)
             raise media.MediaError(
-                os.path.join(directory, self._split.ids[record]),
-                f"no {modality} file with this id (extensions {_EXTENSIONS[modality]})",
+                os.path.join(self._split.media_dirs[modality], stem),
+                f"no {modality} file with this stem (extensions "
+                f"{media_extensions(dataset, modality)})",
             )
         return path
 
@@ -213,4 +265,5 @@ class RawReader:
             mean=a["norm_mean"],
             std=a["norm_std"],
             padding=a["padding"],
+            backend=a["backend"],
         )

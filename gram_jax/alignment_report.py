@@ -177,3 +177,38 @@ def embed_split(encode, params, model_state, data_config, split: str):
     order = np.argsort(np.concatenate(index), kind="stable")
     out = {m: np.concatenate(v)[order] for m, v in chunks.items()}
     return out, (np.concatenate(labels)[order] if labels else None)
+
+
+def report_run(config, trainer, state, workdir, *, split: str = "test", log=print) -> dict:
+    """Embed ``split``, print the retrieval table, write ``report.json`` and ``embeddings.png``.
+
+    The end-of-training report of the quickstart (and of any labelled tri-modal run).
+
+    Args:
+      config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
+      trainer: a ``gram_jax.train.Trainer`` (its jitted ``encode_fn``).
+      state: the train state dict (``params``, ``model_state``).
+      workdir: where ``report.json`` and ``embeddings.png`` go.
+    Returns:
+      {'retrieval': ..., 'collapse': ..., 'plot': path}.
+    """
+    import json
+    import pathlib
+
+    from gram_jax import plots
+
+    workdir = pathlib.Path(workdir)
+    embeddings, labels = embed_split(
+        trainer.encode_fn(), state["params"], state["model_state"], config.data, split
+    )
+    scoring = scoring_for_loss(config.loss.name)
+    table = retrieval_table(embeddings, labels, scoring)
+    collapse = collapse_metrics(embeddings)
+    title = f"{split}: {len(labels)} records, text->video+audio scored by {scoring}"
+    log(format_table(table, collapse, title))
+    plot = plots.plot_embeddings(
+        embeddings, labels, workdir / "embeddings.png", title=f"{config.loss.name}, {split} split"
+    )
+    out = {"split": split, "scoring": scoring, "retrieval": table, "collapse": collapse}
+    (workdir / "report.json").write_text(json.dumps(out, indent=1))
+    return {**out, "plot": str(plot)}

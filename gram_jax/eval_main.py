@@ -1,8 +1,8 @@
 """Entry point: ``python -m gram_jax.eval_main --config F.py[:arg] --workdir W [--step N]``.
 
-Also installed as ``gram-eval``. Restores the train state of ``W/checkpoints`` (the latest step, or
-``--step``; with no checkpoint, ``config.model_init`` weights or, failing those, an error), runs every
-evaluator of ``config.evals`` and appends one JSON line per evaluator to ``W/metrics.jsonl``.
+Also installed as ``gram-eval``. Restores the train state of ``W/checkpoints`` (the latest step,
+or ``--step``; with no checkpoint, ``config.model_init`` weights or, failing those, an error), runs
+every evaluator of ``config.evals`` and appends one JSON line per evaluator to ``W/metrics.jsonl``.
 """
 
 from __future__ import annotations

@@ -76,9 +76,7 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
         for key in ("scorings", "require"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
-        return evaluators.RetrievalEvaluator(
-            anchor=anchor, modalities=tuple(modalities), **kwargs
-        )
+        return evaluators.RetrievalEvaluator(anchor=anchor, modalities=tuple(modalities), **kwargs)
     if kind == "classification":
         prompts = ev.get("prompts")
         if not prompts:
@@ -153,8 +151,10 @@ class ModelScorer:
         embeddings, condition, condition_mask = self._encode(
             self._params, self._model_state, device_batch
         )
-        out = {m: np.asarray(multihost_utils.process_allgather(e, tiled=True))[:n]
-               for m, e in embeddings.items()}
+        out = {
+            m: np.asarray(multihost_utils.process_allgather(e, tiled=True))[:n]
+            for m, e in embeddings.items()
+        }
         valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(n, bool)
         if condition is not None and f"{self._anchor}_ids" in batch:
             rows = {

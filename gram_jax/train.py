@@ -218,6 +218,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
             writer.write_scalars(pending[-1][0] + 1, _mean_metrics(pending))
         pending.clear()
 
+    start = step
     try:
         if config.eval_at_start and step == 0:
             evaluate(state, step)
@@ -242,7 +243,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
                 log.warning("stopping at step %d after a pre-emption signal", step)
                 break
         else:
-            if config.evals:
+            # A restart of a finished run trains nothing and does not evaluate again.
+            if config.evals and step > start:
                 evaluate(state, step)
     finally:
         manager.wait_until_finished()

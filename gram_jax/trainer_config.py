@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
-# Sections whose keys are user-chosen names (evaluator names, learning-rate group names).
-OPEN_SECTIONS = ("evals", "optim.lr_groups")
+# Sections whose keys are user-chosen names (evaluator, learning-rate group and split names).
+OPEN_SECTIONS = ("evals", "optim.lr_groups", "data.annotations")
 
 
 def trainer_defaults() -> ml_collections.ConfigDict:

@@ -157,3 +157,28 @@ def test_bad_inputs_are_named():
         model(jnp.zeros((1, 1, 100, 64)))
     with pytest.raises(ValueError, match="unknown audio tower size"):
         audio_config("large")
+
+
+def test_sharded_forward_on_eight_devices_matches_single_device():
+    """Params sharded by their logical axes (fsdp x model), clips over (data, fsdp)."""
+    from gram_jax import parallel
+
+    model = _model()
+    fbank = _fbank(b=4, c=1)
+    expected = _run(model, fbank).tokens
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    shardings = parallel.state_shardings(params, mesh)
+    expected_spec = jax.sharding.PartitionSpec(None, "fsdp", "model", None)
+    assert shardings["layers"]["self_attn"]["query"]["kernel"].spec == expected_spec
+    nnx.replace_by_pure_dict(params, jax.device_put(nnx.to_pure_dict(params), shardings))
+    fbank = jax.device_put(fbank, parallel.batch_sharding(mesh, fbank.ndim))
+
+    @jax.jit
+    def forward(p, x):
+        with layers.logical_sharding(mesh, parallel.LOGICAL_AXIS_RULES):
+            return nnx.merge(graphdef, p, rest, copy=True)(x).tokens
+
+    out = forward(params, fbank)
+    assert len(out.sharding.device_set) == 8
+    np.testing.assert_allclose(out, expected, atol=2e-5)

@@ -65,6 +65,8 @@ def test_open_sections_accept_user_names_but_check_their_shape():
     config.optim.lr_groups.audio = dict(pattern="audio", lr=1e-5)
     config.evals.msrvtt = dict(type="retrieval", split="test")
     validate_config(config, _reference())
+    config.data.annotations.val = "/data/msrvtt/val.json"  # split names are free too
+    validate_config(config, _reference())
     config.optim.lr_groups.text = dict(pattern="text", learning_rate=1e-5)
     with pytest.raises(ConfigError, match="lr_groups.text: expected exactly the keys"):
         validate_config(config, _reference())
@@ -86,3 +88,20 @@ def test_bad_values_are_named(key, value, expected):
 def test_full_reference_includes_model_and_data_sections():
     reference = reference_config()
     assert {"model", "data", "loss", "optim", "schedule", "mesh"} <= set(reference)
+
+
+def test_base_config_and_runlocal_validate():
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
+    import base_config
+
+    full = base_config.get_config()
+    validate_config(full)
+    assert full.model.size == "base" and full.model.dtype == "bfloat16"
+    local = base_config.get_config("runlocal")
+    validate_config(local)
+    assert local.model.size == "tiny" and local.data.batch_size == 4
+    with pytest.raises(ValueError, match="unknown argument 'fast'"):
+        base_config.get_config("fast")

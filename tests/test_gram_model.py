@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from gram_jax.models.gram import Encoded, GramModel, model_config, tiny_model_config
-from gram_jax.models.heads import nearest_indices
+from gram_jax.models.heads import l2_normalize, nearest_indices
 
 B = 2
 FRAMES, IMAGE = 2, 28  # tiny ViT: 2x2 patches of 14 + CLS
@@ -102,6 +102,13 @@ def test_frames_are_normalised_with_clip_statistics_and_frame_embeddings_resized
     # nearest resize as torch's F.interpolate(mode='nearest'): 2 trained rows over 8 frames
     np.testing.assert_array_equal(nearest_indices(8, 2), [0, 0, 0, 0, 1, 1, 1, 1])
     np.testing.assert_array_equal(nearest_indices(2, 4), [0, 2])
+
+
+def test_l2_normalize_matches_torch_semantics_and_is_safe_at_zero():
+    x = jnp.array([[3.0, 4.0], [0.0, 0.0], [1e-13, 0.0]])
+    np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0], [0.1, 0.0]], rtol=1e-6)
+    grad = jax.grad(lambda v: jnp.sum(l2_normalize(v)))(x)
+    assert np.isfinite(grad).all()
 
 
 def test_determinism_eval_vs_train_and_functional_state(full):

@@ -106,6 +106,35 @@ def test_crop_flip_and_resize_geometry(tmp_path):
     assert 2 <= flipped <= 14
 
 
+def test_public_crop_box_and_transform_frame():
+    # A 360x640 portrait frame, as the real clips: evaluation crop_flip = centre 360x360 square.
+    box, flip = video.crop_box(640, 360, size=224, resize="crop_flip", train=False, rng=None)
+    assert box == (140, 0, 360, 360) and flip is False
+    assert video.crop_box(640, 360, size=224, resize="resize", train=True, rng=None) == (
+        (0, 0, 640, 360),
+        False,
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        (top, left, h, w), _ = video.crop_box(
+            640, 360, size=224, resize="crop_flip", train=True, rng=rng
+        )
+        # A square covering 80-100 % of the short side's square area, inside the frame.
+        assert h == w and round(np.sqrt(0.8) * 360) <= h <= 360
+        assert 0 <= top <= 640 - h and 0 <= left <= 360 - w
+    with pytest.raises(ValueError, match="resize"):
+        video.crop_box(640, 360, size=224, resize="bogus", train=False, rng=None)
+    # transform_frame: crop, resize to size x size, flip = reversed columns.
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    rgb[:, 48:] = 200
+    box = (0, 16, 64, 64)
+    plain = video.transform_frame(rgb, box, False, 32)
+    flipped = video.transform_frame(rgb, box, True, 32)
+    assert plain.shape == (32, 32, 3) and plain.dtype == np.uint8
+    np.testing.assert_array_equal(flipped, plain[:, ::-1])
+    assert plain[:, :14].mean() < 20 and plain[:, 18:].mean() > 180
+
+
 @pytest.mark.parametrize("clip", [1, 2, 3, 4])
 def test_real_clips(shared_data, clip):
     path = shared_data / "media" / "videos" / f"video{clip}.mp4"

@@ -13,6 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from gram_jax import parallel
+from gram_jax.eval_main import evaluate_checkpoint
 from gram_jax.train import Trainer, train_and_evaluate
 from gram_jax.train_step import NonFiniteLossError, check_finite
 
@@ -75,6 +76,13 @@ def test_runlocal_trains_checkpoints_and_logs(tmp_path):
     assert list(tmp_path.glob("events.out.tfevents.*"))
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["total_steps"] == 4 and saved["data"]["batch_size"] == 4
+    # The final evaluation (runlocal: retrieval over the 4 clips, 3 scorings) is one JSON line.
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    (record,) = [json.loads(line) for line in lines]
+    assert record["step"] == 4 and record["eval"] == "reference_clips"
+    for key in ("t2d/r1", "d2t/r1", "cosine/t2d/r1", "matching/t2d/r1", "positive_volume"):
+        assert np.isfinite(record[key]), key
+    assert 0.0 <= record["t2d/r1"] <= 100.0
     # A second call continues from the workdir's checkpoint: nothing is left to do.
     again = train_and_evaluate(config, tmp_path)
     assert int(again["step"]) == 4
@@ -82,6 +90,11 @@ def test_runlocal_trains_checkpoints_and_logs(tmp_path):
         jax.tree.leaves(state["params"]), jax.tree.leaves(again["params"]), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # gram-eval on the same workdir restores the last checkpoint and evaluates it again: the
+    # same parameters give the same metrics.
+    results = evaluate_checkpoint(config, tmp_path)
+    assert results["reference_clips"]["t2d/r1"] == record["t2d/r1"]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_nonfinite_loss_names_step_and_term():
@@ -123,6 +136,7 @@ def test_eight_devices_equal_one_device():
 
 
 def _gram_train(workdir, steps, checkpoint_steps):
+    # 8 devices, mesh data=4 x model=2: the program the in-process tests compile (a cache hit).
     return [
         sys.executable,
         "-m",
@@ -132,12 +146,14 @@ def _gram_train(workdir, steps, checkpoint_steps):
         f"--config.total_steps={steps}",
         f"--config.checkpoint_steps={checkpoint_steps}",
         "--config.async_checkpoints=False",
+        "--config.mesh.data=4",
+        "--config.mesh.model=2",
     ]
 
 
 def test_kill9_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     steps = 4
-    env = jax_cache.subprocess_env(1, ROOT)
+    env = jax_cache.subprocess_env(8, ROOT)
     straight = tmp_path / "straight"
     subprocess.run(_gram_train(straight, steps, 1), env=env, check=True, cwd=ROOT, timeout=300)
 

@@ -165,3 +165,29 @@ def test_bad_config_is_named():
         vit_config("tiny", widht=3)
     with pytest.raises(ValueError, match="remat_policy"):
         vit_config("tiny", remat_policy="sometimes")
+
+
+def test_sharded_forward_on_eight_devices_matches_single_device():
+    """Params sharded by their logical axes (fsdp x model), batch over (data, fsdp)."""
+    from gram_jax import parallel
+
+    model = _model()
+    frames = _frames(b=4, f=1)
+    expected = _run(model, frames).tokens
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    shardings = parallel.state_shardings(params, mesh)
+    # [layers, embed, heads, kv]: FSDP over the width, tensor-parallel over the heads
+    expected_spec = jax.sharding.PartitionSpec(None, "fsdp", "model", None)
+    assert shardings["blocks"]["attn"]["query"]["kernel"].spec == expected_spec
+    nnx.replace_by_pure_dict(params, jax.device_put(nnx.to_pure_dict(params), shardings))
+    frames = jax.device_put(frames, parallel.batch_sharding(mesh, frames.ndim))
+
+    @jax.jit
+    def forward(p, x):
+        with layers.logical_sharding(mesh, parallel.LOGICAL_AXIS_RULES):
+            return nnx.merge(graphdef, p, rest, copy=True)(x).tokens
+
+    out = forward(params, frames)
+    assert len(out.sharding.device_set) == 8
+    np.testing.assert_allclose(out, expected, atol=2e-5)

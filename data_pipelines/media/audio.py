@@ -251,9 +251,13 @@ def fbank(
         )
         try:
             computer = knf.OnlineFbank(options)
-        except ValueError:
+        except ValueError as err:
             if backend == "kaldi_native":
-                raise
+                # A refused setting, not a bad file: say which one and what works instead.
+                raise ValueError(
+                    f"kaldi-native-fbank refuses mel_bins={mel_bins} at {sample_rate} Hz ({err}); "
+                    "use backend 'numpy' or 'auto' for this setting"
+                ) from err
         else:
             computer.accept_waveform(float(sample_rate), wave)
             computer.input_finished()
@@ -343,14 +347,24 @@ def load_fbank_slices(
 
     Raises:
       MediaError: as :func:`decode_audio`, or audio shorter than one 25 ms window.
+      ValueError: an unknown ``backend``, or ``'kaldi_native'`` with a ``mel_bins`` that
+        kaldi-native-fbank refuses (128 at 16 kHz).
     """
     if train and rng is None:
         raise ValueError("load_fbank_slices(train=True) needs rng (a numpy Generator)")
+    if backend not in FBANK_BACKENDS:
+        raise ValueError(f"backend must be one of {FBANK_BACKENDS}, got {backend!r}")
     wave = load_waveform(path, sample_rate=SAMPLE_RATE)
-    try:
-        features = fbank(wave, mel_bins=mel_bins, sample_rate=SAMPLE_RATE, backend=backend)
-    except ValueError as err:
-        raise MediaError(path, f"audio too short for a filterbank: {err}") from err
+    window = SAMPLE_RATE * 25 // 1000  # fbank's 25 ms window
+    if wave.shape[0] < window:
+        # Checked here so that only a property of the file becomes a MediaError (the bad-data
+        # policy may skip it); a setting that the backend refuses stays a ValueError.
+        raise MediaError(
+            path,
+            f"audio too short for a filterbank: {wave.shape[0]} samples at {SAMPLE_RATE} Hz, "
+            f"fewer than one 25 ms window ({window} samples)",
+        )
+    features = fbank(wave, mel_bins=mel_bins, sample_rate=SAMPLE_RATE, backend=backend)
     features = normalize_fbank(features, mean=mean, std=std)
     return slice_fbank(
         features,

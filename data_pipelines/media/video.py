@@ -66,10 +66,24 @@ def sample_frame_indices(
     return np.array([seg[(len(seg) + 1) // 2 - 1] for seg in segments], dtype=np.int64)
 
 
-def _crop_box(
+def crop_box(
     height: int, width: int, *, size: int, resize: str, train: bool, rng
 ) -> tuple[tuple[int, int, int, int], bool]:
-    """(top, left, crop_h, crop_w) of the source region and whether to flip; same for all frames."""
+    """The source region of a clip's frames and whether to flip them (one draw per clip).
+
+    Args:
+      height, width: the decoded frame size in pixels.
+      size: output side (only the crop's randomness depends on it through the caller).
+      resize: ``'crop_flip'`` or ``'resize'`` (module docstring).
+      train: random crop + flip (``crop_flip`` only) or the deterministic evaluation box.
+      rng: numpy Generator, drawn from in training with ``crop_flip`` (scale, top, left, flip).
+
+    Returns:
+      ``((top, left, crop_h, crop_w), flip)``: ints in pixels of the source frame, and a bool.
+      Pass both to :func:`transform_frame` for every frame of the clip.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     if resize == "resize":
         return (0, 0, height, width), False
     short = min(height, width)
@@ -86,7 +100,11 @@ def _crop_box(
     return (top, left, short, short), False
 
 
-def _transform(rgb: np.ndarray, box, flip: bool, size: int) -> np.ndarray:
+def transform_frame(rgb: np.ndarray, box, flip: bool, size: int) -> np.ndarray:
+    """uint8[size, size, 3]: ``rgb`` (uint8[H, W, 3]) cropped to ``box``, resized, maybe flipped.
+
+    ``box`` and ``flip`` come from :func:`crop_box`; the resize is PIL bilinear with antialiasing.
+    """
     top, left, crop_h, crop_w = box
     region = rgb[top : top + crop_h, left : left + crop_w]
     if region.shape[:2] != (size, size):
@@ -98,6 +116,12 @@ def _transform(rgb: np.ndarray, box, flip: bool, size: int) -> np.ndarray:
     if flip:
         region = region[:, ::-1]
     return np.ascontiguousarray(region)
+
+
+# Old private names, still used by bench/media_decode.py (another owner's file): remove once it
+# calls crop_box / transform_frame.
+_crop_box = crop_box
+_transform = transform_frame
 
 
 def _open_video(path: str | os.PathLike):
@@ -145,7 +169,7 @@ def _decode_selected(path, wanted: np.ndarray, box_fn, size: int) -> tuple[list,
                     rgb = frame.to_ndarray(format="rgb24")
                     if box is None:
                         box, flip = box_fn(rgb.shape[0], rgb.shape[1])
-                    picked[decoded] = _transform(rgb, box, flip, size)
+                    picked[decoded] = transform_frame(rgb, box, flip, size)
                 decoded += 1
                 if decoded > last:
                     break
@@ -195,7 +219,7 @@ def load_frames(
     wanted = sample_frame_indices(total, num_frames, train=train, rng=rng)
 
     def box_fn(height, width):
-        return _crop_box(height, width, size=size, resize=resize, train=train, rng=rng)
+        return crop_box(height, width, size=size, resize=resize, train=train, rng=rng)
 
     frames, decoded = _decode_selected(path, wanted, box_fn, size)
     if decoded == 0:

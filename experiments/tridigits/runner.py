@@ -48,50 +48,63 @@ class SeedBatchRunner:
         encode = self.trainer.encode_fn()
         self.encode = jax.jit(jax.vmap(lambda p, s, b: encode(p, s, b)[0], in_axes=(0, 0, None)))
 
-    def train(self, data, fold: int, seeds: list[int], log=print) -> dict:
-        """Train ``seeds`` on ``fold``; returns {'embeddings': {m: [S, N, D]}, 'labels', ...}.
+    def train(self, data, runs: list[tuple[int, int]], log=print) -> list[dict]:
+        """Train every (fold, seed) of ``runs`` together; one result dict per run.
 
         Args:
           data: an ``arrays.TriDigitsArrays``.
+          runs: (fold, seed) pairs; each run reads its own fold's training records in its own
+            seeded order and is evaluated on its own fold's held-out voices.
+        Returns:
+          [{'fold', 'seed', 'embeddings': {m: float32[N, D]}, 'labels': int32[N], 'history'}].
         """
         config = self.config
         batch_size, steps = config.data.batch_size, config.total_steps
-        n_train = len(data.split(fold, "train")["label"])
         orders = []
-        for seed in seeds:
+        for fold, seed in runs:
+            n_train = len(data.split(fold, "train")["label"])
             rng = np.random.default_rng([seed, fold, 7])
             epochs = -(-steps * batch_size // n_train)
             orders.append(np.concatenate([rng.permutation(n_train) for _ in range(epochs)]))
         start = time.time()
-        state = self.init(jnp.asarray(seeds, jnp.int32))
+        state = self.init(jnp.asarray([seed for _, seed in runs], jnp.int32))
         history = []
         for step in range(steps):
-            rows = [o[step * batch_size : (step + 1) * batch_size] for o in orders]
-            batches = [data.batch(fold, "train", r) for r in rows]
+            batches = [
+                data.batch(fold, "train", order[step * batch_size : (step + 1) * batch_size])
+                for (fold, _), order in zip(runs, orders, strict=True)
+            ]
             stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
             state, metrics = self.step(state, stacked)
             if (step + 1) % max(steps // 10, 1) == 0 or step + 1 == steps:
                 host = jax.device_get(metrics)
                 if np.any(np.asarray(host["nonfinite"])):
-                    raise FloatingPointError(
-                        f"fold {fold} seeds {seeds}: non-finite loss at {step}"
-                    )
+                    raise FloatingPointError(f"runs {runs}: non-finite loss at step {step}")
                 history.append({k: np.asarray(v).tolist() for k, v in host.items()})
                 log(
-                    f"fold {fold} step {step + 1}/{steps} loss "
-                    f"{np.round(np.asarray(host['loss']), 3).tolist()} "
+                    f"step {step + 1}/{steps} mean loss {float(np.mean(host['loss'])):.3f} "
                     f"({time.time() - start:.0f} s)"
                 )
-        test = data.split(fold, "test")
-        batch = data.batch(fold, "test", np.arange(len(test["label"])))
-        embeddings = jax.device_get(self.encode(state["params"], state["model_state"], batch))
-        temperature = None
-        if "temperature" in history[-1]:
-            temperature = history[-1]["temperature"]
-        return dict(
-            embeddings={m: np.asarray(v) for m, v in embeddings.items()},
-            labels=np.asarray(test["label"]),
-            history=history,
-            temperature=temperature,
-            seconds=time.time() - start,
-        )
+        # Test sets differ in size per fold: pad each to the largest, drop the padding after.
+        tests = [data.split(fold, "test") for fold, _ in runs]
+        size = max(len(t["label"]) for t in tests)
+        batches = [
+            data.batch(fold, "test", np.resize(np.arange(len(t["label"])), size))
+            for (fold, _), t in zip(runs, tests, strict=True)
+        ]
+        stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+        embeddings = jax.device_get(self.encode(state["params"], state["model_state"], stacked))
+        results = []
+        for i, ((fold, seed), test) in enumerate(zip(runs, tests, strict=True)):
+            n = len(test["label"])
+            results.append(
+                dict(
+                    fold=fold,
+                    seed=seed,
+                    embeddings={m: np.asarray(v[i, :n]) for m, v in embeddings.items()},
+                    labels=np.asarray(test["label"]),
+                    history=[{k: v[i] for k, v in h.items()} for h in history],
+                    seconds=time.time() - start,
+                )
+            )
+        return results

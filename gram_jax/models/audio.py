@@ -14,11 +14,19 @@ log-spaced up to ``max_distance``). Its table lives in the first layer only (``r
 here); every layer scales it per query and head by a gate computed from its own unscaled query
 projection: g = sigmoid(sum over 4 of grep_linear(q)) split in (a, b); scale = a * (b * grep_a - 1)
 + 2. The public code's float16 overflow guard (q / 32, max-subtraction, x 32) is a mathematical
-no-op and is not reproduced; tests/test_audio_tower.py shows the difference is float32 round-off.
+no-op and is not reproduced; tests/test_convert_beats.py shows the difference is float32 round-off
+(<= 1e-4 against a PyTorch restatement that keeps it, at the real base shape).
 
 Input batches are ``[B, C, T, M]`` (C clips); clips are folded into the batch, and the tower returns
 the mean over tokens and over (present) clips ``[B, W]`` and the tokens ``[B, C, N, W]`` (the
 fusion condition). LayerNorm eps is 1e-5 throughout (PyTorch's default, as in BEATs).
+
+Parameters (float32 by default; logical axes in brackets): ``patch_embedding.kernel`` [16, 16, 512]
+('patch', 'patch', 'conv_out'); ``layer_norm``; ``post_extract_proj`` [512, W]; ``pos_conv``
+(``weight_v`` [K, W/G, W], ``weight_g`` [K], ``bias``); ``encoder_layer_norm``; ``rel_pos_bias``
+[buckets, H] ('pos', 'heads'); ``layers.*`` stacked on a leading 'layers' axis (``self_attn``
+query/key/value/out/grep_linear/grep_a, ``self_attn_layer_norm``, ``mlp.fc1/fc2``,
+``final_layer_norm``). ``gram_jax.convert.beats`` maps the public checkpoint names onto these.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ Array = jax.Array
 def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
     """x / max(||x||, eps) along the last axis, float32 (as ``torch.nn.functional.normalize``)."""
     x = x.astype(jnp.float32)
-    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
-    return x / jnp.maximum(norm, eps)
+    # max inside the sqrt: same values, but a finite gradient at x = 0 (sqrt'(0) is infinite).
+    norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
+    return x / norm
 
 
 class ProjectionHead(nnx.Module):

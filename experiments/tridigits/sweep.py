@@ -1,0 +1,139 @@
+"""TriDigits miniature reproduction: GRAM vs four baselines, K voice folds x seeds.
+
+Usage (from the repository root; resumable, every finished run is a JSON file):
+
+    nohup python experiments/tridigits/sweep.py --workdir workdirs/tridigits_sweep \\
+        > workdirs/tridigits_sweep.log 2>&1 &
+
+Each method's config is ``experiments/tridigits/<method>.py`` (the configs ``gram-train`` runs);
+all (fold, seed) runs of a method train together, vmapped (``runner.SeedBatchRunner``), on media
+decoded once through the real pipeline (``arrays.TriDigitsArrays``). Each run writes
+``<workdir>/runs/<method>_fold<k>_seed<s>.json`` (retrieval table with the method's own tuple
+scoring, collapse metrics, loss history, settings); after each method ``aggregate.py`` rewrites
+the table in docs/results.md (mean and 95 % CI over runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+METHODS = {  # method -> loss name; gram is the full recipe (matching loss, learnable temperature)
+    "gram": "volume",
+    "cosine_anchor": "cosine_anchor",
+    "cosine_all_pairs": "cosine_all_pairs",
+    "symile": "symile",
+    "area": "area",
+}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("workdirs/tridigits_sweep"))
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS)
+    )
+    p.add_argument("--folds", type=_ints, default=[0, 1, 2, 3])
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--frames", type=int, default=4, help="frames read of the 8 stored")
+    p.add_argument("--image-size", type=int, default=28, help="28 (2x2 patches) or 56 (4x4)")
+    p.add_argument("--results", type=pathlib.Path, default=HERE.parents[1] / "docs" / "results.md")
+    return p.parse_args(argv)
+
+
+def method_config(method: str, args):
+    """The method's experiment config with the sweep's run length and sizes."""
+    from tridigits_common import load_experiment_module
+
+    module = load_experiment_module(f"tridigits/{method}.py", f"gram_jax_tridigits_{method}")
+    arg = f"steps={args.steps},batch_size={args.batch_size},frames={args.frames}"
+    config = module.get_config(f"{arg},image_size={args.image_size}")
+    config.optim.lr = args.lr
+    return config
+
+
+def run_record(method: str, config, result: dict, settings: dict) -> dict:
+    from gram_jax import alignment_report as report
+
+    scoring = report.scoring_for_loss(config.loss.name)
+    emb, labels = result["embeddings"], result["labels"]
+    return {
+        "method": method,
+        "loss": config.loss.name,
+        "fold": result["fold"],
+        "seed": result["seed"],
+        "scoring": scoring,
+        "retrieval": report.retrieval_table(emb, labels, scoring),
+        # The same embeddings scored by the sum of cosines, to separate objective and scoring.
+        "retrieval_cosine_tuple": report.retrieval_table(emb, labels, "cosine")[
+            "text->video+audio"
+        ],
+        "collapse": report.collapse_metrics(emb),
+        "test_records": int(len(labels)),
+        "final_train": {k: v for k, v in result["history"][-1].items() if np.ndim(v) == 0},
+        "seconds_for_all_runs_of_this_group": round(result["seconds"], 1),
+        "settings": settings,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from arrays import TriDigitsArrays
+    from runner import SeedBatchRunner
+
+    runs_dir = args.workdir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
+    data = None
+    for method in args.methods.split(","):
+        if method not in METHODS:
+            raise SystemExit(f"--methods: unknown method {method!r}; expected {list(METHODS)}")
+        todo = [
+            (f, s)
+            for f in args.folds
+            for s in args.seeds
+            if not (runs_dir / f"{method}_fold{f}_seed{s}.json").exists()
+        ]
+        if not todo:
+            print(f"{method}: all runs done", flush=True)
+            continue
+        config = method_config(method, args)
+        if data is None:
+            root = pathlib.Path(config.data.video_dir).parent
+            data = TriDigitsArrays(
+                root, frames=args.frames, size=args.image_size, cache_dir=args.workdir / "cache"
+            )
+        start = time.time()
+        print(f"{method}: {len(todo)} runs, compiling", flush=True)
+        runner = SeedBatchRunner(config)
+        results = runner.train(
+            data, todo, log=lambda msg, m=method: print(f"{m}: {msg}", flush=True)
+        )
+        for result in results:
+            record = run_record(method, config, result, settings)
+            path = runs_dir / f"{method}_fold{result['fold']}_seed{result['seed']}.json"
+            path.write_text(json.dumps(record, indent=1))
+        print(f"{method}: done in {time.time() - start:.0f} s", flush=True)
+        import aggregate
+
+        aggregate.write_results(runs_dir, args.results, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

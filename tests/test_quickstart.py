@@ -1,0 +1,93 @@
+"""The quickstart config end to end (runlocal: the small real TriDigits variant, 2 steps), and the
+sweep's in-memory arrays against the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.media
+
+
+def _load(relative: str):
+    sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
+    from tridigits_common import load_experiment_module
+
+    return load_experiment_module(relative, "experiment_" + relative.replace("/", "_")[:-3])
+
+
+@pytest.fixture(scope="module")
+def runlocal_config():
+    from data_pipelines.datasets import tridigits
+
+    if not (tridigits.default_cache_dir() / "sources" / ".unpacked").exists() and not (
+        shutil.which("apt-get") and shutil.which("dpkg-deb")
+    ):
+        pytest.skip("apt-get/dpkg-deb absent and no unpacked TriDigits sources in the cache")
+    return _load("quickstart.py").get_config("runlocal")
+
+
+def test_quickstart_config_keys(runlocal_config):
+    from gram_jax.config_validation import validate_config
+
+    config = runlocal_config
+    validate_config(config)  # unknown keys / wrong types fail here, before any compilation
+    assert config.loss.name == "volume" and config.loss.matching_weight == 0.1
+    assert config.model.matching.enabled and config.model.temperature.learnable
+    assert config.data.dataset == "tridigits" and config.total_steps == 2
+
+
+def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
+    from gram_jax.alignment_report import report_run
+    from gram_jax.train import Trainer, train_and_evaluate
+
+    config = runlocal_config
+    state = train_and_evaluate(config, tmp_path)
+    assert int(np.asarray(state["step"])) == 2
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines and lines[-1]["eval"] == "test"
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    printed = []
+    out = report_run(config, Trainer(config), state, tmp_path, log=printed.append)
+    assert "text->video+audio" in printed[0] and "video->audio" in printed[0]
+    test_records = json.loads(pathlib.Path(config.data.annotations.test).read_text())
+    assert set(out["retrieval"]) == {
+        "text->video+audio",
+        "video->audio",
+        "audio->video",
+        "text->video",
+        "text->audio",
+    }
+    for metrics in out["retrieval"].values():
+        assert 0.0 <= metrics["R@1"] <= 1.0 and 1 <= metrics["MdR"] <= len(test_records)
+    assert (tmp_path / "embeddings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "report.json").read_text())["scoring"] == "volume"
+
+
+def test_sweep_arrays_equal_the_pipeline(runlocal_config, tmp_path):
+    """The sweep's decoded-once arrays are exactly the pipeline's evaluation batches."""
+    from data_pipelines.config import data_config
+    from data_pipelines.datasets import tridigits
+    from data_pipelines.pipeline import make_eval_iterator
+
+    arrays = _load("tridigits/arrays.py")
+    root = pathlib.Path(runlocal_config.data.video_dir).parent
+    data = arrays.TriDigitsArrays(root, frames=4, size=28, cache_dir=tmp_path)
+    overrides = tridigits.data_overrides(
+        root,
+        2,
+        tridigits.BuildOptions(**json.loads((root / "manifest.json").read_text())["options"]),
+    )
+    config = data_config(**{**overrides, "num_frames": 4, "image_size": 28}, eval_batch_size=16)
+    batch = next(iter(make_eval_iterator(config, "test", process_index=0, process_count=1)))
+    valid = batch["valid"]
+    rows = batch["index"][valid]
+    mine = data.batch(2, "test", rows)
+    for key in ("video", "audio", "text_ids", "text_mask", "label"):
+        np.testing.assert_array_equal(mine[key], batch[key][valid], err_msg=key)
