@@ -43,10 +43,10 @@ def seek_per_frame(path: pathlib.Path, num_frames: int, size: int = 224) -> np.n
             for frame in container.decode(stream):
                 if frame.pts is not None and frame.pts >= target:
                     rgb = frame.to_ndarray(format="rgb24")
-                    box, _ = video._crop_box(
+                    box, _ = video.crop_box(
                         *rgb.shape[:2], size=size, resize="crop_flip", train=False, rng=None
                     )
-                    out.append(video._transform(rgb, box, False, size))
+                    out.append(video.transform_frame(rgb, box, False, size))
                     break
     return np.stack(out)
 

@@ -260,7 +260,7 @@ def make_train_iterator(
     process_index: int | None = None,
     process_count: int | None = None,
     split: str = "train",
-) -> grain.DatasetIterator:
+) -> TrainIterator:
     """Iterator of this process's training batches (contract: docs/contracts.md, 'Batch').
 
     Yields dicts of numpy arrays with ``config.batch_size / process_count`` rows. Its

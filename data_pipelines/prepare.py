@@ -31,7 +31,7 @@ import numpy as np
 import tqdm
 from PIL import Image
 
-from data_pipelines import annotations, media
+from data_pipelines import annotations, samples
 from data_pipelines import prepared_source as ps
 from data_pipelines.config import data_config
 from data_pipelines.media import MediaError
@@ -39,14 +39,19 @@ from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 
 
-def all_fbank_slices(path, *, mel_bins, target_length, num_clips, mean, std, padding) -> np.ndarray:
+def all_fbank_slices(
+    path, *, mel_bins, target_length, num_clips, mean, std, padding, backend="auto"
+) -> np.ndarray:
     """float32[K, target_length, mel_bins]: every normalised slice of the file (padding as in
     media.audio.slice_fbank, so a slice drawn from these equals one the raw path draws)."""
     wave = media_audio.load_waveform(path, sample_rate=media_audio.SAMPLE_RATE)
-    try:
-        features = media_audio.fbank(wave, mel_bins=mel_bins, sample_rate=media_audio.SAMPLE_RATE)
-    except ValueError as err:
-        raise MediaError(path, f"audio too short for a filterbank: {err}") from err
+    window = media_audio.SAMPLE_RATE * 25 // 1000  # one 25 ms Kaldi window
+    if wave.shape[0] < window:
+        # A short file is bad data (skippable); a refused fbank setting below is a config error.
+        raise MediaError(path, f"audio too short for a filterbank: {wave.shape[0]} < {window}")
+    features = media_audio.fbank(
+        wave, mel_bins=mel_bins, sample_rate=media_audio.SAMPLE_RATE, backend=backend
+    )
     features = media_audio.normalize_fbank(features, mean=mean, std=std)
     length = features.shape[0]
     if padding == "reference":
@@ -86,6 +91,7 @@ def _decode_record(job: dict, spec: dict) -> dict:
                     mean=spec["norm_mean"],
                     std=spec["norm_std"],
                     padding=spec["padding"],
+                    backend=spec["backend"],
                 )
             if m == "video" and spec["frame_format"] == "jpeg":
                 value = [encode_jpeg(frame, spec["jpeg_quality"]) for frame in value]
@@ -226,8 +232,7 @@ def prepare_split(
             directory = config[f"{m}_dir"]
             if not directory:
                 raise ValueError(f"data config key '{m}_dir': needed to prepare {m!r}")
-            exts = media.VIDEO_EXTENSIONS if m == "video" else media.AUDIO_EXTENSIONS
-            found = media.find_media(directory, record.id, exts)
+            found = samples.find_record_media(config.dataset, record.id, m, directory)
             job[m] = None if found is None else os.fspath(found)
             job[f"{m}_missing"] = os.path.join(os.fspath(directory), str(record.id))
         jobs.append(job)

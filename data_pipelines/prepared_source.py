@@ -49,6 +49,7 @@ SPEC_KEYS = (
     "norm_mean",
     "norm_std",
     "padding",
+    "backend",
 )
 
 
@@ -92,6 +93,7 @@ def config_spec(config: ml_collections.ConfigDict) -> dict:
         "norm_mean": float(a.norm_mean),
         "norm_std": float(a.norm_std),
         "padding": str(a.padding),
+        "backend": str(a.backend),
     }
 
 

@@ -118,12 +118,6 @@ def transform_frame(rgb: np.ndarray, box, flip: bool, size: int) -> np.ndarray:
     return np.ascontiguousarray(region)
 
 
-# Old private names, still used by bench/media_decode.py (another owner's file): remove once it
-# calls crop_box / transform_frame.
-_crop_box = crop_box
-_transform = transform_frame
-
-
 def _open_video(path: str | os.PathLike):
     path = os.fspath(path)
     if not os.path.exists(path):
