@@ -151,28 +151,41 @@ def _gram_train(workdir, steps, checkpoint_steps):
     ]
 
 
-def test_kill9_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
+def _start_and_signal(cmd, env, checkpoint: pathlib.Path, signum: int) -> int:
+    """Starts `cmd`, sends `signum` once `checkpoint` exists, returns the exit code."""
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    deadline = time.time() + 900
+    # orbax renames a finished checkpoint into place, so the directory appears complete.
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    return proc.wait(timeout=900)
+
+
+def _steps_saved(workdir: pathlib.Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_kill9_and_sigterm_then_resume_is_bit_identical_to_uninterrupted(tmp_path):
     steps = 4
     env = jax_cache.subprocess_env(8, ROOT)
     straight = tmp_path / "straight"
-    subprocess.run(_gram_train(straight, steps, 1), env=env, check=True, cwd=ROOT, timeout=300)
+    subprocess.run(_gram_train(straight, steps, 1), env=env, check=True, cwd=ROOT, timeout=900)
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_gram_train(killed, steps, 1), env=env, cwd=ROOT)
-    first = killed / "checkpoints" / "1"
-    deadline = time.time() + 240
-    # orbax renames a finished checkpoint into place, so the directory appears complete.
-    while not first.exists() and time.time() < deadline:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
-    done = sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
-    assert done and max(done) < steps
-    subprocess.run(_gram_train(killed, steps, 1), env=env, check=True, cwd=ROOT, timeout=300)
+    run = tmp_path / "interrupted"
+    cmd = _gram_train(run, steps, 1)
+    # kill -9 right after the first checkpoint: the process dies mid-run, nothing is flushed.
+    code = _start_and_signal(cmd, env, run / "checkpoints" / "1", signal.SIGKILL)
+    assert code == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 1 <= max(_steps_saved(run)) < steps
+    # The restart resumes from step 1; SIGTERM (pre-emption) after its next checkpoint makes it
+    # save at the step it reached and exit cleanly.
+    code = _start_and_signal(cmd, env, run / "checkpoints" / "2", signal.SIGTERM)
+    assert code == 0
+    assert 2 <= max(_steps_saved(run)) < steps, "the run finished before SIGTERM arrived"
+    subprocess.run(cmd, env=env, check=True, cwd=ROOT, timeout=900)
 
-    a, b = _leaves(_final_params(straight, steps)), _leaves(_final_params(killed, steps))
+    a, b = _leaves(_final_params(straight, steps)), _leaves(_final_params(run, steps))
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -26,7 +26,7 @@ def _env(devices: int) -> dict:
 def test_two_processes_equal_one_process(tmp_path):
     # runlocal's 4 steps; 8 devices either way, the batch of 4 split over data=4 (the 8-device
     # single-process program is the one tests/test_train.py compiles too: a cache hit)
-    steps, mesh = 4, "4,1,2"  # 8 devices either way; the batch of 4 splits over data=4
+    steps, mesh = 4, "4,1,2"
     single = tmp_path / "single.npz"
     subprocess.run(
         [
@@ -44,7 +44,7 @@ def test_two_processes_equal_one_process(tmp_path):
         env=_env(8),
         check=True,
         cwd=ROOT,
-        timeout=300,
+        timeout=1200,
     )
     port = _free_port()
     multi = tmp_path / "multi.npz"
@@ -73,7 +73,12 @@ def test_two_processes_equal_one_process(tmp_path):
         )
         for i in range(2)
     ]
-    codes = [p.wait(timeout=300) for p in procs]
+    try:
+        codes = [p.wait(timeout=1200) for p in procs]
+    finally:
+        for p in procs:  # never leave a half of the pair waiting for its peer
+            if p.poll() is None:
+                p.kill()
     assert codes == [0, 0]
     a, b = np.load(single), np.load(multi)
     assert sorted(a.files) == sorted(b.files) and a.files

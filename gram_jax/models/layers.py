@@ -249,7 +249,7 @@ class MLP(nnx.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def attention_mask(mask: Array | None, q_len: int) -> Array | None:
+def attention_mask(mask: Array | None) -> Array | None:
     """Normalise a mask to bool[B, 1 or H, Lq, Lk] (True = attend).
 
     Accepts bool/int ``[B, Lk]`` (key padding), ``[B, Lq, Lk]`` or ``[B, H|1, Lq, Lk]``.
@@ -333,7 +333,7 @@ class Attention(nnx.Module):
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
-        mask4 = attention_mask(mask, x.shape[1])
+        mask4 = attention_mask(mask)
         if mask4 is not None:
             logits = jnp.where(mask4, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1)
