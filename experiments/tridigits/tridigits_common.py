@@ -119,7 +119,7 @@ def parse_arg(arg: str | None) -> dict:
     """``'fold=1,seed=2,steps=300,small'`` -> keyword arguments of ``tridigits_config``.
 
     ``steps`` sets total_steps; ``small`` selects the small dataset variant; ``runlocal`` is
-    ``small`` plus 2 steps at batch 8 (the 1-2 step smoke test of every config).
+    ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config).
     """
     kwargs: dict = {}
     for part in filter(None, (arg or "").split(",")):
@@ -128,7 +128,7 @@ def parse_arg(arg: str | None) -> dict:
             if key == "small":
                 kwargs["small_data"] = True
             elif key == "runlocal":
-                kwargs.update(small_data=True, total_steps=2, batch_size=8)
+                kwargs.update(small_data=True, total_steps=2, batch_size=8, frames=2, image_size=28)
             else:
                 raise ValueError(f"TriDigits config: unknown argument {part!r}")
         elif key in ("fold", "seed", "steps", "batch_size", "frames", "image_size"):

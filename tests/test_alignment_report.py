@@ -1,0 +1,124 @@
+"""gram_jax.alignment_report and gram_jax.plots on embeddings with known answers, and the
+TriDigits sweep's aggregation (mean and 95 % CI)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+from gram_jax import alignment_report as report
+from gram_jax import plots
+from gram_jax.volume import gram_volume
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _clustered(rng, n_per_class=4, dim=16, noise=0.05):
+    labels = np.repeat(np.arange(10), n_per_class)
+    centres = rng.normal(size=(10, dim))
+    emb = {m: centres[labels] + noise * rng.normal(size=(len(labels), dim)) for m in
+           ("text", "video", "audio")}  # fmt: skip
+    return {m: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+            for m, x in emb.items()}, labels  # fmt: skip
+
+
+def test_volume_scores_match_the_gram_volume():
+    rng = np.random.default_rng(0)
+    t, v, a = (rng.normal(size=(5, 8)).astype(np.float32) for _ in range(3))
+    scores = report.tuple_scores(t, [v, a], "volume")
+    t, v, a = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (t, v, a))
+    for i in range(5):
+        for j in range(5):
+            vol = float(gram_volume(np.stack([t[i], v[j], a[j]])))
+            assert scores[i, j] == pytest.approx(-vol, abs=2e-5)
+
+
+def test_symile_and_cosine_scores():
+    rng = np.random.default_rng(1)
+    t, v, a = (rng.normal(size=(3, 4)) for _ in range(3))
+    u = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in (t, v, a)]
+    np.testing.assert_allclose(
+        report.tuple_scores(t, [v, a], "symile"), np.einsum("id,jd,jd->ij", *u), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        report.tuple_scores(t, [v, a], "cosine"), u[0] @ u[1].T + u[0] @ u[2].T, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        report.tuple_scores(t, [v], "dot")
+
+
+def test_rank_metrics_known_values():
+    scores = np.array([[3.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    out = report.rank_metrics(scores, labels=np.array([0, 0, 1]))
+    # Ranks: row 0 -> 1; row 1 -> 2 (2.0 beats 1.0); row 2 -> 3 (all tied, pessimistic).
+    assert out["R@1"] == pytest.approx(1 / 3) and out["MdR"] == 2.0
+    # class@1: row 0 top is col 0 (same class); row 1 top is col 0 (same class); row 2 all tied:
+    # one of three candidates shows class 1.
+    assert out["class@1"] == pytest.approx((1 + 1 + 1 / 3) / 3)
+    with pytest.raises(ValueError, match="square"):
+        report.rank_metrics(np.zeros((2, 3)))
+
+
+def test_aligned_clusters_retrieve_their_class_and_collapse_is_detected(tmp_path):
+    emb, labels = _clustered(np.random.default_rng(2))
+    # Symile's multilinear score is not maximised by three equal vectors (it rewards large
+    # same-sign coordinates), so only the geometric scorings are checked on plain clusters.
+    for scoring in ("volume", "area", "cosine"):
+        table = report.retrieval_table(emb, labels, scoring)
+        assert all(m["class@1"] == 1.0 for m in table.values()), scoring
+    emb["audio"] = np.tile(emb["audio"][:1], (len(labels), 1))  # audio collapsed to one vector
+    collapse = report.collapse_metrics(emb)
+    assert collapse["audio"]["mean_cos"] == pytest.approx(1.0)
+    assert collapse["audio"]["variance"] == pytest.approx(0.0, abs=1e-9)
+    assert collapse["video"]["variance"] > 0.5
+    table = report.retrieval_table(emb, labels, "volume")
+    assert table["video->audio"]["class@1"] == pytest.approx(0.1)  # chance: ties are pessimistic
+    text = report.format_table(table, collapse, "t")
+    assert "video->audio" in text and "audio" in text.splitlines()[-1]
+    path = plots.plot_embeddings(emb, labels, tmp_path / "sub" / "emb.png", title="x")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pca_2d():
+    x = np.array([[0.0, 0, 0], [2, 0, 0], [0, 1, 0], [2, 1, 0]])
+    xy, mean, comps = plots.pca_2d(x)
+    np.testing.assert_allclose(np.abs(comps), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    np.testing.assert_allclose(mean, [1, 0.5, 0])
+    assert xy.shape == (4, 2)
+    with pytest.raises(ValueError, match="pca_2d"):
+        plots.pca_2d(np.zeros(3))
+
+
+def test_sweep_aggregation(tmp_path):
+    sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
+    import aggregate
+
+    mean, half = aggregate.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+    assert aggregate.mean_ci([0.5]) == (0.5, 0.0)
+    emb, labels = _clustered(np.random.default_rng(3))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for seed in range(2):
+        record = {
+            "method": "gram",
+            "fold": 0,
+            "seed": seed,
+            "retrieval": report.retrieval_table(emb, labels, "volume"),
+            "retrieval_cosine_tuple": report.retrieval_table(emb, labels, "cosine")[
+                "text->video+audio"
+            ],
+            "collapse": report.collapse_metrics(emb),
+        }
+        (runs / f"gram_fold0_seed{seed}.json").write_text(json.dumps(record))
+    results = tmp_path / "results.md"
+    results.write_text("# R\n\nkept text\n")
+    aggregate.write_results(runs, results)
+    aggregate.write_results(runs, results)  # idempotent: the generated block is replaced
+    text = results.read_text()
+    assert text.count(aggregate.START) == 1 and "kept text" in text
+    assert "| gram | 2 | 1.000 ± 0.000" in text
