@@ -80,9 +80,9 @@ def test_runlocal_trains_checkpoints_and_logs(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     (record,) = [json.loads(line) for line in lines]
     assert record["step"] == 4 and record["eval"] == "reference_clips"
-    for key in ("t2d/r1", "d2t/r1", "cosine/t2d/r1", "matching/t2d/r1", "positive_volume"):
+    for key in ("t2d/R@1", "d2t/R@1", "cosine/t2d/R@1", "matching/t2d/R@1", "positive_volume"):
         assert np.isfinite(record[key]), key
-    assert 0.0 <= record["t2d/r1"] <= 100.0
+    assert 0.0 <= record["t2d/R@1"] <= 100.0
     # A second call continues from the workdir's checkpoint: nothing is left to do.
     again = train_and_evaluate(config, tmp_path)
     assert int(again["step"]) == 4
@@ -93,7 +93,7 @@ def test_runlocal_trains_checkpoints_and_logs(tmp_path):
     # gram-eval on the same workdir restores the last checkpoint and evaluates it again: the
     # same parameters give the same metrics.
     results = evaluate_checkpoint(config, tmp_path)
-    assert results["reference_clips"]["t2d/r1"] == record["t2d/r1"]
+    assert results["reference_clips"]["t2d/R@1"] == record["t2d/R@1"]
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
 

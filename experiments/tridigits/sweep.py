@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--frames", type=int, default=4, help="frames read of the 8 stored")
     p.add_argument("--image-size", type=int, default=28, help="28 (2x2 patches) or 56 (4x4)")
+    p.add_argument("--small", action="store_true", help="the small TriDigits variant (tests)")
     p.add_argument("--results", type=pathlib.Path, default=HERE.parents[1] / "docs" / "results.md")
     return p.parse_args(argv)
 
@@ -62,6 +63,7 @@ def method_config(method: str, args):
 
     module = load_experiment_module(f"tridigits/{method}.py", f"gram_jax_tridigits_{method}")
     arg = f"steps={args.steps},batch_size={args.batch_size},frames={args.frames}"
+    arg += ",small" if args.small else ""
     config = module.get_config(f"{arg},image_size={args.image_size}")
     config.optim.lr = args.lr
     return config
