@@ -4,7 +4,8 @@ Runs the real jitted update step of `gram_jax.train.Trainer` (volume loss + 0.1 
 AdamW, donated state) on the base configuration of experiments/base_config.py (ViT-B/16 frames,
 BEATs-base, BERT-base, bf16 matmuls) with a synthetic batch of the batch contract's shapes and
 dtypes (timing does not depend on pixel values). FLOPs per step come from XLA's cost analysis of
-the compiled step (forward + backward + optimizer, as compiled; rematerialised work counts too).
+the compiled step (forward + backward + optimizer, as compiled; rematerialised work counts too);
+layers are unrolled by default because the analysis counts a scanned (while-loop) body once.
 MFU = achieved FLOP/s / the device's peak dense FLOP/s (``--peak-tflops``; defaults: H100 SXM
 bf16 989, H200 989; CPU: no MFU).
 
@@ -67,8 +68,20 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--remat", default="none", help="model remat_policy")
     parser.add_argument("--size", default="base", help="model size: tiny | base | paper")
+    parser.add_argument(
+        "--scan-layers",
+        action="store_true",
+        help="scan over layers (XLA's cost analysis then counts one layer per tower: the FLOP "
+        "and MFU columns are only right unrolled, the default here)",
+    )
     parser.add_argument("--matching-weight", type=float, default=0.1)
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="0 = by device kind")
+    parser.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="lower the step on abstract shapes and report XLA's FLOP count without compiling "
+        "or allocating the model (for configurations that do not fit this machine)",
+    )
     args = parser.parse_args()
 
     import base_config
@@ -80,7 +93,9 @@ def main() -> None:
     from gram_jax.train import Trainer
 
     config = base_config.get_config()
-    config.model = model_config(args.size, dtype=args.dtype, remat_policy=args.remat)
+    config.model = model_config(
+        args.size, dtype=args.dtype, remat_policy=args.remat, scan_layers=args.scan_layers
+    )
     config.data.unlock()
     config.data.batch_size = args.batch
     config.data.num_frames = args.frames
@@ -89,6 +104,31 @@ def main() -> None:
 
     t0 = time.perf_counter()
     trainer = Trainer(config)
+    if args.flops_only:
+        local = synthetic_batch(config, args.batch)
+        abstract_batch = {
+            k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=trainer.batch_sharding)
+            for k, v in local.items()
+        }
+        lowered = trainer.train_step.lower(trainer.abstract_state, abstract_batch)
+        analysis = lowered.cost_analysis()
+        analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
+        params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainer.abstract_params))
+        print(
+            json.dumps(
+                {
+                    "bench": "train_step_flops",
+                    "size": args.size,
+                    "dtype": args.dtype,
+                    "global_batch": args.batch,
+                    "frames": args.frames,
+                    "params": params,
+                    "tflop_per_step": round(float(analysis.get("flops", 0.0)) / 1e12, 3),
+                    "lower_s": round(time.perf_counter() - t0, 1),
+                }
+            )
+        )
+        return
     state = trainer.init_state()
     batch = parallel.global_batch(synthetic_batch(config, args.batch), trainer.mesh)
     compiled = trainer.train_step.lower(state, batch).compile()
@@ -121,6 +161,7 @@ def main() -> None:
                 "size": args.size,
                 "dtype": args.dtype,
                 "remat": args.remat,
+                "scan_layers": args.scan_layers,
                 "global_batch": args.batch,
                 "frames": args.frames,
                 "params": params,

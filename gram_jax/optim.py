@@ -7,7 +7,8 @@ trains at 2e-5. Where the reference is accidental we fix it and say so:
 
 - Weight decay applies only to weight matrices/kernels. Excluded: every parameter of a norm layer
   (found by module type -- any nnx norm class, or a class whose name ends in ``Norm`` -- not by the
-  string ``LayerNorm``), biases and other 1-D/scalar parameters, embedding tables (``nnx.Embed`` and
+  string ``LayerNorm``), biases and other per-layer 1-D/scalar parameters (gains, gates, CLS
+  tokens; the rank ignores the scan-over-layers axis), embedding tables (``nnx.Embed`` and
   parameters named ``*embedding*``: position, type and frame embeddings; decaying them pulls rare
   tokens to zero and CLIP-style stacks exclude them too; ``decay_embeddings=True`` restores the
   reference) and the learnable temperature (decay would drag tau to 0).
@@ -73,14 +74,21 @@ def decay_reason(path: tuple, param: nnx.Param, owner: Any, decay_embeddings: bo
         return "temperature"
     if name == "bias" or name.endswith("_bias"):
         return "bias"
-    embed_owner = isinstance(owner, nnx.Embed) or type(owner).__name__.endswith(
-        ("Embed", "Embedding")
-    )
+    # Lookup-table modules (nnx.Embed, gram_jax.models.layers.Embed); not e.g. BEATs'
+    # ConvPositionalEmbedding, whose weight is a convolution kernel.
+    embed_owner = isinstance(owner, nnx.Embed) or type(owner).__name__.endswith("Embed")
     if not decay_embeddings and (embed_owner or _EMBEDDING_NAME.search(name)):
         return "embedding"
-    if len(param.shape) < 2:
+    if _per_layer_rank(param) < 2:
         return "vector"
     return "decay"
+
+
+def _per_layer_rank(param: nnx.Param) -> int:
+    """Rank of one layer's parameter: scan-over-layers stacks parameters on a leading axis that
+    their logical-axes annotation does not name (a LayerScale vector of 12 layers is [12, D])."""
+    axes = param.get_metadata().get("logical_axes")
+    return len(axes) if axes is not None else len(param.shape)
 
 
 def _unflatten(flat: Mapping[tuple, Any]) -> dict:

@@ -240,3 +240,20 @@ def maybe_initialize_distributed(distributed_config: Mapping[str, Any] | None = 
         jax.device_count(),
     )
     return True
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process reaches `name` (no-op with one process).
+
+    Uses the coordination service, not a device collective: the CPU (gloo) collectives give up
+    after 30 s, and processes that compile at different speeds can be further apart than that
+    when they reach their first collective.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the runtime client has no public accessor
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("parallel.barrier: several processes but no jax.distributed client")
+    client.wait_at_barrier(name, int(timeout_s * 1000))

@@ -11,7 +11,6 @@ Workdir layout: ``W/checkpoints/<step>/`` (orbax), ``W/events.out.tfevents.*`` (
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import pathlib
 import sys
@@ -222,9 +221,15 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
     try:
         if config.eval_at_start and step == 0:
             evaluate(state, step)
+        step_fn = None
         while step < config.total_steps:
             batch = parallel.global_batch(next(train_iter), trainer.mesh)
-            state, metrics = trainer.train_step(state, batch)
+            if step_fn is None:
+                # Compile ahead of time, then line the processes up: the first step's
+                # collectives must not wait on a peer that is still compiling.
+                step_fn = trainer.train_step.lower(state, batch).compile()
+                parallel.barrier("gram_jax_train_step_compiled")
+            state, metrics = step_fn(state, batch)
             pending.append((step, metrics))
             step += 1
             progress(step)
@@ -294,9 +299,3 @@ def _is_number(v) -> bool:
         return True
     except (TypeError, ValueError):
         return False
-
-
-def describe(state) -> str:
-    """One line about a train state (parameter count, step) for logs."""
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
-    return json.dumps({"params": n, "step": int(jax.device_get(state["step"]))})

@@ -221,3 +221,28 @@ def test_bad_group_config_is_named():
             10,
             _model(),
         )
+
+
+def test_gram_model_groups_and_decay():
+    # The real (tiny) GramModel: only the vision tower is in the 5e-7 group (the reference's
+    # 'visual' parameters), and no norm, bias, embedding table or temperature is decayed.
+    from gram_jax.models.gram import GramModel, tiny_model_config
+
+    model = nnx.eval_shape(lambda: GramModel(tiny_model_config(), rngs=nnx.Rngs(0)))
+    labels = _flat(optim.group_labels(model, trainer_defaults().optim.lr_groups.to_dict()))
+    vision = {k for k, v in labels.items() if v == "vision"}
+    assert vision and vision == {k for k in labels if k.startswith("vision/")}
+    assert any(k.startswith("condition_tokens/video/") for k in labels)  # fusion side: base lr
+    reasons = {
+        "/".join(map(str, path)): optim.decay_reason(path, p, owner)
+        for path, (p, owner) in optim.param_paths(model).items()
+    }
+    assert reasons["contra_temperature/log_temperature"] == "temperature"
+    norms = [k for k, r in reasons.items() if r == "norm"]
+    assert norms and all(k.endswith(("scale", "bias")) for k in norms)
+    assert reasons["audio/layers/self_attn/grep_a"] == "vector"  # [layers, heads] gate
+    assert reasons["audio/pos_conv/weight_v"] == "decay"  # a conv kernel, not a table
+    assert reasons["audio/pos_conv/weight_g"] == "vector"
+    assert reasons["vision/pos_embed"] == reasons["bert/embeddings/word/embedding"] == "embedding"
+    decayed = [k for k, r in reasons.items() if r == "decay"]
+    assert all(k.endswith(("kernel", "weight_v")) for k in decayed), decayed

@@ -24,8 +24,8 @@ def _env(devices: int) -> dict:
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    # runlocal's 4 steps; 8 devices either way, the batch of 4 split over data=4 (the 8-device
-    # single-process program is the one tests/test_train.py compiles too: a cache hit)
+    # runlocal's 4 steps, no evaluation; 8 devices either way, the batch of 4 split over data=4
+    # (the single-process program is the one tests/test_train.py compiles: a cache hit).
     steps, mesh = 4, "4,1,2"
     single = tmp_path / "single.npz"
     subprocess.run(
@@ -40,6 +40,8 @@ def test_two_processes_equal_one_process(tmp_path):
             str(steps),
             "--mesh",
             mesh,
+            "--set",
+            "evals={}",
         ],
         env=_env(8),
         check=True,
@@ -67,6 +69,8 @@ def test_two_processes_equal_one_process(tmp_path):
                 "2",
                 "--process-id",
                 str(i),
+                "--set",
+                "evals={}",
             ],
             env=_env(4),
             cwd=ROOT,

@@ -22,12 +22,15 @@ class SeedBatchRunner:
     """Compiles one method's init, step and encoder once; trains any fold for a list of seeds."""
 
     def __init__(self, config):
+        from gram_jax import parallel
         from gram_jax.models.gram import GramModel
         from gram_jax.train import Trainer
         from gram_jax.train_step import split_model
 
         self.config = config
-        self.trainer = Trainer(config)
+        # One device: the runs axis takes the place of data parallelism (and the states built by
+        # `init` below live on the default device, as this mesh's shardings say).
+        self.trainer = Trainer(config, mesh=parallel.make_mesh(config.mesh, jax.devices()[:1]))
         tx = self.trainer.tx
 
         def init_one(seed):
@@ -46,7 +49,8 @@ class SeedBatchRunner:
         self.init = jax.jit(jax.vmap(init_one))
         self.step = jax.jit(jax.vmap(self.trainer.train_step), donate_argnums=0)
         encode = self.trainer.encode_fn()
-        self.encode = jax.jit(jax.vmap(lambda p, s, b: encode(p, s, b)[0], in_axes=(0, 0, None)))
+        # Each run encodes its own fold's test set (padded to one size): every argument is mapped.
+        self.encode = jax.jit(jax.vmap(lambda p, s, b: encode(p, s, b)[0]))
 
     def train(self, data, runs: list[tuple[int, int]], log=print) -> list[dict]:
         """Train every (fold, seed) of ``runs`` together; one result dict per run.

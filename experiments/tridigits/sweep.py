@@ -95,6 +95,12 @@ def run_record(method: str, config, result: dict, settings: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import jax
+
+    # Compiled programs are cached on disk: a re-run (or a resumed sweep) skips XLA compilation,
+    # which costs minutes per method on a small CPU.
+    jax.config.update("jax_compilation_cache_dir", str(args.workdir / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from arrays import TriDigitsArrays
     from runner import SeedBatchRunner
 
