@@ -102,6 +102,7 @@ def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Call
             batch_axes=parallel.BATCH_AXES,
             label_smoothing=float(loss_cfg.label_smoothing),
             rng=rng_loss,
+            **_loss_options(loss_cfg),
         )
         terms = {f"loss_{loss_cfg.name}": loss_c}
         total = loss_c
@@ -193,3 +194,11 @@ def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]], names: tuple
                 f"non-finite loss at step {step}: {', '.join(bad)} = {values}; stopping (the last "
                 "checkpoint precedes this step)"
             )
+
+
+def _loss_options(loss_cfg) -> dict:
+    """config.loss.options as plain keyword arguments of the LOSSES entry."""
+    options = loss_cfg.get("options", None)
+    if options is None:
+        return {}
+    return options.to_dict() if hasattr(options, "to_dict") else dict(options)

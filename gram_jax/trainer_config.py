@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 # Sections whose keys are user-chosen names (evaluator, learning-rate group and split names).
-OPEN_SECTIONS = ("evals", "optim.lr_groups", "data.annotations")
+OPEN_SECTIONS = ("evals", "optim.lr_groups", "data.annotations", "loss.options")
 
 
 def trainer_defaults() -> ml_collections.ConfigDict:
@@ -21,6 +21,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         label_smoothing=0.1,
         gather_mode="global",
         matching_weight=0.1,
+        # Extra keyword arguments of the chosen LOSSES entry, e.g. Symile's negative_sampling,
+        # sigmoid's bias or the area's form; validated by the loss function's signature.
+        options=dict(),
     )
     config.optim = dict(
         name="adamw",

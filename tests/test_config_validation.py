@@ -105,3 +105,15 @@ def test_base_config_and_runlocal_validate():
     assert local.model.size == "tiny" and local.data.batch_size == 4
     with pytest.raises(ValueError, match="unknown argument 'fast'"):
         base_config.get_config("fast")
+
+
+def test_loss_options_is_open_and_reaches_the_loss_as_keywords():
+    from gram_jax.train_step import _loss_options
+
+    from experiments import base_config
+
+    config = base_config.get_config()
+    config.loss.name = "symile"
+    config.loss.options = dict(negative_sampling="n_squared")
+    validate_config(config)  # user-chosen keys inside loss.options are not key-checked
+    assert _loss_options(config.loss) == {"negative_sampling": "n_squared"}
