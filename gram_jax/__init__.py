@@ -5,7 +5,8 @@ import each other without cycles through this package:
 
 - training: `train_and_evaluate`, `Trainer`, `make_optimizer`, `make_mesh`;
 - model: `GramModel`, `model_config`;
-- math and losses: `pairwise_volume`, `gram_volume`, `volume_contrastive_loss`, `LOSSES`,
+- math and losses: `pairwise_volume`, `gram_volume`, `chunked_pairwise_volume`, `alignment_score`,
+  `volume_contrastive_loss`, `LOSSES`,
   `Temperature`;
 - evaluation: `RetrievalEvaluator`, `ZeroShotClassifier`, `run_evaluations`.
 """
@@ -23,6 +24,8 @@ _EXPORTS = {
     "model_config": "gram_jax.models.gram",
     "pairwise_volume": "gram_jax.volume",
     "gram_volume": "gram_jax.volume",
+    "chunked_pairwise_volume": "gram_jax.volume",
+    "alignment_score": "gram_jax.volume",
     "volume_contrastive_loss": "gram_jax.losses",
     "LOSSES": "gram_jax.losses",
     "Temperature": "gram_jax.losses",
