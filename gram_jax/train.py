@@ -251,6 +251,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
             # A restart of a finished run trains nothing and does not evaluate again.
             if config.evals and step > start:
                 evaluate(state, step)
+            if config.get("report") and step > start and is_main:
+                _load_hook(config.report)(config, trainer, state, workdir)
     finally:
         manager.wait_until_finished()
         manager.close()
@@ -259,6 +261,19 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
         if bar is not None:
             bar.close()
     return state
+
+
+def _load_hook(spec: str):
+    """The callable named by a 'package.module:function' string (config.report)."""
+    import importlib
+
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"config.report={spec!r}: expected 'package.module:function'")
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError(f"config.report={spec!r}: {module} has no function {name!r}")
+    return fn
 
 
 def _flat_hparams(config) -> dict:

@@ -57,5 +57,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
+    # "module:function" called on process 0 after the last evaluation of a run that trained, as
+    # fn(config, trainer, state, workdir) (e.g. the quickstart's table and embedding plot).
+    config.report = ""
     config.progress_bar = True
     return config
