@@ -56,7 +56,9 @@ setup(
     version="0.1.0",
     description="GRAM (Gramian Representation Alignment Measure) multimodal training in JAX/Flax.",
     python_requires=">=3.11",
-    packages=find_packages(include=["gram_jax", "gram_jax.*", "data_pipelines", "data_pipelines.*"]),
+    packages=find_packages(
+        include=["gram_jax", "gram_jax.*", "data_pipelines", "data_pipelines.*"]
+    ),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={

@@ -108,9 +108,8 @@ def test_base_config_and_runlocal_validate():
 
 
 def test_loss_options_is_open_and_reaches_the_loss_as_keywords():
-    from gram_jax.train_step import _loss_options
-
     from experiments import base_config
+    from gram_jax.train_step import _loss_options
 
     config = base_config.get_config()
     config.loss.name = "symile"
