@@ -83,6 +83,7 @@ def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Call
     if loss_cfg.name not in LOSSES:
         raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected one of {sorted(LOSSES)}")
     contrastive = LOSSES[loss_cfg.name]
+    _check_loss_options(loss_cfg, contrastive)
     weight = float(loss_cfg.matching_weight)
 
     def loss_fn(params, model_state, batch, rng):
@@ -202,3 +203,20 @@ def _loss_options(loss_cfg) -> dict:
     if options is None:
         return {}
     return options.to_dict() if hasattr(options, "to_dict") else dict(options)
+
+
+def _check_loss_options(loss_cfg, fn) -> None:
+    """Rejects config.loss.options keys the loss does not name (its **kwargs would hide them)."""
+    import inspect
+
+    named = {
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+    unknown = sorted(set(_loss_options(loss_cfg)) - named)
+    if unknown:
+        raise ValueError(
+            f"config.loss.options: {unknown} are not options of loss {loss_cfg.name!r}; "
+            f"it accepts {sorted(named - {'embeddings', 'present'})}"
+        )

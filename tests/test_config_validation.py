@@ -109,10 +109,15 @@ def test_base_config_and_runlocal_validate():
 
 def test_loss_options_is_open_and_reaches_the_loss_as_keywords():
     from experiments import base_config
-    from gram_jax.train_step import _loss_options
+    from gram_jax.losses import LOSSES
+    from gram_jax.train_step import _check_loss_options, _loss_options
 
     config = base_config.get_config()
     config.loss.name = "symile"
     config.loss.options = dict(negative_sampling="n_squared")
     validate_config(config)  # user-chosen keys inside loss.options are not key-checked
     assert _loss_options(config.loss) == {"negative_sampling": "n_squared"}
+    _check_loss_options(config.loss, LOSSES["symile"])
+    config.loss.options = dict(negative_samplin="n")  # a typo must not vanish into **kwargs
+    with pytest.raises(ValueError, match="negative_samplin"):
+        _check_loss_options(config.loss, LOSSES["symile"])
