@@ -39,6 +39,7 @@ from gram_jax.convert.torch_state import (
     finish,
     stack_layer_arrays,
     to_numpy,
+    write_params,
 )
 from gram_jax.models.audio import AudioConfig, AudioTransformer
 
@@ -230,7 +231,4 @@ def convert_beats(
 
 def load_beats(model: AudioTransformer, params: Mapping) -> AudioTransformer:
     """Writes converted ``params`` into ``model`` in place."""
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-    return model
+    return write_params(model, params)

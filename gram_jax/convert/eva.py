@@ -33,6 +33,7 @@ from gram_jax.convert.torch_state import (
     finish,
     stack_layer_arrays,
     to_numpy,
+    write_params,
 )
 from gram_jax.models.vit import VisionTransformer, ViTConfig, resize_pos_embed
 
@@ -192,8 +193,5 @@ def convert_eva(
 
 
 def load_eva(model: VisionTransformer, params: Mapping) -> VisionTransformer:
-    """Writes converted ``params`` into ``model`` in place (dtypes cast to the model's)."""
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-    return model
+    """Writes converted ``params`` into ``model`` in place."""
+    return write_params(model, params)

@@ -32,7 +32,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from gram_jax.convert.torch_state import ConversionReport, ParamTarget, abstract_params, to_numpy
+from gram_jax.convert.torch_state import (
+    ConversionReport,
+    ParamTarget,
+    abstract_params,
+    to_numpy,
+    write_params,
+)
 
 BERT_PREFIX = "multimodal_encoder.bert."
 VISION_PREFIX = "vision_encoder.visual."
@@ -224,11 +230,4 @@ def _put_temperature(model, take, target: ParamTarget, report: ConversionReport)
 
 def load_gram_release(model, params: Mapping):
     """Writes converted ``params`` into a ``GramModel`` in place (missing entries keep init)."""
-    from gram_jax.convert.hf_bert import _merge_into
-
-    state = nnx.state(model, nnx.Param)
-    pure = nnx.to_pure_dict(state)
-    _merge_into(pure, params, "")
-    nnx.replace_by_pure_dict(state, pure)
-    nnx.update(model, state)
-    return model
+    return write_params(model, params)

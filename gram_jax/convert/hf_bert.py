@@ -33,6 +33,7 @@ from gram_jax.convert.torch_state import (
     finish,
     stack_layer_arrays,
     to_numpy,
+    write_params,
 )
 from gram_jax.models.bert import BertConfig, BertEncoder
 
@@ -179,24 +180,4 @@ def convert_hf_bert(
 
 def load_bert(model: BertEncoder, params: Mapping) -> BertEncoder:
     """Writes converted ``params`` into ``model`` in place; partial params keep the init values."""
-    state = nnx.state(model, nnx.Param)
-    pure = nnx.to_pure_dict(state)
-    _merge_into(pure, params, "")
-    nnx.replace_by_pure_dict(state, pure)
-    nnx.update(model, state)
-    return model
-
-
-def _merge_into(dst: dict, src: Mapping, where: str) -> None:
-    for name, value in src.items():
-        if name not in dst:
-            raise KeyError(f"converted params hold {where}{name}, which the model does not have")
-        if isinstance(value, Mapping):
-            _merge_into(dst[name], value, f"{where}{name}.")
-        else:
-            if tuple(np.shape(value)) != tuple(dst[name].shape):
-                raise ValueError(
-                    f"converted param {where}{name}: shape {np.shape(value)} but the model "
-                    f"expects {tuple(dst[name].shape)}"
-                )
-            dst[name] = np.asarray(value)
+    return write_params(model, params)

@@ -156,3 +156,32 @@ def build_with_params(make_model: Callable[[], nnx.Module], params: Mapping) -> 
     nnx.replace_by_pure_dict(abstract_params_state, params)
     params_state = jax.tree.map(jax.numpy.asarray, abstract_params_state)
     return nnx.merge(graphdef, params_state, other_state())
+
+
+def write_params(model: nnx.Module, params: Mapping) -> nnx.Module:
+    """Writes converted ``params`` (a nested pure dict) into ``model``'s parameters in place.
+
+    ``params`` may cover only part of the model (the rest keeps its init values); a name the model
+    does not have raises KeyError and a shape mismatch ValueError, both naming the parameter.
+    """
+    state = nnx.state(model, nnx.Param)
+    pure = nnx.to_pure_dict(state)
+    _merge_into(pure, params, "")
+    nnx.replace_by_pure_dict(state, pure)
+    nnx.update(model, state)
+    return model
+
+
+def _merge_into(dst: dict, src: Mapping, where: str) -> None:
+    for name, value in src.items():
+        if name not in dst:
+            raise KeyError(f"converted params hold {where}{name}, which the model does not have")
+        if isinstance(value, Mapping):
+            _merge_into(dst[name], value, f"{where}{name}.")
+        else:
+            if tuple(np.shape(value)) != tuple(dst[name].shape):
+                raise ValueError(
+                    f"converted param {where}{name}: shape {np.shape(value)} but the model "
+                    f"expects {tuple(dst[name].shape)}"
+                )
+            dst[name] = np.asarray(value)
