@@ -152,6 +152,22 @@ def test_abstract_init_and_bf16_compute_with_float32_params():
     assert enc.condition.dtype == jnp.bfloat16
 
 
+def test_text_mean_pooling_averages_only_real_tokens():
+    """``text.pool='mean'`` embeds the projection of the masked token mean, not the CLS token."""
+    cfg = model_config("tiny", modalities=("text", "video"), text=dict(pool="mean"))
+    model = GramModel(cfg, rngs=nnx.Rngs(params=0, dropout=1))
+    batch = _batch(modalities=("text", "video"))
+    enc = model.encode(batch, train=False)
+    hidden = np.asarray(model.bert(batch["text_ids"], batch["text_mask"], train=False), np.float64)
+    mask = batch["text_mask"].astype(np.float64)[..., None]
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    want = pooled @ np.asarray(model.heads["text"].proj.kernel[...], np.float64)
+    want /= np.linalg.norm(want, axis=-1, keepdims=True)
+    np.testing.assert_allclose(enc.embeddings["text"], want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="text.pool must be 'cls' or 'mean'"):
+        GramModel(model_config("tiny", text=dict(pool="max")), rngs=nnx.Rngs(0))
+
+
 def test_config_defaults_and_clear_errors():
     cfg = model_config()
     assert cfg.size == "tiny" and cfg.embed_dim == 512

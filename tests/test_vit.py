@@ -44,6 +44,38 @@ def test_shapes_and_float32_outputs():
     assert np.isfinite(np.asarray(out.tokens)).all()
 
 
+def test_conv_stem_and_mean_pool():
+    """A stem of two 3x3 stride-2 convs gives a (28/4)^2 = 7x7 token grid; 'mean' pools patches."""
+    model = _model(patch_size=4, stem_channels=(8, 16), image_size=28, pool="mean")
+    frames = _frames(size=28)
+    out = _run(model, frames)
+    assert out.tokens.shape == (2, 3, 1 + 49, 64)
+    np.testing.assert_allclose(out.cls, out.tokens[:, :, 1:].mean(axis=2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.pooled, out.cls.mean(axis=1), rtol=1e-5, atol=1e-6)
+    # The first conv against an independent NumPy 3x3 stride-2 'SAME' convolution (TF padding:
+    # pad 0 before, 1 after for an even size) + GELU.
+    x = np.asarray(frames[0, 0], np.float64)
+    kernel, bias = (
+        np.asarray(v[...], np.float64) for v in (model.stem[0].kernel, model.stem[0].bias)
+    )
+    padded = np.pad(x, ((0, 1), (0, 1), (0, 0)))
+    want = np.zeros((14, 14, 8))
+    for i in range(14):
+        for j in range(14):
+            window = padded[2 * i : 2 * i + 3, 2 * j : 2 * j + 3]
+            want[i, j] = np.einsum("hwc,hwco->o", window, kernel) + bias
+    want = np.asarray(jax.nn.gelu(jnp.asarray(want), approximate=False))
+    got = model.stem[0](frames[0, :1])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # Gradients reach the stem.
+    grads = nnx.grad(lambda m: jnp.sum(m(frames).pooled ** 2))(model)
+    assert float(jnp.abs(grads.stem[0].kernel[...]).sum()) > 0
+    with pytest.raises(ValueError, match="stride 4, but patch_size is 14"):
+        vit_config("tiny", stem_channels=(8, 16))
+    with pytest.raises(ValueError, match="pool must be 'cls' or 'mean'"):
+        vit_config("tiny", pool="max")
+
+
 def test_bf16_compute_keeps_float32_params_and_stays_close():
     f32 = _model()
     bf16 = _model(dtype=jnp.bfloat16)

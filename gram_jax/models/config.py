@@ -10,10 +10,16 @@ Keys (a ``ml_collections.ConfigDict``):
 - ``dtype``: matmul/activation dtype name ('float32'; 'bfloat16' on accelerators);
   ``param_dtype``: 'float32'; ``remat_policy``: 'none' | 'full' | 'dots' | 'dots_no_batch';
   ``scan_layers``: True scans over layers (False unrolls; same parameters).
-- ``text``: ``size`` ('tiny' | 'minilm' | 'base'), ``dropout_rate`` 0.1, ``attn_dropout_rate`` 0.1.
+- ``text``: ``size`` ('tiny' | 'minilm' | 'base'), ``dropout_rate`` 0.1, ``attn_dropout_rate`` 0.1,
+  ``pool`` 'cls' (the reference) or 'mean' (the mean of the real tokens, as sentence-transformers
+  pool MiniLM).
 - ``vision``: ``size`` ('tiny' | 'base' | 'large' | 'giant'), ``drop_path_rate`` (0.0; the
   reference trains with 0.4), ``image_size`` (0 = the size's default; sets the position table),
-  ``max_frames`` 8 (rows of the fusion frame embedding; nearest-resized to the frame count).
+  ``max_frames`` 8 (rows of the fusion frame embedding; nearest-resized to the frame count),
+  ``patch_size`` (0 = the size's default), ``pool`` 'cls' (EVA-CLIP, the reference) or 'mean'
+  (the mean of the patch tokens), ``stem_channels`` () (a convolutional stem: one 3x3 stride-2
+  conv per entry; see ``gram_jax.models.vit.ViTConfig``). The TriDigits towers, trained from
+  scratch, use the mean and a conv stem.
 - ``audio``: ``size`` ('tiny' | 'base'), ``dropout_rate`` 0.1, ``attn_dropout_rate`` 0.1,
   ``max_clips`` 2 (rows of the fusion clip embedding).
 - ``matching``: ``enabled`` True (cross-attention in BERT + matching head),
@@ -68,8 +74,16 @@ def model_config(
     c.param_dtype = "float32"
     c.remat_policy = "none"
     c.scan_layers = True
-    c.text = dict(size=sizes["text"], dropout_rate=0.1, attn_dropout_rate=0.1)
-    c.vision = dict(size=sizes["vision"], drop_path_rate=0.0, image_size=0, max_frames=8)
+    c.text = dict(size=sizes["text"], dropout_rate=0.1, attn_dropout_rate=0.1, pool="cls")
+    c.vision = dict(
+        size=sizes["vision"],
+        drop_path_rate=0.0,
+        image_size=0,
+        patch_size=0,
+        max_frames=8,
+        pool="cls",
+        stem_channels=(),
+    )
     c.audio = dict(size=sizes["audio"], dropout_rate=0.1, attn_dropout_rate=0.1, max_clips=2)
     c.matching = dict(enabled=True, condition_modalities=("video", "audio"))
     c.temperature = dict(

@@ -108,6 +108,9 @@ class GramModel(nnx.Module):
             **common,
         )
         self.text_cfg = text_cfg
+        if config.text.pool not in ("cls", "mean"):
+            raise ValueError(f"model.text.pool must be 'cls' or 'mean', got {config.text.pool!r}")
+        self.text_pool = str(config.text.pool)
         hidden = text_cfg.hidden
         # The BERT is always built: it is the fusion encoder even without a text-like modality.
         self.bert = BertEncoder(text_cfg, rngs=rngs)
@@ -115,9 +118,15 @@ class GramModel(nnx.Module):
         if any(m in VISION_LIKE for m in modalities):
             from gram_jax.models.vit import VisionTransformer, vit_config
 
-            vis_over = dict(drop_path_rate=config.vision.drop_path_rate, **common)
+            vis_over = dict(
+                drop_path_rate=config.vision.drop_path_rate, pool=config.vision.pool, **common
+            )
             if config.vision.image_size:
                 vis_over["image_size"] = config.vision.image_size
+            if config.vision.patch_size:
+                vis_over["patch_size"] = config.vision.patch_size
+            if config.vision.stem_channels:
+                vis_over["stem_channels"] = tuple(config.vision.stem_channels)
             self.vision_cfg = vit_config(config.vision.size, **vis_over)
             self.vision = VisionTransformer(self.vision_cfg, rngs=rngs)
         if "audio" in modalities:
@@ -186,7 +195,8 @@ class GramModel(nnx.Module):
                 ids = _batch_get(batch, f"{m}_ids", 2)
                 mask = _batch_get(batch, f"{m}_mask", 2)
                 hidden = self.bert(ids, mask, train=train)
-                pooled[m], tokens[m], masks[m] = hidden[:, 0], hidden, mask.astype(jnp.int32)
+                pooled[m] = hidden[:, 0] if self.text_pool == "cls" else _masked_mean(hidden, mask)
+                tokens[m], masks[m] = hidden, mask.astype(jnp.int32)
             elif m in VISION_LIKE:
                 frames = self.normalize_frames(_batch_get(batch, m, 5))
                 out = self.vision(frames, train=train)
@@ -232,6 +242,13 @@ class GramModel(nnx.Module):
     def temperature(self) -> Array:
         """The contrastive temperature tau, float32[] (``gram_jax.losses.Temperature``)."""
         return self.contra_temperature()
+
+
+def _masked_mean(hidden: Array, mask: Array) -> Array:
+    """Mean of the real tokens (sentence-transformers' pooling): [B, L, H], [B, L] -> f32[B, H]."""
+    weight = mask.astype(jnp.float32)[..., None]
+    total = jnp.sum(hidden.astype(jnp.float32) * weight, axis=1)
+    return total / jnp.maximum(jnp.sum(weight, axis=1), 1.0)
 
 
 def init_abstract(config: ml_collections.ConfigDict) -> Any:

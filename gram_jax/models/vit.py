@@ -67,8 +67,26 @@ class ViTConfig:
     param_dtype: Any = jnp.float32
     remat_policy: str = "none"  # a key of layers.REMAT_POLICIES
     scan_layers: bool = True  # False unrolls the layer loop (same parameters)
+    # What a frame pools to: 'cls' (EVA-CLIP, GRAM) or 'mean' over the patch tokens (timm's
+    # global_pool='avg'). A tiny tower trained from scratch starts with a CLS output that barely
+    # depends on the image (it mostly carries the CLS and position embeddings), and the mean over
+    # patches escapes that plateau many times faster (docs/results.md).
+    pool: str = "cls"
+    # Output channels of a convolutional stem (Xiao et al. 2021, "Early convolutions help
+    # transformers see better"): one 3x3 stride-2 conv + GELU per entry, then the per-position
+    # projection to ``width``; the total stride 2**len must equal ``patch_size``. Empty (EVA, the
+    # reference) patchifies with one linear map. The TriDigits towers, trained from scratch on a
+    # few thousand moving digits, use one: a patchify stem leaves them at chance (docs/results.md).
+    stem_channels: tuple[int, ...] = ()
 
     def __post_init__(self):
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"ViTConfig.pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.stem_channels and 2 ** len(self.stem_channels) != self.patch_size:
+            raise ValueError(
+                f"ViTConfig: a conv stem of {len(self.stem_channels)} stride-2 convs has stride "
+                f"{2 ** len(self.stem_channels)}, but patch_size is {self.patch_size}"
+            )
         if self.width % self.heads:
             raise ValueError(f"ViTConfig: width {self.width} not divisible by heads {self.heads}")
         if self.image_size % self.patch_size:
@@ -101,7 +119,8 @@ def vit_config(size: str = "giant", **overrides: Any) -> ViTConfig:
 
 
 class VisionOutput(NamedTuple):
-    """``cls``: float32[B, F, W]; ``tokens``: dtype[B, F, 1 + P, W]; ``pooled``: float32[B, W]."""
+    """``cls``: float32[B, F, W] (per-frame pooled: the CLS token, or the patch mean when
+    ``pool='mean'``); ``tokens``: dtype[B, F, 1 + P, W]; ``pooled``: float32[B, W]."""
 
     cls: Array
     tokens: Array
@@ -170,6 +189,32 @@ def resize_pos_embed(pos_embed: Array, grid_hw: tuple[int, int], num_prefix: int
     return jnp.concatenate([prefix, grid], axis=0)
 
 
+class ConvLayer(nnx.Module):
+    """3x3 stride-2 'SAME' convolution + bias + GELU: dtype[N, H, W, C_in] -> [N, H/2, W/2, C_out].
+
+    ``kernel``: [3, 3, C_in, C_out] ('patch', 'patch', 'conv_in', 'conv_out'), He-normal
+    initialised (the GELU halves the variance, as a ReLU does); ``bias``: [C_out] ('conv_out',).
+    """
+
+    def __init__(self, c_in: int, c_out: int, *, dtype: Any, param_dtype: Any, rngs: nnx.Rngs):
+        init = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+        self.kernel = layers.param(
+            rngs, init, (3, 3, c_in, c_out), ("patch", "patch", "conv_in", "conv_out"), param_dtype
+        )
+        self.bias = layers.param(rngs, nnx.initializers.zeros, (c_out,), ("conv_out",), param_dtype)
+        self.dtype = dtype
+
+    def __call__(self, x: Array) -> Array:
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            window_strides=(2, 2),
+            padding="SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return jax.nn.gelu(y + self.bias[...].astype(self.dtype), approximate=False)
+
+
 class VisionTransformer(nnx.Module):
     """EVA-compatible ViT applied per frame.
 
@@ -183,9 +228,22 @@ class VisionTransformer(nnx.Module):
         self.cfg = cfg
         p, w = cfg.patch_size, cfg.width
         kw = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
-        self.patch_embed = layers.Dense(
-            (p, p, 3), w, axes=("patch", "patch", "channels", "embed"), rngs=rngs, **kw
-        )
+        if cfg.stem_channels:
+            self.stem = nnx.List(
+                [
+                    ConvLayer(c_in, c_out, rngs=rngs, **kw)
+                    for c_in, c_out in zip(
+                        (3, *cfg.stem_channels[:-1]), cfg.stem_channels, strict=True
+                    )
+                ]
+            )
+            self.patch_embed = layers.Dense(
+                cfg.stem_channels[-1], w, axes=("channels", "embed"), rngs=rngs, **kw
+            )
+        else:
+            self.patch_embed = layers.Dense(
+                (p, p, 3), w, axes=("patch", "patch", "channels", "embed"), rngs=rngs, **kw
+            )
         init = layers.default_kernel_init
         self.cls_token = layers.param(rngs, init, (w,), ("embed",), cfg.param_dtype)
         self.pos_embed = layers.param(
@@ -204,7 +262,12 @@ class VisionTransformer(nnx.Module):
                 f"{p}; got {images.shape}"
             )
         gh, gw = height // p, width // p
-        x = images.reshape(n, gh, p, gw, p, 3).transpose(0, 1, 3, 2, 4, 5)
+        if self.cfg.stem_channels:
+            x = images.astype(self.cfg.dtype)
+            for conv in self.stem:
+                x = conv(x)  # [N, H/2^i, W/2^i, C_i]
+        else:
+            x = images.reshape(n, gh, p, gw, p, 3).transpose(0, 1, 3, 2, 4, 5)
         x = self.patch_embed(x).reshape(n, gh * gw, self.cfg.width)
         cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (n, 1, self.cfg.width))
         x = jnp.concatenate([cls, x], axis=1)
@@ -247,7 +310,10 @@ class VisionTransformer(nnx.Module):
         b, f = frames.shape[:2]
         tokens = self.encode_images(frames.reshape(b * f, *frames.shape[2:]), train=train)
         tokens = tokens.reshape(b, f, *tokens.shape[1:])
-        cls = tokens[:, :, 0].astype(jnp.float32)
+        if self.cfg.pool == "mean":
+            cls = jnp.mean(tokens[:, :, 1:].astype(jnp.float32), axis=2)
+        else:
+            cls = tokens[:, :, 0].astype(jnp.float32)
         if frame_mask is None:
             pooled = jnp.mean(cls, axis=1)
         else:
