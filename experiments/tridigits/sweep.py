@@ -51,7 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--frames", type=int, default=4, help="frames read of the 8 stored")
-    p.add_argument("--image-size", type=int, default=28, help="28 (2x2 patches) or 56 (4x4)")
+    p.add_argument(
+        "--image-size", type=int, default=28, help="frame side: 28 (a 7x7 token grid) or 56"
+    )
     p.add_argument("--small", action="store_true", help="the small TriDigits variant (tests)")
     p.add_argument("--results", type=pathlib.Path, default=HERE.parents[1] / "docs" / "results.md")
     return p.parse_args(argv)
