@@ -122,3 +122,4 @@ def test_sweep_aggregation(tmp_path):
     text = results.read_text()
     assert text.count(aggregate.START) == 1 and "kept text" in text
     assert "| gram | 2 | 1.000 ± 0.000" in text
+    assert "- gram: folds [0], seeds [0, 1]" in text  # what each method ran, from its records

@@ -31,6 +31,10 @@ DIRECTIONS = [
 METHOD_ORDER = ["gram", "cosine_anchor", "cosine_all_pairs", "symile", "area"]
 
 
+# The sweep settings that change what a run trains (not which runs or where they are written).
+RUN_SETTINGS = ("steps", "batch_size", "lr", "frames", "image_size", "small")
+
+
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """(mean, half-width of the 95 % t interval); half-width 0 for a single value."""
     n = len(values)
@@ -104,9 +108,20 @@ def tables(by_method: dict[str, list[dict]]) -> str:
             f"| {m} | {_cell([r['retrieval_cosine_tuple']['class@1'] for r in runs])} | "
             f"{_cell([r['retrieval_cosine_tuple']['R@1'] for r in runs])} |"
         )
-    folds = sorted({r["fold"] for runs in by_method.values() for r in runs})
-    seeds = sorted({r["seed"] for runs in by_method.values() for r in runs})
-    lines += ["", f"Folds {folds}, seeds {seeds}."]
+    # Runs of one method may come from several sweep invocations: list what each method ran.
+    lines += ["", "Runs per method (folds, seeds, and the training settings of its runs):", ""]
+    for m in methods:
+        runs = by_method[m]
+        folds = sorted({r["fold"] for r in runs})
+        seeds = sorted({r["seed"] for r in runs})
+        shown = sorted(
+            {
+                json.dumps({k: r["settings"].get(k) for k in RUN_SETTINGS})
+                for r in runs
+                if "settings" in r
+            }
+        )
+        lines.append(f"- {m}: folds {folds}, seeds {seeds}; " + "; ".join(f"`{x}`" for x in shown))
     return "\n".join(lines)
 
 
@@ -120,7 +135,10 @@ TEMPLATE = f"""# Results
 
 
 def write_results(runs_dir: pathlib.Path, results: pathlib.Path, settings: dict | None = None):
-    """Rewrite the generated table of ``results`` from the run JSON files in ``runs_dir``."""
+    """Rewrite the generated table of ``results`` from the run JSON files in ``runs_dir``.
+
+    ``settings`` is accepted for the sweep's call but not shown: every run records its own.
+    """
     by_method = load_runs(runs_dir)
     if not by_method:
         raise FileNotFoundError(f"no run JSON files in {runs_dir}")
@@ -129,9 +147,6 @@ def write_results(runs_dir: pathlib.Path, results: pathlib.Path, settings: dict 
     if START not in text or END not in text:
         text = text.rstrip() + "\n\n" + START + "\n" + END + "\n"
     body = tables(by_method)
-    if settings:
-        shown = {k: v for k, v in settings.items() if k not in ("results", "workdir")}
-        body += f"\n\nSweep settings: `{json.dumps(shown)}`."
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     results.write_text(f"{head}{START}\n{body}\n{END}{tail}", encoding="utf-8")
