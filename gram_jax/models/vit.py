@@ -69,8 +69,8 @@ class ViTConfig:
     scan_layers: bool = True  # False unrolls the layer loop (same parameters)
     # What a frame pools to: 'cls' (EVA-CLIP, GRAM) or 'mean' over the patch tokens (timm's
     # global_pool='avg'). A tiny tower trained from scratch starts with a CLS output that barely
-    # depends on the image (it mostly carries the CLS and position embeddings), and the mean over
-    # patches escapes that plateau many times faster (docs/results.md).
+    # depends on the image (it mostly carries the CLS and position embeddings); the mean over
+    # patches escapes that plateau sooner (docs/results.md, "What it took to train at all").
     pool: str = "cls"
     # Output channels of a convolutional stem (Xiao et al. 2021, "Early convolutions help
     # transformers see better"): one 3x3 stride-2 conv + GELU per entry, then the per-position
