@@ -36,8 +36,6 @@ def get_config(arg: str | None = None):
     config.optim.lr = 2e-3
     config.evals.test = dict(type="retrieval", split="test", scorings=("volume", "cosine"))
     config.log_every = min(config.log_every, config.total_steps)
-    # The end-of-run report (table + plot), once the trainer offers its `report` hook: a
-    # "module:function" it calls as fn(config, trainer, state, workdir) after the last evaluation.
-    if "report" in config:
-        config.report = "gram_jax.alignment_report:report_run"
+    # The end-of-run report (retrieval table + embedding plot), called after the last evaluation.
+    config.report = "gram_jax.alignment_report:report_run"
     return config

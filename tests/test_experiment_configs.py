@@ -16,6 +16,7 @@ initialisation and checkpoint-slicing programs of set-ups with the same model ar
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import pathlib
@@ -164,10 +165,9 @@ def _fast_cached_compiles():
 
 
 def _set_fast_compile(value: bool) -> None:
-    try:
+    # A JAX without the switch compiles at full optimisation: slower only.
+    with contextlib.suppress(AttributeError):
         jax.config.update(FAST_COMPILE, value)
-    except AttributeError:  # a JAX without the switch compiles at full optimisation: slower only
-        pass
 
 
 def logged_scalars(workdir: pathlib.Path) -> dict[str, list[float]]:

@@ -134,11 +134,9 @@ TEMPLATE = f"""# Results
 """
 
 
-def write_results(runs_dir: pathlib.Path, results: pathlib.Path, settings: dict | None = None):
-    """Rewrite the generated table of ``results`` from the run JSON files in ``runs_dir``.
-
-    ``settings`` is accepted for the sweep's call but not shown: every run records its own.
-    """
+def write_results(runs_dir: pathlib.Path, results: pathlib.Path):
+    """Rewrite the generated table of ``results`` from the run JSON files in ``runs_dir``
+    (each run records its own settings; the table lists them per method)."""
     by_method = load_runs(runs_dir)
     if not by_method:
         raise FileNotFoundError(f"no run JSON files in {runs_dir}")

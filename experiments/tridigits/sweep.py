@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         print(f"{method}: done in {time.time() - start:.0f} s", flush=True)
         import aggregate
 
-        aggregate.write_results(runs_dir, args.results, settings)
+        aggregate.write_results(runs_dir, args.results)
     return 0
 
 
