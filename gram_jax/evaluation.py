@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from gram_jax.train_step import data_modalities
+from gram_jax.modalities import data_modalities
 
 _RETRIEVAL_KEYS = (
     "scorings",

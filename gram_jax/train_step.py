@@ -32,26 +32,12 @@ from flax import nnx
 
 from gram_jax import parallel
 from gram_jax.losses import LOSSES, build_matching_batch, matching_loss, sample_hard_negatives
+from gram_jax.modalities import data_modalities
 from gram_jax.models.axes import logical_sharding
-
-# Gram order of the data modalities (reference: t, v, a, s, d); the anchor is taken out.
-MODALITY_ORDER = ("text", "video", "audio", "subtitle", "depth")
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term or the gradient norm became NaN or infinite."""
-
-
-def data_modalities(embeddings: Mapping[str, Any], anchor: str) -> tuple[str, ...]:
-    """The non-anchor modalities of `embeddings` in the reference's Gram order."""
-    if anchor not in embeddings:
-        raise ValueError(
-            f"config.loss.anchor={anchor!r}: the model produced no such embedding "
-            f"(it has {sorted(embeddings)})"
-        )
-    known = [m for m in MODALITY_ORDER if m in embeddings and m != anchor]
-    extra = sorted(m for m in embeddings if m not in MODALITY_ORDER and m != anchor)
-    return tuple(known + extra)
 
 
 def term_names(config) -> tuple[str, ...]:
