@@ -22,6 +22,9 @@ BAD_DATA_POLICIES = ("raise", "skip")
 #: does not import PyAV and kaldi-native-fbank; tests/test_pipeline.py checks they agree).
 AUDIO_BACKENDS = ("auto", "kaldi_native", "numpy")
 AUDIO_PADDINGS = ("fixed", "reference")
+EMPTY_TEXT_POLICIES = ("absent", "encode")
+#: Frame transforms (media.video.FRAME_TRANSFORMS; repeated so that reading a config needs no PyAV).
+FRAME_TRANSFORMS = ("antialias", "released")
 
 
 def data_config(**overrides: Any) -> ml_collections.ConfigDict:
@@ -41,6 +44,9 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # Directories holding <id>.<ext> media files (exact id match, never a prefix match).
     c.video_dir = None
     c.audio_dir = None
+    # Prefix of audio file stems; None = the dataset layout's (no prefix for every layout). Set
+    # 'audio_' for DiDeMo audio extracted under the older VAST naming ``audio_<id>.mp3``.
+    c.audio_prefix = None
     # Modalities that the batch carries, a subset of KNOWN_MODALITIES.
     c.modalities = ("video", "audio", "text")
     # Frames per video: train and evaluation (the reference trains some configs on fewer frames).
@@ -51,6 +57,13 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # 'crop_flip': train random-resized-crop + flip, eval short-side resize + centre crop;
     # 'resize': plain resize to image_size x image_size (aspect distorted), the reference's 'none'.
     c.resize = "crop_flip"
+    # How frames are cropped and resized (media.video): 'antialias' resizes uint8 frames with PIL's
+    # anti-aliased bilinear filter and trains on random 80-100 % squares of the short side;
+    # 'released' reproduces the released code (torchvision 0.15 on float tensors): bilinear
+    # without anti-aliasing, evaluation resizes the whole frame then centre-crops, training draws
+    # RandomResizedCrop(scale 0.8-1, ratio 1) over the full frame's area (the centre short-side
+    # square whenever such a square cannot fit, i.e. for aspect ratios of about 1.25 and more).
+    c.frame_transform = "antialias"
     c.audio = ml_collections.ConfigDict(
         {
             "mel_bins": 64,  # Kaldi log-mel bins (64 as released GRAM, 128 as BEATs' pre-training)
@@ -70,6 +83,10 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     )
     # Maximum token length (with [CLS]/[SEP]) per text-like modality.
     c.text_max_len = ml_collections.ConfigDict({"text": 40, "subtitle": 70})
+    # An empty (or whitespace-only) caption or subtitle string: 'absent' marks the modality missing
+    # (present_<m>=False, masked out of the Gram matrix); 'encode' tokenizes it as [CLS][SEP] and
+    # keeps it present, as the released code does (MSR-VTT test: 238 of 1000 subtitles are empty).
+    c.empty_text_policy = "absent"
     # 'all': one sample per (record, caption); 'first': only caption 0 of each record.
     c.caption_mode = "all"
     # True keeps only records whose audio file exists (the reference's filter: MSR-VTT 884 of 1000);
@@ -124,7 +141,13 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             f"data config key 'modalities': expected a non-empty subset of {KNOWN_MODALITIES}, "
             f"got {tuple(c.modalities)}"
         )
-    choices = {"resize": RESIZE_MODES, "caption_mode": CAPTION_MODES, "bad_data": BAD_DATA_POLICIES}
+    choices = {
+        "resize": RESIZE_MODES,
+        "frame_transform": FRAME_TRANSFORMS,
+        "caption_mode": CAPTION_MODES,
+        "bad_data": BAD_DATA_POLICIES,
+        "empty_text_policy": EMPTY_TEXT_POLICIES,
+    }
     for key, allowed in choices.items():
         if c[key] not in allowed:
             raise ValueError(f"data config key {key!r}: expected one of {allowed}, got {c[key]!r}")
@@ -161,5 +184,16 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         value = c.audio[key.split(".")[1]]
         if value not in allowed:
             raise ValueError(f"data config key {key!r}: expected one of {allowed}, got {value!r}")
+    if c.audio_prefix is not None and not isinstance(c.audio_prefix, str):
+        raise ValueError(
+            f"data config key 'audio_prefix': expected None or a str, got {c.audio_prefix!r}"
+        )
+    if c.frame_transform == "released" and c.prepared_dir is not None:
+        # Prepared shards hold frames already resized by the default transform.
+        raise ValueError(
+            "data config key 'frame_transform': 'released' resizes while decoding raw media, but "
+            f"prepared_dir={c.prepared_dir!r} holds frames resized at prepare time; unset "
+            "prepared_dir to decode the raw files"
+        )
     if c.audio.norm_std <= 0:
         raise ValueError(f"data config key 'audio.norm_std': expected > 0, got {c.audio.norm_std}")

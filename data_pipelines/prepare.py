@@ -232,7 +232,9 @@ def prepare_split(
             directory = config[f"{m}_dir"]
             if not directory:
                 raise ValueError(f"data config key '{m}_dir': needed to prepare {m!r}")
-            found = samples.find_record_media(config.dataset, record.id, m, directory)
+            found = samples.find_record_media(
+                config.dataset, record.id, m, directory, audio_prefix=config.audio_prefix
+            )
             job[m] = None if found is None else os.fspath(found)
             job[f"{m}_missing"] = os.path.join(os.fspath(directory), str(record.id))
         jobs.append(job)

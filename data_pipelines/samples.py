@@ -36,6 +36,7 @@ class SplitData:
       sample_record: int32[N] record of each sample; sample_caption: int32[N] its caption.
       media_paths: modality -> list of str paths or None (file not found) per record.
       media_dirs: modality -> the directory searched.
+      audio_prefix: the data config's ``audio_prefix`` (None = the layout's), for messages.
     """
 
     split: str
@@ -50,6 +51,7 @@ class SplitData:
     sample_caption: np.ndarray
     media_paths: dict[str, list[str | None]]
     media_dirs: dict[str, str]
+    audio_prefix: str | None = None
 
     def __len__(self) -> int:
         return int(self.sample_record.shape[0])
@@ -62,22 +64,27 @@ class SplitData:
 _EXTENSIONS = {"video": media.VIDEO_EXTENSIONS, "audio": media.AUDIO_EXTENSIONS}
 
 
-def _layout(dataset: str | None):
-    """The DatasetLayout of ``dataset``, or None (plain ``<id>.<ext>`` naming) when unset."""
-    if not dataset:
-        return None
-    from data_pipelines.datasets import get_layout
+def _layout(dataset: str | None, audio_prefix: str | None = None):
+    """The DatasetLayout of ``dataset`` (audio prefix replaced when ``audio_prefix`` is not None),
+    or None (plain ``<id>.<ext>`` naming) when neither is set."""
+    from data_pipelines.datasets import DatasetLayout, get_layout
 
-    return get_layout(dataset)
+    if dataset:
+        return get_layout(dataset, audio_prefix=audio_prefix)
+    if audio_prefix:
+        return DatasetLayout(name="", annotations={}, audio_prefix=audio_prefix)
+    return None
 
 
-def media_stem(dataset: str | None, record_id: str, modality: str) -> str:
+def media_stem(
+    dataset: str | None, record_id: str, modality: str, *, audio_prefix: str | None = None
+) -> str:
     """File stem of ``record_id``'s ``modality`` file under ``dataset``'s naming.
 
-    The layout maps ids to file names (DiDeMo audio ``audio_<id>``, AudioCaps
-    ``<id up to the first dot>``); without a dataset the stem is the id itself.
+    The layout maps ids to file names (AudioCaps ``<id up to the first dot>``; an
+    ``audio_prefix`` such as DiDeMo's older ``audio_``); without either the stem is the id itself.
     """
-    layout = _layout(dataset)
+    layout = _layout(dataset, audio_prefix)
     return str(record_id) if layout is None else layout.stem(str(record_id), modality)
 
 
@@ -88,18 +95,24 @@ def media_extensions(dataset: str | None, modality: str) -> tuple[str, ...]:
 
 
 def find_record_media(
-    dataset: str | None, record_id: str, modality: str, directory: str | os.PathLike
+    dataset: str | None,
+    record_id: str,
+    modality: str,
+    directory: str | os.PathLike,
+    *,
+    audio_prefix: str | None = None,
 ) -> str | None:
     """Path of ``record_id``'s ``modality`` ('video' | 'audio') file in ``directory``, or None.
 
     With ``dataset`` set, the lookup goes through ``datasets.get_layout(dataset).find`` (file
-    naming and extensions of that dataset); with None, the stem is the id. Both match the stem
+    naming and extensions of that dataset); with None, the stem is the id. ``audio_prefix`` (the
+    data config key; None = the layout's) is prepended to audio stems. All match the stem
     exactly (``video1`` never finds ``video10.mp4``). Raises media.MediaError when ``directory``
     does not exist.
     """
     if modality not in _EXTENSIONS:
         raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
-    layout = _layout(dataset)
+    layout = _layout(dataset, audio_prefix)
     if layout is None:
         found = media.find_media(directory, str(record_id), _EXTENSIONS[modality])
     else:
@@ -141,6 +154,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         path, dataset=config.dataset, caption_mode=config.caption_mode
     )
     positions = np.arange(len(records), dtype=np.int32)
+    prefix = config.audio_prefix
     if config.prepared_dir is not None:
         # The prepared shards hold the media; the original files need not exist here.
         from data_pipelines import prepared_source
@@ -157,7 +171,10 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
             unavailable = {
                 r.id
                 for r in records
-                if find_record_media(config.dataset, r.id, "audio", config.audio_dir) is None
+                if find_record_media(
+                    config.dataset, r.id, "audio", config.audio_dir, audio_prefix=prefix
+                )
+                is None
             }
         keep = [i for i, r in enumerate(records) if r.id not in unavailable]
         logging.info("%s: filter_audio kept %d of %d records", path, len(keep), len(records))
@@ -169,12 +186,15 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         directory = config[f"{m}_dir"]
         if not directory:
             raise ValueError(f"data config key '{m}_dir': needed because modalities has {m!r}")
-        found = [find_record_media(config.dataset, r.id, m, directory) for r in records]
+        found = [
+            find_record_media(config.dataset, r.id, m, directory, audio_prefix=prefix)
+            for r in records
+        ]
         media_paths[m] = found
         media_dirs[m] = os.fspath(directory)
         missing = [r.id for r, p in zip(records, found, strict=True) if p is None]
         if missing:
-            stems = [media_stem(config.dataset, i, m) for i in missing[:5]]
+            stems = [media_stem(config.dataset, i, m, audio_prefix=prefix) for i in missing[:5]]
             message = (
                 f"{path}: {len(missing)} of {len(records)} records have no {m} file in {directory} "
                 f"(first ids: {missing[:5]}; file stems looked for: {stems}; extensions "
@@ -209,6 +229,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         sample_caption=np.asarray(sample_caption, np.int32),
         media_paths=media_paths,
         media_dirs=media_dirs,
+        audio_prefix=prefix,
     )
 
 
@@ -227,13 +248,16 @@ class RawReader:
         )
         self._image_size = config.image_size
         self._resize = config.resize
+        self._frame_transform = config.frame_transform
         self._audio = config.audio.to_dict()
 
     def _path(self, modality: str, record: int) -> str:
         path = self._split.media_paths[modality][record]
         if path is None:
             dataset = self._split.dataset
-            stem = media_stem(dataset, self._split.ids[record], modality)
+            stem = media_stem(
+                dataset, self._split.ids[record], modality, audio_prefix=self._split.audio_prefix
+            )
             raise media.MediaError(
                 os.path.join(self._split.media_dirs[modality], stem),
                 f"no {modality} file with this stem (extensions "
@@ -250,6 +274,7 @@ class RawReader:
             rng=rng,
             size=self._image_size,
             resize=self._resize,
+            transform=self._frame_transform,
         )
 
     def audio(self, record: int, rng: np.random.Generator | None) -> np.ndarray:

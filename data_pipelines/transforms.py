@@ -70,6 +70,7 @@ class LoadSample(grain.transforms.Map):
             "audio": np.zeros((a.num_clips, a.target_length, a.mel_bins), np.float32),
         }
         self._max_len = {m: int(config.text_max_len[m]) for m in TEXT_MODALITIES}
+        self._encode_empty = config.empty_text_policy == "encode"
         self._reader = None
         self._tokenizer = None
         #: (modality, reason) -> count of samples whose media were masked under bad_data='skip'
@@ -132,15 +133,23 @@ class LoadSample(grain.transforms.Map):
             return self._zeros[modality], False
 
     def _text(self, modality: str, record: int, caption: int) -> tuple[str, bool]:
+        """(string to tokenize, present) of one text-like modality of ``record``.
+
+        A caption or subtitle that does not exist (no caption at this index, no ``subtitle``
+        field) is absent. An empty or whitespace-only string (238 of MSR-VTT's 1000 test
+        subtitles) is absent under ``empty_text_policy='absent'``; under ``'encode'`` it is
+        tokenized as ``[CLS][SEP]`` and present, as in the released code, where that constant
+        vector enters the Gram matrix like a real subtitle.
+        """
         if modality == "text":
             captions = self._split.captions[record]
-            if caption < len(captions) and captions[caption].strip():
-                return captions[caption], True
+            text = captions[caption] if caption < len(captions) else None
+        else:
+            text = self._split.subtitles[record]
+        if text is None:
             return "", False
-        subtitle = self._split.subtitles[record]
-        # An empty subtitle (238 of MSR-VTT's 1000 test videos) is a missing modality.
-        if subtitle and subtitle.strip():
-            return subtitle, True
+        if text.strip() or self._encode_empty:
+            return text, True
         return "", False
 
     def map(self, item: np.ndarray) -> dict[str, np.ndarray]:

@@ -165,6 +165,7 @@ def validate(
     dataset: str | None = None,
     mode: str = "decode",
     workers: int = 2,
+    audio_prefix: str | None = None,
 ) -> Report:
     """Check an annotation file and its media; returns a :class:`Report` (never raises for data).
 
@@ -172,16 +173,23 @@ def validate(
       annotations: the VAST-style JSON file.
       video_dir, audio_dir: media folders (None: that modality is not checked). They may be the
         same folder: then the audio stream is read from the video files.
-      dataset: a layout name (media naming such as DiDeMo's ``audio_<id>``, required fields).
+      dataset: a layout name (media naming such as AudioCaps' stems, required fields).
       mode: ``'decode'`` (decode every stream to the end) or ``'probe'`` (open + first frame).
       workers: threads decoding in parallel (FFmpeg releases the GIL).
+      audio_prefix: prefix of the audio file stems (the data config key; None = the layout's),
+        e.g. ``'audio_'`` for DiDeMo audio under its older upstream name.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     path = os.fspath(annotations)
     report = Report(annotation_path=path)
     records = _parse_all(path, dataset, report)
-    layout = get_layout(dataset) if dataset else None
+    if dataset:
+        layout = get_layout(dataset, audio_prefix=audio_prefix)
+    elif audio_prefix:
+        layout = DatasetLayout(name="", annotations={}, audio_prefix=audio_prefix)
+    else:
+        layout = None
     jobs = []
     for modality, directory, check in (
         ("video", video_dir, check_video),
@@ -236,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video-dir", help="folder of <id>.<ext> videos (omit: not checked)")
     parser.add_argument("--audio-dir", help="folder of <id>.<ext> audio files (omit: not checked)")
     parser.add_argument("--dataset", help="layout name: msrvtt, didemo, activitynet, vatex, ...")
+    parser.add_argument(
+        "--audio-prefix",
+        help="prefix of audio file stems (default: the layout's; 'audio_' for older DiDeMo audio)",
+    )
     parser.add_argument("--mode", choices=MODES, default="decode", help="decode fully or probe")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     args = parser.parse_args(argv)
@@ -253,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset=args.dataset,
             mode=args.mode,
             workers=args.workers,
+            audio_prefix=args.audio_prefix,
         )
         for problem in report.problems:
             print(problem.line())

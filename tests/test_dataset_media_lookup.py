@@ -1,15 +1,19 @@
 """Media lookup through the dataset layouts, and the audio.backend switch, on the real clips.
 
 The real DiDeMo and AudioCaps annotation records are written into tmp_path with the 4 real clips
-linked under the names those datasets use on disk: DiDeMo audio ``audio_<id>.mp3``, AudioCaps
-``<id up to the first dot>``. A decoy file named by the raw id shows that the layout's name, not
-the id, is what the pipeline looks up (in the media reader and in the ``filter_audio`` filter).
+linked under the names those datasets use on disk: DiDeMo audio ``<id>.mp3`` (the released
+code's name; ``audio_<id>.mp3`` under the older upstream name, read with the data config key
+``audio_prefix='audio_'``), AudioCaps ``<id up to the first dot>``. A decoy file shows that the
+layout's name, not some other spelling, is what the pipeline looks up (in the media reader and in
+the ``filter_audio`` filter).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -41,8 +45,8 @@ def _link(link: pathlib.Path, target: pathlib.Path) -> None:
 def didemo(tmp_path, shared_data):
     """4 real DiDeMo test records; record k <-> real clip k+1.
 
-    Records 0-2 have ``audio_<id>.mp3``; record 3 only a decoy ``<id>.mp3`` (the raw id), which
-    the DiDeMo layout must not find.
+    Records 0-2 have ``<id>.mp3`` (the released naming); record 3 only ``audio_<id>.mp3`` (the
+    older upstream naming), which the default DiDeMo layout must not find.
     """
     records = _real_records(shared_data, "didemo", 4)
     ann = tmp_path / "didemo_test.json"
@@ -51,7 +55,7 @@ def didemo(tmp_path, shared_data):
     for k, record in enumerate(records):
         vid = record["video_id"]
         _link(tmp_path / "videos" / f"{vid}.mp4", clips / "videos" / f"video{k + 1}.mp4")
-        audio_name = f"audio_{vid}.mp3" if k < 3 else f"{vid}.mp3"
+        audio_name = f"{vid}.mp3" if k < 3 else f"audio_{vid}.mp3"
         _link(tmp_path / "audios" / audio_name, clips / "audios" / f"audio{k + 1}.mp3")
     overrides = {
         "dataset": "didemo",
@@ -72,22 +76,50 @@ def test_didemo_audio_is_found_under_its_layout_name(didemo, shared_data):
     split = samples.load_split(data_config(**overrides, bad_data="skip"), "test")
     audios = [None if p is None else pathlib.Path(p).name for p in split.media_paths["audio"]]
     ids = [r["video_id"] for r in records]
-    assert audios == [f"audio_{i}.mp3" for i in ids[:3]] + [None]  # the decoy is not found
+    assert audios == [f"{i}.mp3" for i in ids[:3]] + [None]  # the old name is not found
     assert all(p is not None for p in split.media_paths["video"])
-    # The reference's audio filter asks the layout too: the decoy record is dropped ...
+    # The reference's audio filter asks the layout too: the old-name record is dropped ...
     kept = samples.load_split(data_config(**overrides, filter_audio=True), "test")
     assert kept.ids == ids[:3] and kept.positions.tolist() == [0, 1, 2]
-    # ... while the raw-id lookup (no dataset) sees only the decoy.
-    raw = samples.load_split(
-        data_config(**{**overrides, "dataset": None}, filter_audio=True), "test"
+    # ... while audio_prefix='audio_' (the older naming) sees only that one.
+    old = samples.load_split(
+        data_config(**overrides, filter_audio=True, audio_prefix="audio_"), "test"
     )
-    assert raw.ids == ids[3:] and raw.positions.tolist() == [3]
+    assert old.ids == ids[3:] and old.positions.tolist() == [3]
+    assert pathlib.Path(old.media_paths["audio"][0]).name == f"audio_{ids[3]}.mp3"
+
+
+def test_gram_data_validate_keeps_didemo_records_with_released_audio_names(didemo, tmp_path):
+    """``gram-data validate`` on the DiDeMo layout with ``<id>.mp3`` audio: no record is lost."""
+    records, overrides = didemo
+    last = records[3]["video_id"]
+    audios = pathlib.Path(overrides["audio_dir"])
+    (audios / f"audio_{last}.mp3").rename(audios / f"{last}.mp3")  # all four: released names
+    command = [sys.executable, "-m", "data_pipelines.cli", "validate", "--dataset", "didemo"]
+    command += ["--annotations", overrides["annotations"]["test"], "--mode", "probe"]
+    command += ["--video-dir", overrides["video_dir"], "--audio-dir", str(audios)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith(
+        "4 records, 4 audio files, 4 video files checked: no problems"
+    )
+    # The reference's audio filter (filter_audio) keeps all four as well.
+    kept = samples.load_split(data_config(**overrides, filter_audio=True), "test")
+    assert kept.ids == [r["video_id"] for r in records]
+    # The older name is reported missing for every record unless audio_prefix says so.
+    (audios / f"{last}.mp3").rename(audios / f"audio_{last}.mp3")
+    done = subprocess.run(
+        [*command, "--audio-prefix", "audio_"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and done.stdout.count("BAD missing_audio") == 3, done.stdout
 
 
 def test_didemo_missing_audio_names_the_layout_stem(didemo):
     records, overrides = didemo
     config = data_config(**overrides, modalities=("audio",))
-    with pytest.raises(MediaError, match=rf"1 of 4 .*'audio_{records[3]['video_id']}'"):
+    with pytest.raises(
+        MediaError, match=rf"1 of 4 .*stems looked for: \['{records[3]['video_id']}'"
+    ):
         samples.load_split(config, "test")
 
 

@@ -96,15 +96,19 @@ def test_validate_real_annotations_with_layout(shared_data, tmp_path):
         shared_data / "annotations" / "didemo" / "descs_ret_test.json", dataset="didemo"
     )
     assert report.records == 1003 and report.problems == []
-    # DiDeMo audio files are named audio_<id>; an empty folder reports each of them as missing.
+    # DiDeMo audio files are named <id>.mp3; an empty folder reports each of them as missing,
+    # under the older upstream name audio_<id> when audio_prefix asks for it.
     (tmp_path / "a").mkdir()
-    report = validate.validate(
-        shared_data / "annotations" / "didemo" / "descs_ret_test.json",
-        audio_dir=tmp_path / "a",
-        dataset="didemo",
-    )
-    assert report.counts() == {"missing_audio": 1003}
-    assert "/audio_" in report.problems[0].path
+    for prefix, stem in ((None, ""), ("audio_", "audio_")):
+        report = validate.validate(
+            shared_data / "annotations" / "didemo" / "descs_ret_test.json",
+            audio_dir=tmp_path / "a",
+            dataset="didemo",
+            audio_prefix=prefix,
+        )
+        assert report.counts() == {"missing_audio": 1003}
+        first = report.problems[0]
+        assert first.path == str(tmp_path / "a" / f"{stem}{first.record_id}")
     broken = tmp_path / "broken.json"
     broken.write_text('[{"video_id": 1,')
     report = validate.validate(broken)

@@ -36,7 +36,9 @@ class DatasetLayout:
       annotations: split -> annotation file name, relative to the annotation directory.
       video_dir, audio_dir: default media folders, relative to the dataset root.
       video_extensions, audio_extensions: tried in order for a media stem.
-      video_prefix, audio_prefix: prepended to the stem (DiDeMo audio files are ``audio_<id>``).
+      video_prefix, audio_prefix: prepended to the stem (no shipped layout uses one; the data
+        config key ``audio_prefix`` overrides the audio one, e.g. ``'audio_'`` for DiDeMo audio
+        under its older upstream name).
       media_stem: record id -> stem before prefixes (module-level function, so it pickles).
       required_fields: JSON keys every record must have.
       max_caption_len, max_subtitle_len: BERT lengths incl. [CLS]/[SEP].
@@ -110,12 +112,18 @@ class DatasetLayout:
         raise ValueError(f"protocol must be 'reference' or 'standard', got {name!r}")
 
 
-def get_layout(name: str) -> DatasetLayout:
-    """``data_pipelines.datasets.<name>.LAYOUT``; a clear error for unknown names."""
+def get_layout(name: str, *, audio_prefix: str | None = None) -> DatasetLayout:
+    """``data_pipelines.datasets.<name>.LAYOUT``; a clear error for unknown names.
+
+    ``audio_prefix`` (not None) replaces the layout's audio file prefix (data config key
+    ``audio_prefix``).
+    """
     module = load_dataset_module(name)
     layout = getattr(module, "LAYOUT", None)
     if not isinstance(layout, DatasetLayout):
         raise ValueError(f"data_pipelines.datasets.{name} defines no LAYOUT (a DatasetLayout)")
+    if audio_prefix is not None:
+        layout = dataclasses.replace(layout, audio_prefix=audio_prefix)
     return layout
 
 

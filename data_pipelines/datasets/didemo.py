@@ -1,8 +1,11 @@
-"""DiDeMo layout: paragraph captions (70 tokens), two audio slices, ``audio_<id>`` audio files.
+"""DiDeMo layout: paragraph captions (70 tokens), two audio slices, ``<id>.mp3`` audio files.
 
 Reference config ``finetune_cfg/retrieval-didemo.json``: 8 frames, 2 audio slices, plain resize,
-``max_caption_len`` 70. The released loader looks for the audio at ``audio_<video_id>.mp3``. The
-annotation folder's ``corrupted`` file lists 3 ids of broken videos.
+``max_caption_len`` 70. The released loader (``data/IndexAnno.py`` at b70c5c2) keeps a DiDeMo
+record only if ``<video_id>.mp3`` exists in the audio folder; an earlier upstream version named the
+files ``audio_<video_id>.mp3``. Audio extracted under that older name is read by setting the data
+config key ``audio_prefix='audio_'``. The annotation folder's ``corrupted`` file lists 3 ids of
+broken videos.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from data_pipelines.datasets import DatasetLayout
 LAYOUT = DatasetLayout(
     name="didemo",
     annotations={"train": "descs_ret_train.json", "test": "descs_ret_test.json"},
-    audio_prefix="audio_",
     required_fields=("video_id", "desc"),
     max_caption_len=70,
     train_frames=8,

@@ -12,6 +12,12 @@ Transforms (the same crop for every frame of a clip, as in the reference):
   probability 0.5; evaluation resizes the short side to ``size`` and centre-crops.
 - ``resize``: both resize to ``size x size`` without keeping the aspect ratio.
 
+The resampling (``transform``): ``'antialias'`` (default) resizes uint8 frames with PIL's bilinear
+filter, which widens its support when shrinking (anti-aliased), and trains on squares of 80-100 %
+of the short side's square; ``'released'`` reproduces the released code's torchvision 0.15 float
+transforms (no anti-aliasing, resize-then-crop, random crops over the full frame's area), see
+:mod:`data_pipelines.media.frame_resize`.
+
 The model normalises on device (contracts.md); :func:`normalize_frames` is the host-side version.
 """
 
@@ -23,13 +29,14 @@ import av
 import numpy as np
 from PIL import Image
 
-from data_pipelines.media import MediaError
+from data_pipelines.media import MediaError, frame_resize
 
 # CLIP's RGB statistics (pixel values in [0, 1]), used by EVA-CLIP and by the reference.
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 RESIZE_MODES = ("crop_flip", "resize")
+FRAME_TRANSFORMS = ("antialias", "released")
 
 
 def normalize_frames(frames: np.ndarray) -> np.ndarray:
@@ -118,6 +125,27 @@ def transform_frame(rgb: np.ndarray, box, flip: bool, size: int) -> np.ndarray:
     return np.ascontiguousarray(region)
 
 
+def clip_transform(
+    height: int, width: int, *, size: int, resize: str, transform: str, train: bool, rng
+):
+    """The frame transform of one H x W clip: uint8[H, W, 3] -> uint8[size, size, 3].
+
+    Draws the clip's crop and flip once (from ``rng`` in training with ``crop_flip``), so the
+    returned function applies the same geometry to every frame. ``transform`` picks the
+    implementation: ``'antialias'`` (:func:`crop_box` + :func:`transform_frame`) or
+    ``'released'`` (:func:`frame_resize.released_plan` + :func:`frame_resize.apply_plan`).
+    """
+    if transform == "released":
+        plan = frame_resize.released_plan(
+            height, width, size=size, resize=resize, train=train, rng=rng
+        )
+        return lambda rgb: frame_resize.apply_plan(rgb, plan, size)
+    if transform != "antialias":
+        raise ValueError(f"transform must be one of {FRAME_TRANSFORMS}, got {transform!r}")
+    box, flip = crop_box(height, width, size=size, resize=resize, train=train, rng=rng)
+    return lambda rgb: transform_frame(rgb, box, flip, size)
+
+
 def _open_video(path: str | os.PathLike):
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -143,16 +171,18 @@ def count_frames(path: str | os.PathLike) -> int:
         return sum(1 for p in container.demux(stream) if p.size > 0)
 
 
-def _decode_selected(path, wanted: np.ndarray, box_fn, size: int) -> tuple[list, int]:
+def _decode_selected(path, wanted: np.ndarray, make_transform) -> tuple[list, int]:
     """Decode front to back once; transform the frames whose position is in ``wanted``.
 
+    ``make_transform(height, width)`` is called once, at the first selected frame, and returns the
+    clip's frame transform (uint8[H, W, 3] -> uint8[S, S, 3]), so every frame gets the same crop.
     Returns the transformed frames in ``wanted`` order (None where the stream ended first) and the
     number of frames decoded. A decoder error raises :class:`MediaError` naming the frame.
     """
     wanted_set = {int(i) for i in wanted}
     last = max(wanted_set)
     picked: dict[int, np.ndarray] = {}
-    box = flip = None
+    transform = None
     decoded = 0
     with _open_video(path) as container:
         stream = container.streams.video[0]
@@ -161,9 +191,9 @@ def _decode_selected(path, wanted: np.ndarray, box_fn, size: int) -> tuple[list,
             for frame in container.decode(stream):
                 if decoded in wanted_set:
                     rgb = frame.to_ndarray(format="rgb24")
-                    if box is None:
-                        box, flip = box_fn(rgb.shape[0], rgb.shape[1])
-                    picked[decoded] = transform_frame(rgb, box, flip, size)
+                    if transform is None:
+                        transform = make_transform(rgb.shape[0], rgb.shape[1])
+                    picked[decoded] = transform(rgb)
                 decoded += 1
                 if decoded > last:
                     break
@@ -187,6 +217,7 @@ def load_frames(
     rng: np.random.Generator | None = None,
     size: int = 224,
     resize: str = "crop_flip",
+    transform: str = "antialias",
 ) -> np.ndarray:
     """uint8[num_frames, size, size, 3] RGB frames of the clip at ``path``.
 
@@ -197,6 +228,7 @@ def load_frames(
       rng: numpy Generator; required when ``train`` (the crop and frame choices draw from it).
       size: output height and width.
       resize: ``'crop_flip'`` or ``'resize'`` (see the module docstring).
+      transform: ``'antialias'`` or ``'released'`` resampling and crop geometry (module docstring).
 
     Raises:
       MediaError: the file is missing, empty, not a media container, has no video stream,
@@ -204,6 +236,8 @@ def load_frames(
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if transform not in FRAME_TRANSFORMS:
+        raise ValueError(f"transform must be one of {FRAME_TRANSFORMS}, got {transform!r}")
     if train and rng is None:
         raise ValueError("load_frames(train=True) needs rng (a numpy Generator)")
     total = count_frames(path)
@@ -212,10 +246,12 @@ def load_frames(
     # Draw the frame indices before the crop so a given rng state always gives the same sample.
     wanted = sample_frame_indices(total, num_frames, train=train, rng=rng)
 
-    def box_fn(height, width):
-        return crop_box(height, width, size=size, resize=resize, train=train, rng=rng)
+    def make_transform(height, width):
+        return clip_transform(
+            height, width, size=size, resize=resize, transform=transform, train=train, rng=rng
+        )
 
-    frames, decoded = _decode_selected(path, wanted, box_fn, size)
+    frames, decoded = _decode_selected(path, wanted, make_transform)
     if decoded == 0:
         raise MediaError(path, "video stream has no decodable frame")
     if any(f is None for f in frames):
@@ -225,7 +261,7 @@ def load_frames(
             )
         # Sample again over the frames that really decode, in a second pass.
         wanted = sample_frame_indices(decoded, num_frames, train=train, rng=rng)
-        frames, _ = _decode_selected(path, wanted, box_fn, size)
+        frames, _ = _decode_selected(path, wanted, make_transform)
     return np.stack(frames)
 
 
