@@ -294,6 +294,21 @@ def slice_indices(
     return np.array([g[(len(g) + 1) // 2 - 1] for g in groups], dtype=np.int64)
 
 
+def padding_frames(length: int, *, num_clips: int, target_length: int, mode: str) -> int:
+    """Zero frames appended to ``length`` filterbank frames before slicing (int >= 0).
+
+    ``'fixed'``: up to the next multiple of ``target_length`` (a whole slice for empty input).
+    ``'reference'``: the released rule ``max(T * n - L, T - L % T)`` with ``T = target_length``,
+    ``n = num_clips``: always at least one frame, a whole zero slice when ``L`` is a multiple of
+    ``T``, and enough for ``n`` slices, so audio shorter than ``n - 1`` slices yields all-zero ones.
+    """
+    if mode not in PADDING_MODES:
+        raise ValueError(f"padding must be one of {PADDING_MODES}, got {mode!r}")
+    if mode == "reference":
+        return max(target_length * num_clips - length, target_length - length % target_length)
+    return (-length) % target_length if length > 0 else target_length
+
+
 def slice_fbank(
     features: np.ndarray,
     *,
@@ -311,13 +326,8 @@ def slice_fbank(
     released code's ``max(T * n - L, T - L % T)`` frames, which appends a whole all-zero slice when
     ``L`` is a multiple of ``T`` (and that slice can be drawn in training); for exact reproduction.
     """
-    if padding not in PADDING_MODES:
-        raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
     length, mel_bins = features.shape
-    if padding == "reference":
-        pad = max(target_length * num_clips - length, target_length - length % target_length)
-    else:
-        pad = (-length) % target_length if length > 0 else target_length
+    pad = padding_frames(length, num_clips=num_clips, target_length=target_length, mode=padding)
     padded = np.zeros((length + pad, mel_bins), dtype=np.float32)
     padded[:length] = features
     num_slices = padded.shape[0] // target_length
