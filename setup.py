@@ -67,6 +67,7 @@ setup(
             "gram-eval=gram_jax.eval_main:run",
             "gram-convert=gram_jax.convert.cli:run",
             "gram-data=data_pipelines.cli:run",
+            "gram-rank=gram_jax.rank_main:run",
         ]
     },
 )
