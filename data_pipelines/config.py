@@ -92,6 +92,10 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # True keeps only records whose audio file exists (the reference's filter: MSR-VTT 884 of 1000);
     # False keeps the full set and marks missing audio with present_audio=False.
     c.filter_audio = False
+    # Classes of a labelled dataset (records with a `label` field: an int, or a list of ints for
+    # multi-label sets such as AudioSet, which become bool[C] multi-hot rows); None = 1 + the
+    # largest class id in the split. Set it when a split may lack the last classes.
+    c.num_classes = None
     # Global batch sizes (all processes together); a process gets batch_size / process_count rows.
     c.batch_size = 32
     c.eval_batch_size = 64
@@ -184,6 +188,12 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         value = c.audio[key.split(".")[1]]
         if value not in allowed:
             raise ValueError(f"data config key {key!r}: expected one of {allowed}, got {value!r}")
+    if c.num_classes is not None and (
+        not isinstance(c.num_classes, int) or isinstance(c.num_classes, bool) or c.num_classes <= 0
+    ):
+        raise ValueError(
+            f"data config key 'num_classes': expected None or a positive int, got {c.num_classes!r}"
+        )
     if c.audio_prefix is not None and not isinstance(c.audio_prefix, str):
         raise ValueError(
             f"data config key 'audio_prefix': expected None or a str, got {c.audio_prefix!r}"

@@ -32,7 +32,8 @@ class SplitData:
         stays the annotation position when ``filter_audio`` removes records).
       captions: list[str] per record (may be empty: then the text modality is absent).
       subtitles: str or None per record.
-      labels: int32[R] class per record, or None when the dataset has no labels.
+      labels: int32[R] class per record, bool[R, C] multi-hot when records list several classes
+        (``label: [ids]``, AudioSet), or None when the dataset has no labels.
       sample_record: int32[N] record of each sample; sample_caption: int32[N] its caption.
       media_paths: modality -> list of str paths or None (file not found) per record.
       media_dirs: modality -> the directory searched.
@@ -120,16 +121,42 @@ def find_record_media(
     return None if found is None else os.fspath(found)
 
 
-def _record_label(record, path: str, position: int) -> int | None:
+def _record_label(record, path: str, position: int) -> int | list[int] | None:
+    """The record's ``label``: an int class id, a list of class ids (multi-label), or None."""
     label = (record.extra or {}).get("label")
     if label is None:
         return None
-    if isinstance(label, bool) or not isinstance(label, int | np.integer):
+
+    def is_id(value) -> bool:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 0
+
+    if is_id(label):
+        return int(label)
+    if isinstance(label, list) and label and all(is_id(v) for v in label):
+        return sorted({int(v) for v in label})
+    raise ValueError(
+        f"{path}: record {position} (id {record.id!r}) field 'label': expected a class index "
+        f"(int >= 0) or a non-empty list of them (multi-label), got {label!r}"
+    )
+
+
+def _label_array(labels: list, num_classes: int | None, path: str) -> np.ndarray:
+    """int32[R] class ids, or bool[R, C] multi-hot when any record lists several classes."""
+    multi = any(isinstance(label, list) for label in labels)
+    ids = [label if isinstance(label, list) else [label] for label in labels]
+    largest = max(max(i) for i in ids)
+    classes = largest + 1 if num_classes is None else int(num_classes)
+    if largest >= classes:
         raise ValueError(
-            f"{path}: record {position} (id {record.id!r}) field 'label': expected an int class "
-            f"index, got {label!r}"
+            f"{path}: field 'label' holds class {largest}, but data config key 'num_classes' is "
+            f"{num_classes} (class ids must be < num_classes)"
         )
-    return int(label)
+    if not multi:
+        return np.asarray(labels, np.int32)
+    hot = np.zeros((len(labels), classes), bool)
+    for row, classes_of_row in enumerate(ids):
+        hot[row, classes_of_row] = True
+    return hot
 
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
@@ -224,7 +251,9 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         positions=positions,
         captions=[list(r.captions) for r in records],
         subtitles=[r.subtitle for r in records],
-        labels=np.asarray(labels, np.int32) if all(has_label) and labels else None,
+        labels=(
+            _label_array(labels, config.num_classes, path) if all(has_label) and labels else None
+        ),
         sample_record=np.asarray(sample_record, np.int32),
         sample_caption=np.asarray(sample_caption, np.int32),
         media_paths=media_paths,

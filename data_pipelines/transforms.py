@@ -38,6 +38,33 @@ def sample_rngs(seed: int, epoch: int, sample: int) -> tuple[np.random.Generator
     )
 
 
+def placeholder_batch(
+    config: ml_collections.ConfigDict, modalities, n: int, *, train: bool = False
+) -> dict[str, np.ndarray]:
+    """Zero inputs of ``modalities`` for ``n`` rows, shaped by the data ``config``.
+
+    ``video`` uint8[n, F, S, S, 3] (``F`` the train or evaluation frame count), ``audio``
+    float32[n, C, T, M], ``<m>_ids``/``<m>_mask`` int32[n, L_m] for text-like modalities. Used
+    where an encoder that runs every tower gets rows without some modality (text-only prompts,
+    media-only items); the caller marks them absent.
+    """
+    frames = config.num_frames if train else (config.eval_num_frames or config.num_frames)
+    a = config.audio
+    batch: dict[str, np.ndarray] = {}
+    for m in modalities:
+        if m in TEXT_MODALITIES:
+            length = int(config.text_max_len[m])
+            batch[f"{m}_ids"] = np.zeros((n, length), np.int32)
+            batch[f"{m}_mask"] = np.zeros((n, length), np.int32)
+        elif m == "audio":
+            batch[m] = np.zeros((n, a.num_clips, a.target_length, a.mel_bins), np.float32)
+        elif m == "video":
+            batch[m] = np.zeros((n, frames, config.image_size, config.image_size, 3), np.uint8)
+        else:
+            raise ValueError(f"placeholder_batch: unknown modality {m!r}")
+    return batch
+
+
 def _make_reader(split: samples.SplitData, config: ml_collections.ConfigDict, train: bool):
     if config.prepared_dir is None:
         return samples.RawReader(split, config, train=train)
@@ -53,7 +80,8 @@ class LoadSample(grain.transforms.Map):
     the max length of text-like modality ``m``):
       ``video`` uint8[F, S, S, 3], ``audio`` float32[C, T, M], ``<m>_ids``/``<m>_mask`` int32[L_m],
       ``present_<m>`` bool, ``index`` int32 (annotation position, -1 on padding),
-      ``caption_index`` int32, ``valid`` bool, ``label`` int32 (labelled datasets only).
+      ``caption_index`` int32, ``valid`` bool, ``label`` int32, or bool[C] multi-hot for
+      multi-label sets (labelled datasets only; padding rows: -1 / all False).
     """
 
     def __init__(self, split: samples.SplitData, config: ml_collections.ConfigDict, *, train: bool):
@@ -63,12 +91,8 @@ class LoadSample(grain.transforms.Map):
         self._modalities = tuple(config.modalities)
         self._seed = int(config.seed)
         self._bad_data = config.bad_data
-        frames = config.num_frames if train else (config.eval_num_frames or config.num_frames)
-        a = config.audio
-        self._zeros = {
-            "video": np.zeros((frames, config.image_size, config.image_size, 3), np.uint8),
-            "audio": np.zeros((a.num_clips, a.target_length, a.mel_bins), np.float32),
-        }
+        zeros = placeholder_batch(config, ("video", "audio"), 1, train=train)
+        self._zeros = {m: zeros[m][0] for m in ("video", "audio")}
         self._max_len = {m: int(config.text_max_len[m]) for m in TEXT_MODALITIES}
         self._encode_empty = config.empty_text_policy == "encode"
         self._reader = None
@@ -111,8 +135,9 @@ class LoadSample(grain.transforms.Map):
         row["index"] = np.int32(-1)
         row["caption_index"] = np.int32(-1)
         row["valid"] = np.bool_(False)
-        if self._split.labels is not None:
-            row["label"] = np.int32(-1)
+        labels = self._split.labels
+        if labels is not None:
+            row["label"] = np.int32(-1) if labels.ndim == 1 else np.zeros(labels.shape[1], bool)
         return row
 
     def _media(self, modality: str, record: int, rng) -> tuple[np.ndarray, bool]:
@@ -176,6 +201,7 @@ class LoadSample(grain.transforms.Map):
         row["index"] = np.int32(self._split.positions[record])
         row["caption_index"] = np.int32(caption)
         row["valid"] = np.bool_(True)
-        if self._split.labels is not None:
-            row["label"] = np.int32(self._split.labels[record])
+        labels = self._split.labels
+        if labels is not None:
+            row["label"] = np.int32(labels[record]) if labels.ndim == 1 else labels[record].copy()
         return row

@@ -39,6 +39,7 @@ from data_pipelines.media import MediaError
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 from data_pipelines.media.text import Tokenizer
+from data_pipelines.transforms import placeholder_batch
 from gram_jax import checkpoint, parallel
 from gram_jax.evaluators import scoring as scoring_registry
 from gram_jax.modalities import data_modalities
@@ -199,28 +200,9 @@ class GramInference:
         return cls(config, trainer, state, source=source, batch_size=batch_size)
 
     # ------------------------------------------------------------------ batches
-    def _frames_shape(self) -> tuple[int, ...]:
-        d = self.config.data
-        frames = d.eval_num_frames or d.num_frames
-        return (frames, d.image_size, d.image_size, 3)
-
-    def _audio_shape(self) -> tuple[int, ...]:
-        a = self.config.data.audio
-        return (a.num_clips, a.target_length, a.mel_bins)
-
     def _placeholders(self, n: int) -> dict[str, np.ndarray]:
         """Zero inputs of every modality for ``n`` rows (the encoder runs all its towers)."""
-        batch: dict[str, np.ndarray] = {}
-        for m in self.modalities:
-            if m in TEXT_MODALITIES:
-                length = int(self.config.data.text_max_len[m])
-                batch[f"{m}_ids"] = np.zeros((n, length), np.int32)
-                batch[f"{m}_mask"] = np.zeros((n, length), np.int32)
-            elif m == "audio":
-                batch[m] = np.zeros((n, *self._audio_shape()), np.float32)
-            else:
-                batch[m] = np.zeros((n, *self._frames_shape()), np.uint8)
-        return batch
+        return placeholder_batch(self.config.data, self.modalities, n)
 
     def _run_encoder(self, batch: dict[str, np.ndarray]):
         embeddings, condition, condition_mask = self._encode(self._params, self._model_state, batch)
