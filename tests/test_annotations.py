@@ -190,7 +190,10 @@ def test_find_media_is_exact(tmp_path):
 def test_layout_media_naming(tmp_path):
     audio = tmp_path / "audio"
     _touch(audio, "audio_vid1.mp3", "vid1.mp3", "GOD8Bt5LfDE_100.wav")
-    assert get_layout("didemo").find("vid1", "audio", audio) == audio / "audio_vid1.mp3"
+    # DiDeMo audio is <id>.mp3 as released; the older upstream name through audio_prefix.
+    assert get_layout("didemo").find("vid1", "audio", audio) == audio / "vid1.mp3"
+    older = get_layout("didemo", audio_prefix="audio_")
+    assert older.find("vid1", "audio", audio) == audio / "audio_vid1.mp3"
     assert get_layout("msrvtt").find("vid1", "audio", audio) == audio / "vid1.mp3"
     found = get_layout("audiocaps").find("GOD8Bt5LfDE_100.000_110.000", "audio", audio)
     assert found == audio / "GOD8Bt5LfDE_100.wav"
