@@ -204,7 +204,12 @@ class GramInference:
         """Zero inputs of every modality for ``n`` rows (the encoder runs all its towers)."""
         return placeholder_batch(self.config.data, self.modalities, n)
 
-    def _run_encoder(self, batch: dict[str, np.ndarray]):
+    def encode_batch(self, batch: dict[str, np.ndarray]):
+        """The eval-mode encoder on one batch-contract dict (every model modality present).
+
+        Returns ({modality: float32[B, D]}, condition float[B, T, H] or None, condition_mask
+        int32[B, T] or None).
+        """
         embeddings, condition, condition_mask = self._encode(self._params, self._model_state, batch)
         embeddings = {m: np.asarray(e, np.float32) for m, e in embeddings.items()}
         if condition is not None:
@@ -235,7 +240,7 @@ class GramInference:
                 ids[start:stop],
                 mask[start:stop],
             )
-            chunks.append(self._run_encoder(batch)[0][self.anchor])
+            chunks.append(self.encode_batch(batch)[0][self.anchor])
         return EmbeddedTexts(texts, np.concatenate(chunks), ids, mask)
 
     def load_video(self, path: str | os.PathLike) -> np.ndarray:
@@ -313,7 +318,7 @@ class GramInference:
                     else:
                         batch[m][r] = self.load_video(source)
                     present[m][i] = True
-            embeddings, condition, condition_mask = self._run_encoder(batch)
+            embeddings, condition, condition_mask = self.encode_batch(batch)
             for m in self.data_modalities:
                 parts.setdefault(m, []).append(embeddings[m])
             if condition is not None:

@@ -78,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.videos and args.audios and len(args.videos) != len(args.audios):
         parser.error(f"--videos has {len(args.videos)} files, --audios {len(args.audios)}")
 
-    from gram_jax.config_loading import load_config
     from gram_jax.inference import GramInference
 
     if args.media_dir:
@@ -88,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(err))
     else:
         videos, audios = args.videos, args.audios
-    config = load_config(args.config) if args.config else None
+    config = None
+    if args.config:
+        from gram_jax.config_loading import load_config
+
+        config = load_config(args.config)
     gram = GramInference.load(args.checkpoint, config, step=args.step, batch_size=args.batch_size)
     if "audio" not in gram.data_modalities:
         audios = None
