@@ -199,6 +199,29 @@ class GramInference:
         config, trainer, state, source = load_state(checkpoint_path, config, step=step)
         return cls(config, trainer, state, source=source, batch_size=batch_size)
 
+    @classmethod
+    def initialize(cls, config, *, batch_size: int = 8) -> GramInference:
+        """A model of ``config`` with freshly initialised (random, seed ``config.seed``) weights:
+        for trying the API without a checkpoint; its scores mean nothing."""
+        from gram_jax.train import Trainer
+
+        trainer = Trainer(config, mesh=_single_device_mesh())
+        return cls(
+            config, trainer, trainer.init_state(), source="random init", batch_size=batch_size
+        )
+
+    def save_params(self, path: str | os.PathLike) -> pathlib.Path:
+        """Writes the parameters as a .msgpack weights file (what gram-convert writes and
+        :meth:`load` / ``config.model_init`` read); returns the path."""
+        from flax import serialization
+
+        path = pathlib.Path(path)
+        if path.suffix != ".msgpack":
+            raise ValueError(f"save_params: expected a .msgpack path, got {path}")
+        params = jax.tree.map(np.asarray, self._params)
+        path.write_bytes(serialization.msgpack_serialize(params))
+        return path
+
     # ------------------------------------------------------------------ batches
     def _placeholders(self, n: int) -> dict[str, np.ndarray]:
         """Zero inputs of every modality for ``n`` rows (the encoder runs all its towers)."""
