@@ -15,9 +15,12 @@ import av
 import numpy as np
 import pytest
 
+from data_pipelines import cli
+from data_pipelines.config import data_config
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets import tridigits as td
 from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.pipeline import make_eval_iterator
 
 pytestmark = pytest.mark.media
 
@@ -172,9 +175,6 @@ def test_build_is_deterministic(small_build, source_dir, tmp_path):
 
 
 def test_real_pipeline_reads_every_test_sample(small_build):
-    from data_pipelines.config import data_config
-    from data_pipelines.pipeline import make_eval_iterator
-
     out, _ = small_build
     assert get_layout("tridigits").name == "tridigits"
     config = data_config(**td.data_overrides(out, 1, SMALL), eval_batch_size=8)
@@ -211,8 +211,6 @@ def test_bad_inputs_name_the_problem(source_dir, tmp_path):
 
 
 def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
-    from data_pipelines import cli
-
     out = tmp_path / "cli"
     argv = ["--source-dir", str(source_dir), "--out", str(out), "--folds", "2"]
     argv += ["--images-per-class", "3", "--test-images-per-class", "1", "--frames", "2"]
