@@ -59,12 +59,6 @@ setup(
     packages=find_packages(
         include=["gram_jax", "gram_jax.*", "data_pipelines", "data_pipelines.*"]
     ),
-    # Data files inside the packages: the TriDigits source checksums (read by every build) and the
-    # real reference annotations and clips (MIT, 15 MB) that tests and runlocal configs use.
-    package_data={
-        "data_pipelines.datasets.tridigits": ["manifest.json"],
-        "data_pipelines": ["reference_data/*", "reference_data/*/*/*"],
-    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
@@ -74,5 +68,11 @@ setup(
             "gram-convert=gram_jax.convert.cli:run",
             "gram-data=data_pipelines.cli:run",
         ]
+    },
+    # Data files inside the packages: the TriDigits source checksums (read by every build) and the
+    # real reference annotations and clips (MIT, 15 MB) that tests and runlocal configs use.
+    package_data={
+        "data_pipelines.datasets.tridigits": ["manifest.json"],
+        "data_pipelines": ["reference_data/*", "reference_data/*/*", "reference_data/*/*/*"],
     },
 )

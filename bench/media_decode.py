@@ -25,7 +25,7 @@ import numpy as np
 
 from data_pipelines.annotations import load_records
 from data_pipelines.media import audio, text, video
-from data_pipelines.reference_clips import REFERENCE_DATA_DIR
+from data_pipelines.reference_media import REFERENCE_DATA_DIR
 
 
 def seek_per_frame(path: pathlib.Path, num_frames: int, size: int = 224) -> np.ndarray:

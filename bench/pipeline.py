@@ -41,7 +41,7 @@ from data_pipelines.config import data_config  # noqa: E402
 from data_pipelines.media import audio as media_audio  # noqa: E402
 from data_pipelines.media import video as media_video  # noqa: E402
 from data_pipelines.media.text import Tokenizer  # noqa: E402
-from data_pipelines.reference_clips import write_clip_dataset  # noqa: E402
+from data_pipelines.reference_media import write_clip_dataset  # noqa: E402
 
 
 def _clock():

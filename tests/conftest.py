@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from data_pipelines.reference_clips import REFERENCE_DATA_DIR  # noqa: E402
+from data_pipelines.reference_media import REFERENCE_DATA_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 
 from data_pipelines.config import data_config
-from data_pipelines.reference_clips import write_clip_dataset
+from data_pipelines.reference_media import write_clip_dataset
 
 
 def clip_dataset(tmp_path: pathlib.Path, *, second_captions=True) -> dict:
