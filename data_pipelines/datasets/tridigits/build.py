@@ -102,7 +102,7 @@ def build(
     The files are written into a private folder beside ``out`` and renamed into place whole.
 
     Args:
-      out: output root (layout in the module docstring).
+      out: output root (layout in the package docstring).
       options: splits, sizes and seed.
       cache_dir: where .debs are downloaded and unpacked (default ``default_cache_dir()``).
       source_dir: an already unpacked root holding ``usr/share/...``; skips apt entirely.
@@ -135,6 +135,7 @@ def build(
         for k in range(options.folds)
     }
 
+    # Everything below writes into the private folder `out`; `final` receives it whole.
     final, out = out, staging_dir(out)
     try:
         for sub in ("annotations", "videos", "audios", "media/images", "media/clips"):
