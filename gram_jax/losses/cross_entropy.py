@@ -2,13 +2,11 @@
 
 Most functions work on [b, N] logits whose rows are (local) samples and whose columns are candidates
 of the global batch; `labels` give the positive column of each row (`offset + arange(b)` for a
-contrastive batch, see `gram_jax.gather`). They return per-row values so that gather modes can sum
-rows across shards before taking the mean.
+contrastive batch, see `gram_jax.losses.gather`). They return per-row values so that gather modes
+can sum rows across shards before taking the mean.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,66 +71,3 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
 def positive_labels(offset: jax.Array, rows: int) -> jax.Array:
     """int32[rows]: the positive column of each local row, `offset + arange(rows)`."""
     return offset + jnp.arange(rows, dtype=jnp.int32)
-
-
-def resolve_temperature(temperature) -> jax.Array:
-    """float32 scalar tau from a float, a 0-d array or a `Temperature` module (called)."""
-    if callable(temperature):
-        temperature = temperature()
-    tau = jnp.asarray(temperature, jnp.float32)
-    if tau.ndim != 0:
-        raise ValueError(f"temperature: expected a scalar, got shape {tau.shape}")
-    return tau
-
-
-def select_modalities(
-    embeddings: Mapping[str, jax.Array],
-    present: Mapping[str, jax.Array] | None,
-    anchor: str,
-    order: Sequence[str],
-) -> tuple[list[jax.Array], list[jax.Array | None]]:
-    """The `order` embeddings (float[B, D] each) and their presence masks (bool[B] or None).
-
-    Raises a ValueError naming the missing key if `embeddings` lacks `anchor` or a modality of
-    `order`, or if shapes disagree.
-    """
-    names = (anchor, *order)
-    if len(set(names)) != len(names) or not order:
-        raise ValueError(f"anchor={anchor!r}, order={tuple(order)}: expected distinct modalities")
-    for name in names:
-        if name not in embeddings:
-            raise ValueError(
-                f"embeddings: missing key {name!r} (have {sorted(embeddings)}; anchor={anchor!r}, "
-                f"order={tuple(order)})"
-            )
-    shape = jnp.shape(embeddings[anchor])
-    if len(shape) != 2:
-        raise ValueError(f"embeddings[{anchor!r}]: expected float[B, D], got shape {shape}")
-    masks = []
-    for name in names:
-        if jnp.shape(embeddings[name]) != shape:
-            raise ValueError(
-                f"embeddings[{name!r}]: expected shape {shape} like the anchor, got "
-                f"{jnp.shape(embeddings[name])}"
-            )
-        mask = None if present is None else present.get(name)
-        if mask is not None:
-            mask = jnp.asarray(mask).astype(bool)
-            if mask.shape != shape[:1]:
-                raise ValueError(f"present[{name!r}]: expected bool[{shape[0]}], got {mask.shape}")
-        masks.append(mask)
-    return [jnp.asarray(embeddings[n]) for n in order], masks[1:]
-
-
-def modality_inputs(embeddings, present, anchor, order):
-    """{'emb': float32[B, M, D] in (anchor, *order) order, 'present': bool[B, M]}: the batch-first
-    layout `gram_jax.gather.apply_gathered` shards (missing masks become all-True)."""
-    others, masks = select_modalities(embeddings, present, anchor, order)
-    anchor_present = None if present is None else present.get(anchor)
-    all_masks = [anchor_present, *masks]
-    b = others[0].shape[0]
-    emb = jnp.stack([jnp.asarray(embeddings[anchor]), *others], axis=1).astype(jnp.float32)
-    pres = jnp.stack(
-        [jnp.ones(b, bool) if m is None else jnp.asarray(m, bool) for m in all_masks], 1
-    )
-    return {"emb": emb, "present": pres}
