@@ -292,7 +292,7 @@ def _flat_hparams(config) -> dict:
 
 def _evaluate(trainer: Trainer, config, workdir: pathlib.Path, writer, state, step: int) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator."""
-    from gram_jax.evaluation import run_evaluations
+    from gram_jax.evaluators.runner import run_evaluations
 
     results = run_evaluations(config, trainer, state)
     if jax.process_index() == 0:

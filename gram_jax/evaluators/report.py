@@ -195,7 +195,7 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
     import json
     import pathlib
 
-    from gram_jax import plots
+    from gram_jax.evaluators import plots
 
     workdir = pathlib.Path(workdir)
     embeddings, labels = embed_split(

@@ -1,4 +1,4 @@
-"""gram_jax.alignment_report and gram_jax.plots on embeddings with known answers, and the
+"""gram_jax.evaluators.report and plots on embeddings with known answers, and the
 TriDigits sweep's aggregation (mean and 95 % CI)."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from gram_jax import alignment_report as report
-from gram_jax import plots
+from gram_jax.evaluators import plots, report
 from gram_jax.volume import gram_volume
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
