@@ -251,7 +251,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
             # A restart of a finished run trains nothing and does not evaluate again.
             if config.evals and step > start:
                 evaluate(state, step)
-            if config.get("report") and step > start and is_main:
+            if config.get("report") and step > start:  # every process: the report gathers
                 _load_hook(config.report)(config, trainer, state, workdir)
     finally:
         manager.wait_until_finished()

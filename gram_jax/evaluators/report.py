@@ -1,17 +1,21 @@
 """Retrieval table and per-modality collapse metrics of a labelled text/video/audio test set.
 
-Used by the quickstart and the TriDigits reproduction (experiments/tridigits). Works on host
-numpy embeddings ({modality: float[N, D] unit vectors} of the same N test records), so it is
-independent of the model and of how the embeddings were computed.
+Used by the quickstart and the TriDigits reproduction (experiments/tridigits). The tables work on
+host numpy embeddings ({modality: float[N, D] unit vectors} of the same N test records), so they
+are independent of the model and of how the embeddings were computed; `report_run` embeds a split
+through the evaluators' runner and writes the report.
 
 Directions (query -> candidates, candidate j = record j):
 - ``text->video+audio``: each text against every (video_j, audio_j) tuple, scored with the
-  method's own tuple score (``SCORINGS``): the Gram volume for GRAM, the triangle area for
-  TRIANGLE, the multilinear product for Symile, the sum of cosines for the cosine baselines;
+  method's own tuple score (`scoring.scoring_for_loss`, one of `scoring.TUPLE_SCORINGS`): the Gram
+  volume for GRAM, the triangle area for TRIANGLE, the multilinear product for Symile, the mean of
+  the cosines (ranks as their sum) for the cosine baselines;
 - ``video->audio``, ``audio->video``, ``text->video``, ``text->audio``: cosine similarity.
 
-Metrics per direction: instance recall ``R@1``/``R@5`` (the candidate of the query's own record),
-``MdR`` (median rank, 1-based) and ``class@1`` (the top candidate shows the same class). TriDigits
+Metrics per direction, from the one ranking of ranking.py (recalls as fractions 0..1 here; the
+evaluators write percent to metrics.jsonl): instance recall ``R@1``/``R@5`` (the candidate of the
+query's own record), ``MdR`` (median rank, 1-based) and ``class@1`` (the top candidate shows the
+same class). TriDigits
 test sets hold repeated texts (two voices of one language saying one digit share a word), so the
 instance recall of text queries has an upper bound below 1; ``class@1`` has none.
 
@@ -21,11 +25,20 @@ vector) and ``variance`` (total variance of the unit vectors, 0 = collapsed to a
 
 from __future__ import annotations
 
+import json
+import pathlib
 from collections.abc import Mapping
 
+import jax
 import numpy as np
 
-SCORINGS = ("volume", "area", "symile", "cosine")
+from gram_jax.evaluators.base import collect
+from gram_jax.evaluators.plots import plot_embeddings
+from gram_jax.evaluators.ranking import class_at_1, ranks, recall_at
+from gram_jax.evaluators.runner import ModelScorer, eval_data_config, global_batches
+from gram_jax.evaluators.scoring import scoring_for_loss, tuple_scores, unit_rows
+from gram_jax.modalities import data_modalities
+
 PAIR_DIRECTIONS = (
     ("video", "audio"),
     ("audio", "video"),
@@ -34,100 +47,46 @@ PAIR_DIRECTIONS = (
 )
 
 
-def scoring_for_loss(loss_name: str) -> str:
-    """The tuple scoring that matches a `gram_jax.losses.LOSSES` name."""
-    return {"volume": "volume", "area": "area", "symile": "symile"}.get(loss_name, "cosine")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def tuple_scores(query: np.ndarray, candidates: list[np.ndarray], scoring: str) -> np.ndarray:
-    """Similarity of each query row to each candidate tuple (higher = better).
-
-    Args:
-      query: float[N, D]; candidates: list of k-1 float[M, D] (tuple j = row j of each).
-      scoring: one of ``SCORINGS``.
-    Returns:
-      float64[N, M].
-    """
-    q = _unit(query)
-    c = [_unit(x) for x in candidates]
-    if scoring == "cosine":
-        return sum(q @ x.T for x in c)
-    if scoring == "symile":
-        # Multilinear inner product sum_d q_d * prod_m c_m,d: Symile's score.
-        prod = np.prod(np.stack(c), axis=0)
-        return q @ prod.T
-    if scoring in ("volume", "area"):
-        import jax.numpy as jnp
-
-        from gram_jax import volume
-
-        others = jnp.asarray(np.stack(c), jnp.float32)
-        anchor = jnp.asarray(q, jnp.float32)
-        if scoring == "volume":
-            vol = volume.pairwise_volume(anchor, others)
-        else:
-            if len(c) != 2:
-                raise ValueError(f"area scoring needs exactly 2 candidate modalities, got {len(c)}")
-            vol = volume.pairwise_triangle_area(anchor, others)
-        return -np.asarray(vol, np.float64)
-    raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
-
-
 def rank_metrics(scores: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
-    """R@1, R@5, MdR (and class@1 when labels are given) of a square score matrix.
+    """R@1, R@5 (fractions), MdR (and class@1 when labels are given) of a square score matrix.
 
-    Row i's correct candidate is column i. Ties count against the query (pessimistic rank), so a
-    collapsed modality, whose scores are all equal, gets the worst rank rather than a lucky one.
+    Row i's correct candidate is column i. Ties count against the query (pessimistic rank,
+    `ranking.ranks`), so a collapsed modality, whose scores are all equal, gets the worst rank.
     """
     scores = np.asarray(scores, np.float64)
     n = len(scores)
     if scores.shape != (n, n):
         raise ValueError(f"rank_metrics: expected a square score matrix, got {scores.shape}")
-    own = np.diag(scores)
-    ranks = (scores >= own[:, None]).sum(axis=1)  # 1-based, ties pessimistic
-    out = {
-        "R@1": float(np.mean(ranks <= 1)),
-        "R@5": float(np.mean(ranks <= 5)),
-        "MdR": float(np.median(ranks)),
-    }
+    rank = ranks(scores, np.arange(n))
+    out = {"R@1": recall_at(rank, 1), "R@5": recall_at(rank, 5), "MdR": float(np.median(rank + 1))}
     if labels is not None:
-        labels = np.asarray(labels)
-        best = scores.max(axis=1, keepdims=True)
-        # Among the top-scoring candidates (ties), the fraction that shows the query's class.
-        top = scores >= best
-        out["class@1"] = float(
-            np.mean((top & (labels[None, :] == labels[:, None])).sum(1) / top.sum(1))
-        )
+        out["class@1"] = class_at_1(scores, labels)
     return out
 
 
 def retrieval_table(
     embeddings: Mapping[str, np.ndarray], labels: np.ndarray | None, scoring: str = "volume"
 ) -> dict[str, dict[str, float]]:
-    """{direction: metrics} for text->video+audio (``scoring``) and the cosine pair directions."""
+    """{direction: metrics} for text->video+audio (``scoring``) and the cosine pair directions.
+
+    embeddings: {modality: float[N, D]} (normalised here, in float64); labels: int[N] or None.
+    """
+    unit = {m: unit_rows(np.asarray(x, np.float64)) for m, x in embeddings.items()}
     table = {
         "text->video+audio": rank_metrics(
-            tuple_scores(embeddings["text"], [embeddings["video"], embeddings["audio"]], scoring),
-            labels,
+            tuple_scores(unit["text"], np.stack([unit["video"], unit["audio"]]), scoring), labels
         )
     }
     for q, c in PAIR_DIRECTIONS:
-        table[f"{q}->{c}"] = rank_metrics(
-            tuple_scores(embeddings[q], [embeddings[c]], "cosine"), labels
-        )
+        table[f"{q}->{c}"] = rank_metrics(tuple_scores(unit[q], unit[c][None], "cosine"), labels)
     return table
 
 
 def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """{modality: {'mean_cos', 'variance'}} of unit-normalised embeddings."""
+    """{modality: {'mean_cos', 'variance'}} of unit-normalised embeddings (float[N, D] each)."""
     out = {}
     for m, x in embeddings.items():
-        u = _unit(x)
+        u = unit_rows(np.asarray(x, np.float64))
         n = len(u)
         gram = u @ u.T
         mean_cos = (gram.sum() - np.trace(gram)) / max(n * (n - 1), 1)
@@ -153,36 +112,27 @@ def format_table(table: Mapping[str, Mapping[str, float]], collapse=None, title:
     return "\n".join(lines)
 
 
-def embed_split(encode, params, model_state, data_config, split: str):
-    """Embeddings of every sample of ``split`` through the real evaluation pipeline.
+def embed_split(config, trainer, state, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Embeddings and labels of every record of ``split``, through the evaluators' loop.
 
-    Args:
-      encode: ``Trainer.encode_fn()``: (params, model_state, batch) -> (embeddings, cond, mask).
-      data_config: a ``data_pipelines.config.data_config``.
+    Uses `runner.global_batches` and `runner.ModelScorer`, the path of ``config.evals``.
     Returns:
-      ({modality: float32[N, D]} in annotation order, labels int32[N] or None).
+      ({modality: float32[N, D]} in Gram order and annotation order, labels int[N]).
     """
-    from data_pipelines.pipeline import make_eval_iterator
-
-    chunks: dict[str, list[np.ndarray]] = {}
-    labels, index = [], []
-    for batch in make_eval_iterator(data_config, split, process_index=0, process_count=1):
-        valid = np.asarray(batch["valid"], bool)
-        embeddings, _, _ = encode(params, model_state, batch)
-        for m, x in embeddings.items():
-            chunks.setdefault(m, []).append(np.asarray(x, np.float32)[valid])
-        index.append(np.asarray(batch["index"])[valid])
-        if "label" in batch:
-            labels.append(np.asarray(batch["label"])[valid])
-    order = np.argsort(np.concatenate(index), kind="stable")
-    out = {m: np.concatenate(v)[order] for m, v in chunks.items()}
-    return out, (np.concatenate(labels)[order] if labels else None)
+    anchor = config.loss.anchor
+    modalities = (anchor, *data_modalities({m: None for m in config.model.modalities}, anchor))
+    scorer = ModelScorer(trainer, state, anchor, keep_match_rows=False)
+    batches = global_batches(eval_data_config(config, {}), split)
+    col = collect(scorer.encode_fn, batches, modalities, label_key="label")
+    order = np.argsort(col.index, kind="stable")
+    return {m: col.embeddings[m][order] for m in modalities}, np.asarray(col.label)[order]
 
 
 def report_run(config, trainer, state, workdir, *, split: str = "test", log=print) -> dict:
     """Embed ``split``, print the retrieval table, write ``report.json`` and ``embeddings.png``.
 
-    The end-of-training report of the quickstart (and of any labelled tri-modal run).
+    The end-of-training report of the quickstart (and of any labelled tri-modal run). Every
+    process must call it (the embedding gathers over processes); process 0 logs and writes.
 
     Args:
       config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
@@ -190,25 +140,23 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
       state: the train state dict (``params``, ``model_state``).
       workdir: where ``report.json`` and ``embeddings.png`` go.
     Returns:
-      {'retrieval': ..., 'collapse': ..., 'plot': path}.
+      {'split', 'scoring', 'retrieval', 'collapse', 'plot': path or None off process 0}.
     """
-    import json
-    import pathlib
-
-    from gram_jax.evaluators import plots
-
     workdir = pathlib.Path(workdir)
-    embeddings, labels = embed_split(
-        trainer.encode_fn(), state["params"], state["model_state"], config.data, split
-    )
+    embeddings, labels = embed_split(config, trainer, state, split)
     scoring = scoring_for_loss(config.loss.name)
-    table = retrieval_table(embeddings, labels, scoring)
-    collapse = collapse_metrics(embeddings)
+    out = {
+        "split": split,
+        "scoring": scoring,
+        "retrieval": retrieval_table(embeddings, labels, scoring),
+        "collapse": collapse_metrics(embeddings),
+    }
+    if jax.process_index() != 0:
+        return {**out, "plot": None}
     title = f"{split}: {len(labels)} records, text->video+audio scored by {scoring}"
-    log(format_table(table, collapse, title))
-    plot = plots.plot_embeddings(
+    log(format_table(out["retrieval"], out["collapse"], title))
+    plot = plot_embeddings(
         embeddings, labels, workdir / "embeddings.png", title=f"{config.loss.name}, {split} split"
     )
-    out = {"split": split, "scoring": scoring, "retrieval": table, "collapse": collapse}
     (workdir / "report.json").write_text(json.dumps(out, indent=1))
     return {**out, "plot": str(plot)}
