@@ -35,8 +35,8 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
   ``keep_checkpoints`` (keep-N), ``async_checkpoints`` (True), ``log_every`` (train metrics every N
   steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the reference evaluates first).
 - ``evals``: {name: dict(type='retrieval' | 'classification', split=..., ...)}; the keys of each
-  entry are documented in `gram_jax.evaluation` (run at the end, every ``eval_every`` steps, and
-  by ``gram-eval``).
+  entry are documented in `gram_jax.evaluators.runner` (run at the end, every ``eval_every``
+  steps, and by ``gram-eval``).
 - ``seed``: the seed of initialisation, dropout and hard-negative sampling (50, as the reference).
 - ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
   workdir has none.

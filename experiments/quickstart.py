@@ -37,5 +37,5 @@ def get_config(arg: str | None = None):
     config.evals.test = dict(type="retrieval", split="test", scorings=("volume", "cosine"))
     config.log_every = min(config.log_every, config.total_steps)
     # The end-of-run report (retrieval table + embedding plot), called after the last evaluation.
-    config.report = "gram_jax.alignment_report:report_run"
+    config.report = "gram_jax.evaluators.report:report_run"
     return config

@@ -31,7 +31,7 @@ _EXPORTS = {
     "Temperature": "gram_jax.models.temperature",
     "RetrievalEvaluator": "gram_jax.evaluators",
     "ZeroShotClassifier": "gram_jax.evaluators",
-    "run_evaluations": "gram_jax.evaluation",
+    "run_evaluations": "gram_jax.evaluators.runner",
 }
 
 __all__ = sorted(_EXPORTS)

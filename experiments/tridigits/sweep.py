@@ -72,7 +72,7 @@ def method_config(method: str, args):
 
 
 def run_record(method: str, config, result: dict, settings: dict) -> dict:
-    from gram_jax import alignment_report as report
+    from gram_jax.evaluators import report
 
     scoring = report.scoring_for_loss(config.loss.name)
     emb, labels = result["embeddings"], result["labels"]
