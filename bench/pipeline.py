@@ -26,21 +26,19 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
 import numpy as np
 from absl import flags
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from data_pipelines import pipeline, prepare, samples, transforms
+from data_pipelines.config import data_config
+from data_pipelines.media import audio as media_audio
+from data_pipelines.media import video as media_video
+from data_pipelines.media.text import Tokenizer
 
-from data_pipelines import pipeline, prepare, samples, transforms  # noqa: E402
-from data_pipelines.config import data_config  # noqa: E402
-from data_pipelines.media import audio as media_audio  # noqa: E402
-from data_pipelines.media import video as media_video  # noqa: E402
-from data_pipelines.media.text import Tokenizer  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 CAPTIONS = [
     "A dog is barking",

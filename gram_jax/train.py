@@ -38,6 +38,23 @@ def build_model(model_config, seed: int):
         return GramModel(model_config, rngs=nnx.Rngs(seed))
 
 
+def init_train_state(model_config, tx, seed) -> dict:
+    """A fresh train state for `seed` (an int or a traced int32 scalar: jit/vmap over seeds).
+
+    Returns {'params', 'model_state' (nnx.State), 'opt_state' (tx.init), 'step' int32[],
+    'rng' uint32[2] (key data of `seed`)}, unsharded; `Trainer.init_state` shards it.
+    """
+    model = build_model(model_config, seed)
+    _, params, rest = split_model(model)
+    return dict(
+        params=params,
+        model_state=rest,
+        opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(jax.random.key(seed)),
+    )
+
+
 def _path_keys(path) -> tuple:
     return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
 
@@ -112,15 +129,7 @@ class Trainer:
         self.term_names = term_names(config)
 
     def _init_state(self) -> dict:
-        model = build_model(self.config.model, self.config.seed)
-        _, params, rest = split_model(model)
-        return dict(
-            params=params,
-            model_state=rest,
-            opt_state=self.tx.init(params),
-            step=jnp.zeros((), jnp.int32),
-            rng=jax.random.key_data(jax.random.key(self.config.seed)),
-        )
+        return init_train_state(self.config.model, self.tx, self.config.seed)
 
     def init_state(self) -> dict:
         """A fresh, sharded train state (initialised directly in its shardings)."""
