@@ -150,15 +150,35 @@ def _import_from_package(path: pathlib.Path) -> ModuleType | None:
     return importlib.import_module(name)
 
 
+def _in_installed_package(relative: pathlib.Path) -> pathlib.Path | None:
+    """``experiments/x.py`` inside the installed ``experiments`` package, if there is one: the
+    README's ``--config experiments/...`` commands then work from any directory."""
+    top = relative.parts[0] if relative.parts else ""
+    if not top.isidentifier():
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = pathlib.Path(location).resolve().parent / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def load_config_module(path: str | pathlib.Path) -> ModuleType:
     """The module of the config file `path` (imported once; see the module docstring).
 
     Raises:
       FileNotFoundError: `path` is not a file.
     """
-    path = pathlib.Path(path).expanduser().resolve()
+    given = pathlib.Path(path).expanduser()
+    path = given.resolve()
+    if not path.is_file() and not given.is_absolute():
+        path = _in_installed_package(given) or path
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+        raise FileNotFoundError(f"config file {given} does not exist (resolved: {path})")
     module = _import_from_package(path)
     if module is None:
         # Outside an importable package: load from the path, once per path, under a name that
@@ -192,18 +212,21 @@ def define_config_flag(name: str, help_string: str, *, lock_config: bool = True)
     from absl import flags
     from ml_collections import config_flags
 
-    class _Parser(config_flags.ConfigFileFlagParser):
+    class _Parser(flags.ArgumentParser):
         def parse(self, spec):
             try:
                 config = load_config(spec)
-            except (TypeError, ValueError) as err:
-                # absl rethrows these without their trace; keep it in the message.
+            except (TypeError, ValueError, OSError) as err:
+                # absl reports ValueErrors as a one-line flag error: keep the trace in it.
                 message = f"error while loading config {spec}:\n\n{traceback.format_exc()}"
-                raise type(err)(message) from err
-            if self._lock_config and callable(getattr(config, "lock", None)):
+                raise ValueError(message) from err
+            if lock_config and callable(getattr(config, "lock", None)):
                 config.lock()
             return config
 
+        def flag_type(self):
+            return "config object"
+
     holder = config_flags.DEFINE_config_file(name, None, help_string, lock_config=lock_config)
-    flags.FLAGS[name].parser = _Parser(name=name, lock_config=lock_config)
+    flags.FLAGS[name].parser = _Parser()
     return holder

@@ -194,6 +194,8 @@ def test_setup_runs_two_real_steps(relative, arg, tmp_path):
     config = runlocal_config(relative, arg)
     config.total_steps = 2
     config.checkpoint_steps = 2
+    # The train step is under test here; evaluation of a runlocal run: tests/test_readme_howtos.py.
+    config.evals = {}
     state = train_and_evaluate(config, tmp_path)
     assert int(state["step"]) == 2
     for leaf in jax.tree.leaves(state["params"]):

@@ -201,14 +201,18 @@ def apply_args(config, arg: str | None, *, row: str | None = None):
 
 
 def runlocal(config, *, row: str | None = None):
-    """base_config.runlocal (tiny towers, the 4 real clips, 4 steps) keeping the row's modalities.
+    """base_config.runlocal (tiny towers, the 4 real clips, 4 steps, a retrieval evaluator on
+    them) keeping the row's modalities.
 
     The clips have video, audio and captions but no subtitles: a T-VAS run sees every subtitle as
     missing (present_subtitle=False), which the volume drops from each Gram matrix.
     """
     modalities = config.model.modalities
     base_config.runlocal(config)
-    config.data.modalities = (*[m for m in modalities if m != "text"], "text")
-    config.evals = ml_collections.ConfigDict()
+    data_modalities = [m for m in modalities if m != "text"]
+    config.data.modalities = (*data_modalities, "text")
+    # base_config's evaluator on the same 4 clips (so `gram-eval` of a runlocal run has work),
+    # scored on the row's tuple without subtitles (the clips have none).
+    config.evals.reference_clips.modalities = tuple(m for m in data_modalities if m != "subtitle")
     config.eval_at_start = False
     return config
