@@ -30,7 +30,7 @@ from gram_jax.train_step import check_finite, make_train_step, split_model, term
 log = logging.getLogger(__name__)
 
 
-def build_model(model_config, seed: int):
+def build_model(model_config, seed: int | jax.Array):
     """A GramModel (call inside jit or eval_shape); flax's eager sharding off, we shard."""
     from gram_jax.models.gram import GramModel
 
@@ -44,14 +44,16 @@ def init_train_state(model_config, tx, seed) -> dict:
     Returns {'params', 'model_state' (nnx.State), 'opt_state' (tx.init), 'step' int32[],
     'rng' uint32[2] (key data of `seed`)}, unsharded; `Trainer.init_state` shards it.
     """
-    model = build_model(model_config, seed)
+    # A key, not the int: nnx.Rngs turns only Python ints into keys (equal to this one).
+    key = jax.random.key(seed)
+    model = build_model(model_config, key)
     _, params, rest = split_model(model)
     return dict(
         params=params,
         model_state=rest,
         opt_state=tx.init(params),
         step=jnp.zeros((), jnp.int32),
-        rng=jax.random.key_data(jax.random.key(seed)),
+        rng=jax.random.key_data(key),
     )
 
 
