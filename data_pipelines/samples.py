@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from data_pipelines import annotations, media
+from data_pipelines import annotations, media, prepared_source
+from data_pipelines.datasets import DatasetLayout, get_layout
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 
@@ -68,8 +69,6 @@ _EXTENSIONS = {"video": media.VIDEO_EXTENSIONS, "audio": media.AUDIO_EXTENSIONS}
 def _layout(dataset: str | None, audio_prefix: str | None = None):
     """The DatasetLayout of ``dataset`` (audio prefix replaced when ``audio_prefix`` is not None),
     or None (plain ``<id>.<ext>`` naming) when neither is set."""
-    from data_pipelines.datasets import DatasetLayout, get_layout
-
     if dataset:
         return get_layout(dataset, audio_prefix=audio_prefix)
     if audio_prefix:
@@ -184,8 +183,6 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
     prefix = config.audio_prefix
     if config.prepared_dir is not None:
         # The prepared shards hold the media; the original files need not exist here.
-        from data_pipelines import prepared_source
-
         manifest = prepared_source.read_manifest(config.prepared_dir, split)
         prepared_source.check_manifest_matches(manifest, records, config, path)
         unavailable = set(manifest["missing"].get("audio", []))

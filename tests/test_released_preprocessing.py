@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from absl import flags
 
-import data_pipelines
 from data_pipelines import pipeline
 from data_pipelines.config import data_config
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import frame_resize
 from data_pipelines.media import video as media_video
+from data_pipelines.reference_media import REFERENCE_DATA_DIR as REFERENCE_DATA
 
 torch = pytest.importorskip("torch")
 tv_transforms = pytest.importorskip("torchvision.transforms")
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.media
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
-REFERENCE_DATA = pathlib.Path(data_pipelines.__file__).parent / "reference_data"
 CLIPS = [REFERENCE_DATA / "media" / "videos" / f"video{i}.mp4" for i in range(1, 5)]
 
 

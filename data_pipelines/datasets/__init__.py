@@ -25,6 +25,7 @@ LAYOUT_NAMES = (
     "vast",
     "vggsound",
     "audioset",
+    "reference_clips",
 )
 
 

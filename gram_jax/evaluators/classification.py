@@ -35,7 +35,7 @@ import numpy as np
 from gram_jax import volume
 from gram_jax.evaluators.base import EncodeFn, MatchFn, collect
 from gram_jax.evaluators.ranking import metrics_from_ranks, prefixed, ranks
-from gram_jax.evaluators.scoring import cosine_scores, rerank_with_matching, volume_scores
+from gram_jax.evaluators.scoring import TUPLE_SCORINGS, rerank_with_matching, tuple_scores
 
 PROTOCOLS = ("per_item", "per_class")
 # Captions of one class must encode to the same prompt embedding (up to float noise).
@@ -121,7 +121,8 @@ class ZeroShotClassifier:
         prompt per class, in class-id order; encoded once per run with encode_fn.
       anchor: the prompt modality; modalities: the data tuple.
       label_key: batch field with the labels: int[B] class ids or bool[B, C] multi-hot.
-      scoring: 'volume' (argmin volume) or 'cosine' (mean text-modality cosine).
+      scoring: a `scoring.TUPLE_SCORINGS` name: 'volume' (argmin volume), 'cosine' (mean
+        text-modality cosine), 'area' or 'symile'.
       protocol: 'per_item' (prompts required) or 'per_class' (the released protocol: prompts
         from the items' captions, so the batches carry the anchor text; single-label only).
       rerank_top_k: 'per_class' only: items re-scored per class by the matching head (0 = none;
@@ -140,8 +141,10 @@ class ZeroShotClassifier:
     match_batch_size: int = 1024
 
     def __post_init__(self):
-        if self.scoring not in ("volume", "cosine"):
-            raise ValueError(f"scoring: expected 'volume' or 'cosine', got {self.scoring!r}")
+        if self.scoring not in TUPLE_SCORINGS:
+            raise ValueError(
+                f"scoring: expected one of {tuple(TUPLE_SCORINGS)}, got {self.scoring!r}"
+            )
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {self.protocol!r}")
         if self.protocol == "per_item" and not self.prompts:
@@ -153,9 +156,7 @@ class ZeroShotClassifier:
 
     def _scores(self, anchors: np.ndarray, data: np.ndarray, present: np.ndarray) -> np.ndarray:
         """float[Na, N]: the scoring of every anchor against every data tuple."""
-        if self.scoring == "volume":
-            return volume_scores(anchors, data, present, chunk_size=self.chunk_size)
-        return cosine_scores(anchors, data, present)
+        return tuple_scores(anchors, data, self.scoring, present, chunk_size=self.chunk_size)
 
     def run(
         self,
