@@ -123,3 +123,33 @@ def test_per_class_errors(dataset):
     multi = [dict(b, label=np.eye(3, dtype=bool)[b["label"]]) for b in batches]
     with pytest.raises(ValueError, match="int class ids"):
         ZeroShotClassifier(protocol="per_class").run(encode, multi)
+
+
+def test_classification_config_runs_both_protocols_with_the_real_model():
+    """experiments/paper/classify_tva.py:runlocal on the 4 real clips (dog, dog, cat, cat) with a
+    random-init tiny GRAM: the released per-class protocol with matching re-rank, and per-item
+    prompts (a prompts-only batch, which the runner completes with placeholder media)."""
+    import jax
+
+    from gram_jax import parallel
+    from gram_jax.config_loading import load_config
+    from gram_jax.evaluators.runner import run_evaluations
+    from gram_jax.train import Trainer
+
+    config = load_config("experiments/paper/classify_tva.py:runlocal")
+    released = config.evals.reference_clips_classes.to_dict()
+    config.evals.per_item = dict(
+        {k: v for k, v in released.items() if k not in ("protocol", "rerank_top_k")},
+        protocol="per_item",
+        prompts=["a dog", "a cat"],
+    )
+    mesh = parallel.make_mesh(dict(data=1, fsdp=1, model=1), devices=jax.devices()[:1])
+    trainer = Trainer(config, mesh=mesh)
+    results = run_evaluations(config, trainer, trainer.init_state())
+    per_class, per_item = results["reference_clips_classes"], results["per_item"]
+    assert {"class/R@1", "class/R@5", "class/mAP", "top1", "top5"} <= set(per_class)
+    assert {"top1", "top5", "positive_volume"} <= set(per_item)
+    # 2 classes: every class finds one of its items within its top 5 of 4.
+    assert per_class["class/R@5"] == 100.0 and per_item["top5"] == 100.0
+    for value in (*per_class.values(), per_item["top1"]):
+        assert 0.0 <= value <= 100.0

@@ -37,6 +37,7 @@ PAPER_ROWS = {
     "finetune_tv": ["msrvtt", "didemo", "activitynet", "vatex"],
     "finetune_tva": ["msrvtt", "didemo", "activitynet", "vatex"],
     "finetune_tvas": ["msrvtt", "vatex"],
+    "classify_tva": ["", "vggsound", "audioset"],
 }
 ABLATIONS = ("loss", "modalities", "gather_mode", "temperature", "matching")
 

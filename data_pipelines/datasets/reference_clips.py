@@ -3,7 +3,9 @@
 Record ids are ``"1"`` .. ``"4"``; the released files name video and audio differently
 (``videos/video<i>.mp4``, ``audios/audio<i>.mp3``), which the prefixes map, so the committed files
 are read in place (no links, no copies). ``annotations.json`` there holds the 4 captions of the
-upstream inference notebook. Used by the ``runlocal`` experiment configs (CPU smoke runs).
+upstream inference notebook; ``classification.json`` labels the clips as 2 classes ("a dog": 1, 2;
+"a cat": 3, 4), the class name as caption, for the classification configs' smoke runs. Used by
+the ``runlocal`` experiment configs (CPU smoke runs).
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from data_pipelines.reference_media import REFERENCE_MEDIA_DIR as MEDIA_DIR
 
 LAYOUT = DatasetLayout(
     name="reference_clips",
-    annotations={"train": "annotations.json", "test": "annotations.json"},
+    annotations={
+        "train": "annotations.json",
+        "test": "annotations.json",
+        "classification": "classification.json",
+    },
     video_prefix="video",
     audio_prefix="audio",
     required_fields=("video_id", "desc"),

@@ -15,8 +15,12 @@ The end-of-run report (report.py) embeds its split through the same loop (`globa
 - retrieval: ``scorings`` (subset of `scoring.SCORINGS`: volume, area, symile, cosine,
   matching), ``top_k`` (50), ``chunk_size``,
   ``modality_pairs``, ``match_batch_size``, ``require``, ``captions`` ('all' | 'first').
-- classification: ``prompts`` (one text per class, in class-id order), ``label_key``
-  ('label'), ``scoring`` (a `scoring.TUPLE_SCORINGS` name, default 'volume'), ``chunk_size``.
+- classification: ``prompts`` (one text per class, in class-id order) or ``prompts_file`` (a JSON
+  list of them), ``label_key`` ('label'), ``scoring`` (a `scoring.TUPLE_SCORINGS` name, default
+  'volume'), ``chunk_size``, ``protocol`` ('per_item', default: argmin over the prompts per item;
+  'per_class': the released protocol, prompts from the items' captions, no ``prompts``),
+  ``rerank_top_k`` ('per_class': items re-scored per class by the matching head; 0 = none, the
+  released code 50), ``match_batch_size``.
 
 Every process iterates its own shard of the evaluation batches; the rows of all processes are
 gathered into one host batch per step (`multihost_utils.process_allgather`), so each evaluator sees
@@ -47,7 +51,15 @@ _RETRIEVAL_KEYS = (
     "require",
     "captions",
 )
-_CLASSIFICATION_KEYS = ("label_key", "scoring", "chunk_size")
+_CLASSIFICATION_KEYS = (
+    "label_key",
+    "scoring",
+    "chunk_size",
+    "protocol",
+    "rerank_top_k",
+    "match_batch_size",
+    "prompts_file",
+)
 _COMMON_KEYS = ("type", "split", "data", "modalities", "prompts")
 
 
@@ -83,14 +95,23 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
                 kwargs[key] = tuple(kwargs[key])
         return RetrievalEvaluator(anchor=anchor, modalities=tuple(modalities), **kwargs)
     if kind == "classification":
-        prompts = ev.get("prompts")
+        kwargs = {k: ev[k] for k in _CLASSIFICATION_KEYS if k in ev and k != "prompts_file"}
+        prompts = _class_prompts(name, ev)
+        if ev.get("protocol", "per_item") == "per_class":
+            if prompts:
+                raise ValueError(
+                    f"config.evals.{name}: protocol 'per_class' takes the prompts from the "
+                    "items' captions (the released protocol); remove prompts / prompts_file"
+                )
+            return ZeroShotClassifier(anchor=anchor, modalities=tuple(modalities), **kwargs)
         if not prompts:
-            raise ValueError(f"config.evals.{name}.prompts: one text per class is needed")
+            raise ValueError(
+                f"config.evals.{name}.prompts: one text per class is needed (or prompts_file)"
+            )
         from data_pipelines.media.text import Tokenizer
 
         max_len = int(config.data.text_max_len[anchor])
         ids, mask = Tokenizer().encode(list(prompts), max_len)
-        kwargs = {k: ev[k] for k in _CLASSIFICATION_KEYS if k in ev}
         return ZeroShotClassifier(
             prompts={f"{anchor}_ids": ids, f"{anchor}_mask": mask},
             anchor=anchor,
@@ -100,6 +121,27 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
     raise ValueError(
         f"config.evals.{name}.type: expected 'retrieval' or 'classification', got {kind!r}"
     )
+
+
+def _class_prompts(name: str, ev: Mapping[str, Any]) -> list[str]:
+    """The class prompts of a classification entry: ``prompts``, or the JSON list of strings in
+    ``prompts_file`` (one per class id, in order); [] when neither is given."""
+    if ev.get("prompts") and ev.get("prompts_file"):
+        raise ValueError(f"config.evals.{name}: give prompts or prompts_file, not both")
+    if not ev.get("prompts_file"):
+        return list(ev.get("prompts") or [])
+    import json
+    import pathlib
+
+    path = pathlib.Path(ev["prompts_file"])
+    if not path.is_file():
+        raise FileNotFoundError(f"config.evals.{name}.prompts_file: {path} does not exist")
+    prompts = json.loads(path.read_text())
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(
+            f"config.evals.{name}.prompts_file: {path} must hold a JSON list of class names"
+        )
+    return prompts
 
 
 def global_batches(data_config, split: str) -> Iterator[dict[str, np.ndarray]]:
@@ -154,7 +196,23 @@ class ModelScorer:
             )
         return out, n
 
+    def _complete(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``batch`` plus zero inputs for the model modalities it lacks (e.g. a batch of class
+        prompts has text only): the jitted encoder runs every tower; those outputs are unused."""
+        from data_pipelines.config import TEXT_MODALITIES
+        from data_pipelines.transforms import placeholder_batch
+
+        model_modalities = self._trainer.config.model.modalities
+        missing = [
+            m for m in model_modalities if (f"{m}_ids" if m in TEXT_MODALITIES else m) not in batch
+        ]
+        if not missing:
+            return dict(batch)
+        n = next(iter(batch.values())).shape[0]
+        return {**placeholder_batch(self._trainer.config.data, missing, n), **batch}
+
     def encode_fn(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = self._complete(batch)
         device_batch, n = self._to_device(batch)
         embeddings, condition, condition_mask = self._encode(
             self._params, self._model_state, device_batch
