@@ -34,8 +34,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from data_pipelines.config import TEXT_MODALITIES
-from data_pipelines.media import MediaError
+from data_pipelines.config import TEXT_MODALITIES, data_config
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 from data_pipelines.media.text import Tokenizer
@@ -43,6 +42,7 @@ from data_pipelines.transforms import placeholder_batch
 from gram_jax import checkpoint, parallel
 from gram_jax.evaluators import scoring as scoring_registry
 from gram_jax.modalities import data_modalities
+from gram_jax.train import Trainer
 
 INFERENCE_SCORINGS = ("volume", "cosine", "matching")
 
@@ -97,8 +97,6 @@ def saved_config(manager, step: int) -> ml_collections.ConfigDict:
 
     Raises FileNotFoundError when that checkpoint has no saved config.
     """
-    from data_pipelines.config import data_config
-
     if not (pathlib.Path(manager.directory) / str(step) / "config").exists():
         raise FileNotFoundError(
             f"checkpoint {manager.directory}/{step} saved no config; pass the experiment config"
@@ -113,8 +111,6 @@ def saved_config(manager, step: int) -> ml_collections.ConfigDict:
 
 def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | None = None):
     """(config, trainer, state, source) for :meth:`GramInference.load` (see there)."""
-    from gram_jax.train import Trainer
-
     path = pathlib.Path(checkpoint_path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
@@ -203,8 +199,6 @@ class GramInference:
     def initialize(cls, config, *, batch_size: int = 8) -> GramInference:
         """A model of ``config`` with freshly initialised (random, seed ``config.seed``) weights:
         for trying the API without a checkpoint; its scores mean nothing."""
-        from gram_jax.train import Trainer
-
         trainer = Trainer(config, mesh=_single_device_mesh())
         return cls(
             config, trainer, trainer.init_state(), source="random init", batch_size=batch_size
@@ -306,7 +300,8 @@ class GramInference:
         Each list (when given) has one entry per item; None (or a list left out) marks that
         modality absent for the item, and so does an empty subtitle. A model modality with no
         list at all is absent everywhere. Media files are decoded with the evaluation settings
-        of ``config.data``; a file that cannot be used raises ``MediaError`` naming it.
+        of ``config.data``; a file that cannot be used raises ``data_pipelines.media.MediaError``
+        naming it.
         """
         given = {"video": videos, "audio": audios, "subtitle": subtitles}
         lengths = {m: len(v) for m, v in given.items() if v is not None}
@@ -427,7 +422,6 @@ __all__ = [
     "EmbeddedMedia",
     "EmbeddedTexts",
     "GramInference",
-    "MediaError",
     "load_state",
     "saved_config",
 ]

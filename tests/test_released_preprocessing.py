@@ -187,13 +187,29 @@ def test_released_training_crop_matches_torchvision(real_frames):
 
 
 def test_frame_transform_key_reaches_the_pipeline():
-    ann = REFERENCE_DATA / "annotations" / "msrvtt" / "descs_ret_test.json"
+    media = REFERENCE_DATA / "media"
     with pytest.raises(ValueError, match="frame_transform"):
         data_config(frame_transform="torch")
     with pytest.raises(ValueError, match="prepared_dir"):
         data_config(frame_transform="released", prepared_dir="/nonexistent")
-    config = data_config(annotations={"test": str(ann)}, frame_transform="released")
-    assert config.frame_transform == "released"
+    config = data_config(
+        dataset="reference_clips",
+        annotations={"test": str(media / "annotations.json")},
+        video_dir=str(media / "videos"),
+        modalities=("video", "text"),
+        num_frames=2,
+        image_size=32,
+        eval_batch_size=4,
+        frame_transform="released",
+    )
+    (batch,) = list(pipeline.make_eval_iterator(config, "test", process_index=0, process_count=1))
+    for row, path in enumerate(CLIPS):
+        expected = media_video.load_frames(
+            path, num_frames=2, train=False, size=32, transform="released"
+        )
+        np.testing.assert_array_equal(batch["video"][row], expected)
+    default = media_video.load_frames(CLIPS[0], num_frames=2, train=False, size=32)
+    assert np.abs(default.astype(float) - batch["video"][0]).mean() > 1.0
 
 
 # --- row 8: audio padding ---------------------------------------------------------------------
