@@ -1,0 +1,71 @@
+"""Loading the golden outputs of the released GRAM code (tests/golden/README.md) for the tests.
+
+Only the committed files are read: neither the released code nor the network is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import numpy as np
+
+GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+
+
+@functools.cache
+def meta() -> dict:
+    """released_meta.json: settings, loss values, drawn negatives, metrics, versions."""
+    return json.loads((GOLDEN / "released_meta.json").read_text())
+
+
+@functools.cache
+def arrays(name: str) -> dict[str, np.ndarray]:
+    """All arrays of ``released_<name>.npz`` (inputs, outputs, preprocessing, state)."""
+    with np.load(GOLDEN / f"released_{name}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def state_dict() -> dict[str, np.ndarray]:
+    """The released model's state dict, the word-embedding table made dense again.
+
+    The table is stored as its used rows (``<key>#rows`` + the rows); every other row of the
+    model that ran was zero (make_released_golden.py).
+    """
+    stored = arrays("state")
+    out = {k: v for k, v in stored.items() if not k.endswith("#rows")}
+    for key, shape in meta()["sparse"].items():
+        dense = np.zeros(shape, np.float32)
+        dense[stored[key + "#rows"]] = stored[key]
+        out[key] = dense
+    return out
+
+
+def model_overrides(condition_modalities: tuple[str, ...]) -> dict:
+    """``model_config`` overrides that give gram_jax's model the reduced released shapes."""
+    m = meta()
+    s = m["sizes"]
+    return dict(
+        modalities=("text", "video", "audio", "subtitle"),
+        embed_dim=s["contra_dim"],
+        text=dict(dropout_rate=0.0, attn_dropout_rate=0.0),
+        vision=dict(image_size=s["eva"]["image"], max_frames=m["train_frames"]),
+        audio=dict(dropout_rate=0.0, attn_dropout_rate=0.0, max_clips=1),
+        matching=dict(enabled=True, condition_modalities=condition_modalities),
+        temperature=dict(parametrization="reference"),
+    )
+
+
+def batch(frames_key: str) -> dict[str, np.ndarray]:
+    """The golden model inputs in gram_jax's batch contract (frames channels-last, float32)."""
+    x = arrays("inputs")
+    frames = x[frames_key].astype(np.float32)  # [B, F, 3, H, W], CLIP-normalised
+    return {
+        "text_ids": x["caption_ids"],
+        "text_mask": x["caption_mask"],
+        "subtitle_ids": x["subtitle_ids"],
+        "subtitle_mask": x["subtitle_mask"],
+        "video": np.transpose(frames, (0, 1, 3, 4, 2)),
+        "audio": x["fbank"].astype(np.float32),
+    }
