@@ -1,0 +1,222 @@
+"""gram_jax in released fidelity against the golden outputs of the released GRAM code.
+
+tests/golden/make_released_golden.py ran the released code (ispamm/GRAM, commit in
+released_meta.json) at a reduced size on the four reference clips; these tests convert its state
+dict with gram_jax's converter and compare embeddings, the volume matrix, the matching re-rank,
+the retrieval metrics, the training loss and gradients, and the preprocessing from raw media.
+They read only the committed files (tests/golden/README.md).
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from released_golden import GOLDEN, arrays, batch, meta, model_overrides, state_dict
+
+from gram_jax.convert.gram_release import convert_gram_release, load_gram_release
+from gram_jax.evaluators.ranking import retrieval_metrics
+from gram_jax.evaluators.scoring import rerank_with_matching, volume_scores
+from gram_jax.losses import build_matching_batch, matching_loss, volume_contrastive_loss
+from gram_jax.models.gram import GramModel, model_config
+
+TOL = 1e-4  # embeddings, volumes, scores, loss (issue 11)
+EVAL_CONDITION = ("video", "audio", "subtitle")  # the last subtask of ret%tvas
+TRAIN_CONDITION = ("video", "audio")  # the released DAM loss always uses these
+GRAM_ORDER = ("video", "audio", "subtitle")
+
+
+def _model(condition):
+    config = model_config("tiny", **model_overrides(condition))
+    params, report = convert_gram_release(state_dict(), config)
+    model = GramModel(config, rngs=nnx.Rngs(0))
+    load_gram_release(model, params)
+    return model, report
+
+
+@pytest.fixture(scope="module")
+def eval_model():
+    return _model(EVAL_CONDITION)[0]
+
+
+@pytest.fixture(scope="module")
+def encoded(eval_model):
+    return eval_model.encode(jax.tree.map(jnp.asarray, batch("frames_eval")), train=False)
+
+
+def test_converter_reads_every_used_key():
+    _, report = _model(EVAL_CONDITION)
+    # Unused: EVA's CLIP projection (GRAM pools the tokens itself), the depth head (no depth),
+    # and BERT's position_ids buffer. Everything else of the state dict is read.
+    assert sorted(report.unused) == sorted(
+        [
+            "multimodal_encoder.bert.embeddings.position_ids",
+            "vision_encoder.visual.head.weight",
+            "vision_encoder.visual.head.bias",
+            "contra_head_d.linear.weight",
+        ]
+    )
+    assert not report.missing
+
+
+@pytest.mark.parametrize(
+    "modality,key", [("text", "t"), ("video", "v"), ("audio", "a"), ("subtitle", "s")]
+)
+def test_embeddings(encoded, modality, key):
+    ours = np.asarray(encoded.embeddings[modality])
+    np.testing.assert_allclose(ours, arrays("outputs")[f"feat_{key}"], atol=TOL, rtol=0)
+
+
+def test_volume_matrix(encoded):
+    """The 4-modality (t, v, a, s) volume the released evaluation scores MSR-VTT with."""
+    e = {m: np.asarray(v) for m, v in encoded.embeddings.items()}
+    others = np.stack([e[m] for m in GRAM_ORDER])
+    np.testing.assert_allclose(
+        -volume_scores(e["text"], others), arrays("outputs")["volume"], atol=TOL, rtol=0
+    )
+
+
+def _rerank(model, encoded, direction):
+    """Matching re-rank of the volume candidates; released order (text, data) in both directions."""
+    e = {m: np.asarray(v) for m, v in encoded.embeddings.items()}
+    base = volume_scores(e["text"], np.stack([e[m] for m in GRAM_ORDER]))
+    x = batch("frames_eval")
+
+    def match_fn(text_idx, data_idx):
+        logits = model.match_logits(
+            jnp.asarray(x["text_ids"][text_idx]),
+            jnp.asarray(x["text_mask"][text_idx]),
+            encoded.condition[data_idx],
+            jnp.ones_like(encoded.condition_mask[data_idx]),
+            train=False,
+        )
+        return np.asarray(jax.nn.softmax(logits, axis=-1)[:, 1])
+
+    k = meta()["itm_rerank_num"]
+    if direction == "t2d":
+        return rerank_with_matching(base, match_fn, top_k=k)
+    return rerank_with_matching(base.T, lambda d, t: match_fn(t, d), top_k=k).T
+
+
+@pytest.mark.parametrize("direction", ["t2d", "d2t"])
+def test_matching_rerank_scores(eval_model, encoded, direction):
+    golden = arrays("outputs")[f"itm_{direction}"]
+    candidates = golden > 0  # the released matrix is 0 outside the top-k
+    assert candidates.sum() == 4 * meta()["itm_rerank_num"]
+    ours = _rerank(eval_model, encoded, direction)
+    top = ours >= np.sort(ours, axis=1 if direction == "t2d" else 0)[
+        (slice(None), slice(-3, None)) if direction == "t2d" else (slice(-3, None), slice(None))
+    ].min(axis=1 if direction == "t2d" else 0, keepdims=True)
+    np.testing.assert_array_equal(top, candidates)
+    np.testing.assert_allclose(ours[candidates], golden[candidates], atol=TOL, rtol=0)
+
+
+def test_retrieval_metrics(eval_model, encoded):
+    """R@1 of volume and re-rank, both directions, as the released evaluation logged them."""
+    released = meta()["metrics"]
+    e = {m: np.asarray(v) for m, v in encoded.embeddings.items()}
+    vol = volume_scores(e["text"], np.stack([e[m] for m in GRAM_ORDER]))
+    gt = np.arange(4)
+    ours = {
+        "volume_T2D": retrieval_metrics(vol, gt),
+        "volume_D2T": retrieval_metrics(vol.T, gt),
+        "volume_ITM_T2D": retrieval_metrics(_rerank(eval_model, encoded, "t2d"), gt),
+        "volume_ITM_D2T": retrieval_metrics(_rerank(eval_model, encoded, "d2t").T, gt),
+    }
+    # The released evaluation logs the volume D2T result under 'forward_*' (a no-op rename).
+    expected = {
+        "volume_T2D": released["ret_area_forward"]["volume_T2D_r1"],
+        "volume_D2T": released["ret_area_backard"]["forward_r1"],
+        "volume_ITM_T2D": released["ret_itm_area"]["volume_ITM_T2D_r1"],
+        "volume_ITM_D2T": released["ret_itm_area"]["volume_ITM_D2T_r1"],
+    }
+    assert {k: round(v["R@1"], 1) for k, v in ours.items()} == expected
+    # gramian_value: mean over texts of the smallest volume.
+    np.testing.assert_allclose(
+        np.mean(np.min(-vol, axis=1)), released["gramian_value"]["value"], atol=TOL
+    )
+
+
+def _grad_layout(config, keys):
+    """Which converted parameter entries each golden gradient key fills (a converted 0/1 mask)."""
+    indicator = {k: np.zeros_like(v) for k, v in state_dict().items()}
+    for k in keys:
+        indicator[k] = np.ones_like(indicator[k])
+    mask, _ = convert_gram_release(indicator, config)
+    golden = dict(indicator)
+    for k in keys:
+        golden[k] = arrays("outputs")[f"grad/{k}"]
+    values, _ = convert_gram_release(golden, config)
+    return mask, values
+
+
+def test_training_loss_and_gradients():
+    """One released training step: volume loss (detached gathers, raw tau) + 0.1 x DAM loss.
+
+    The hard negatives are the ones the released ``torch.multinomial`` loop drew.
+    """
+    m = meta()
+    config = model_config("tiny", **model_overrides(TRAIN_CONDITION))
+    model, _ = _model(TRAIN_CONDITION)
+    x = jax.tree.map(jnp.asarray, batch("frames_train"))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    neg_data = jnp.asarray(m["negative_data_index"], jnp.int32)
+    neg_text = jnp.asarray(m["negative_text_index"], jnp.int32)
+
+    def loss_fn(p):
+        net = nnx.merge(graphdef, p, rest, copy=True)
+        enc = net.encode(x, train=True)
+        e = enc.embeddings
+        vol, _ = volume_contrastive_loss(
+            e["text"],
+            [e[k] for k in GRAM_ORDER],
+            temperature=net.temperature(),
+            gather_mode="reference",
+        )
+        index = build_matching_batch(neg_data, neg_text)
+        logits = net.match_logits(
+            x["text_ids"][index["text_index"]],
+            x["text_mask"][index["text_index"]],
+            enc.condition[index["data_index"]],
+            enc.condition_mask[index["data_index"]],
+            train=True,
+        )
+        dam = 0.1 * matching_loss(logits, index["labels"])
+        return vol + dam, (vol, dam)
+
+    (total, (vol, dam)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    assert float(vol) == pytest.approx(m["loss"]["loss_area"], abs=TOL)
+    assert float(dam) == pytest.approx(m["loss"]["loss_itm"], abs=TOL)
+    assert float(total) == pytest.approx(m["loss_total"], abs=TOL)
+
+    keys = [k[len("grad/") :] for k in arrays("outputs") if k.startswith("grad/")]
+    mask, golden = _grad_layout(config, keys)
+    ours = nnx.to_pure_dict(grads)
+    checked = 0
+    for path, sel in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        sel = np.asarray(sel) > 0
+        if not sel.any():
+            continue
+        want = _get(golden, path)[sel]
+        got = np.asarray(_get(ours, path))[sel]
+        scale = max(float(np.abs(want).max()), 1e-8)
+        np.testing.assert_allclose(got, want, atol=1e-3 * scale, rtol=0, err_msg=str(path))
+        checked += 1
+    assert checked == len(keys)
+
+
+def _get(tree, path):
+    for p in path:
+        tree = tree[p.key]
+    return tree
+
+
+def test_golden_files_are_small_and_documented():
+    total = sum(f.stat().st_size for f in GOLDEN.glob("released_*"))
+    assert total < 5.5e6
+    readme = (GOLDEN / "README.md").read_text()
+    for f in GOLDEN.glob("released_*"):
+        assert f.name in readme
+    assert json.loads((GOLDEN / "released_meta.json").read_text())["released_commit"]
