@@ -42,8 +42,12 @@ def state_dict() -> dict[str, np.ndarray]:
     return out
 
 
-def model_overrides(condition_modalities: tuple[str, ...]) -> dict:
-    """``model_config`` overrides that give gram_jax's model the reduced released shapes."""
+def model_overrides() -> dict:
+    """``model_config`` overrides: the reduced released shapes, dropout off, released matching.
+
+    The matching and temperature keys are those ``gram_jax.fidelity`` sets for 'released'
+    (tests/test_fidelity.py checks that they agree).
+    """
     m = meta()
     s = m["sizes"]
     return dict(
@@ -52,7 +56,12 @@ def model_overrides(condition_modalities: tuple[str, ...]) -> dict:
         text=dict(dropout_rate=0.0, attn_dropout_rate=0.0),
         vision=dict(image_size=s["eva"]["image"], max_frames=m["train_frames"]),
         audio=dict(dropout_rate=0.0, attn_dropout_rate=0.0, max_clips=1),
-        matching=dict(enabled=True, condition_modalities=condition_modalities),
+        matching=dict(
+            enabled=True,
+            condition_modalities=("video", "audio"),
+            eval_condition="data",
+            condition_padding="attend",
+        ),
         temperature=dict(parametrization="reference"),
     )
 
