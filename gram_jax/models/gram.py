@@ -80,6 +80,8 @@ class GramModel(nnx.Module):
             )
         self.modalities = modalities
         dtype = _dtype(config.dtype, "dtype")
+        if config.get("eval_dtype", ""):
+            _dtype(config.eval_dtype, "eval_dtype")
         param_dtype = _dtype(config.param_dtype, "param_dtype")
         common = dict(
             dtype=dtype,
