@@ -9,7 +9,10 @@ import functools
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
 
@@ -78,3 +81,36 @@ def batch(frames_key: str) -> dict[str, np.ndarray]:
         "video": np.transpose(frames, (0, 1, 3, 4, 2)),
         "audio": x["fbank"].astype(np.float32),
     }
+
+
+def zeros_model(config, params=None):
+    """``GramModel(config)`` with every array zero, then ``params`` (a complete pure dict, e.g.
+    converted) written in. No init runs: eager init is slow on CPU and the values are replaced
+    anyway; the zero RNG keys only matter for dropout, which these tests turn off."""
+    from gram_jax.models.gram import GramModel
+
+    def zeros(s):
+        if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(jnp.zeros((*s.shape, 2), jnp.uint32))
+        return jnp.zeros(s.shape, s.dtype)
+
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0))))
+    model = nnx.merge(graphdef, jax.tree.map(zeros, abstract))
+    if params is not None:
+        p = nnx.state(model, nnx.Param)
+        nnx.replace_by_pure_dict(p, jax.tree.map(jnp.asarray, params))
+        nnx.update(model, p)
+    return model
+
+
+def jit_encode(model, x, *, train: bool):
+    """``model.encode(x, train=train)`` under jit: (embeddings, condition, condition_mask)."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def encode(state, x):
+        out = nnx.merge(graphdef, state).encode(x, train=train)
+        return out.embeddings, out.condition, out.condition_mask
+
+    emb, cond, mask = encode(state, x)
+    return {m: np.asarray(v) for m, v in emb.items()}, cond, mask

@@ -14,13 +14,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from released_golden import GOLDEN, arrays, batch, meta, model_overrides, state_dict
+from released_golden import (
+    GOLDEN,
+    arrays,
+    batch,
+    jit_encode,
+    meta,
+    model_overrides,
+    state_dict,
+    zeros_model,
+)
 
 from gram_jax.convert.gram_release import convert_gram_release
 from gram_jax.evaluators.ranking import retrieval_metrics
 from gram_jax.evaluators.scoring import rerank_with_matching, volume_scores
 from gram_jax.losses import build_matching_batch, matching_loss, volume_contrastive_loss
-from gram_jax.models.gram import GramModel, model_config
+from gram_jax.models.gram import model_config
 
 TOL = 1e-4  # embeddings, volumes, scores, loss (issue 11)
 GRAM_ORDER = ("video", "audio", "subtitle")
@@ -37,30 +46,12 @@ def converted():
 
 @pytest.fixture(scope="module")
 def model(converted):
-    """The converted model, built abstractly (eager init of the towers is slow on CPU)."""
-    config = _config()
-
-    def make():
-        return GramModel(config, rngs=nnx.Rngs(0))
-
-    graphdef, params, rest = nnx.split(nnx.eval_shape(make), nnx.Param, ...)
-    rest_values = jax.jit(lambda: nnx.to_pure_dict(nnx.split(make(), nnx.Param, ...)[2]))()
-    nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, converted[0]))
-    nnx.replace_by_pure_dict(rest, rest_values)
-    return nnx.merge(graphdef, params, rest)
+    return zeros_model(_config(), converted[0])
 
 
 @pytest.fixture(scope="module")
 def encoded(model):
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def encode(state, x):
-        out = nnx.merge(graphdef, state).encode(x, train=False)
-        return out.embeddings, out.condition, out.condition_mask
-
-    emb, cond, mask = encode(state, jax.tree.map(jnp.asarray, batch("frames_eval")))
-    return {m: np.asarray(v) for m, v in emb.items()}, cond, mask
+    return jit_encode(model, jax.tree.map(jnp.asarray, batch("frames_eval")), train=False)
 
 
 def test_converter_reads_every_used_key(converted):
