@@ -227,3 +227,22 @@ def test_row9_layer_drop_and_grad_scale_reach_the_audio_tower():
                           rngs=nnx.Rngs(0))
     )  # fmt: skip
     assert (model.audio_cfg.layerdrop, model.audio_cfg.layer_grad_scale) == (0.05, 0.6)
+
+
+def test_row7_evaluation_towers_use_eval_dtype():
+    from gram_jax.train import Trainer
+
+    config = reference_config()
+    config.model = model_config("tiny", dtype="bfloat16", eval_dtype="float32")
+    config.data.batch_size = 8
+    trainer = Trainer(config)
+    train_model = nnx.merge(trainer.graphdef, trainer.abstract_params, trainer.abstract_rest)
+    eval_model = nnx.merge(trainer.eval_graphdef, trainer.abstract_params, trainer.abstract_rest)
+    assert (train_model.dtype, eval_model.dtype) == (jnp.bfloat16, jnp.float32)
+    assert eval_model.bert.cfg.dtype == jnp.float32
+    config.model.eval_dtype = ""
+    same = Trainer(config)
+    assert same.eval_graphdef is same.graphdef
+    bad = model_config("tiny", eval_dtype="float33")
+    with pytest.raises(ValueError, match="eval_dtype"):
+        nnx.eval_shape(lambda: GramModel(bad, rngs=nnx.Rngs(0)))

@@ -240,3 +240,64 @@ def test_golden_files_are_small_and_documented():
     for f in GOLDEN.glob("released_*"):
         assert f.name in readme
     assert json.loads((GOLDEN / "released_meta.json").read_text())["released_commit"]
+
+
+# --- preprocessing from raw media -------------------------------------------------------------
+
+MEDIA = GOLDEN.parents[1] / "data_pipelines" / "reference_data" / "media"
+
+
+@pytest.mark.media
+def test_frame_indices_from_raw_media():
+    """The released sampler's frames (middle of each segment), for 8 and 4 frames."""
+    from data_pipelines.media import video
+
+    p = arrays("preprocessing")
+    for i, clip in enumerate(meta()["ids"]):
+        total = video.count_frames(MEDIA / "videos" / f"{clip}.mp4")
+        for n, key in ((8, "frame_indices"), (4, "train_frame_indices")):
+            ours = video.sample_frame_indices(total, n, train=False, rng=None)
+            np.testing.assert_array_equal(ours, p[key][i], err_msg=f"{clip}, {n} frames")
+
+
+@pytest.mark.media
+def test_frames_after_resize_and_crop_within_one_level():
+    """Evaluation frames (short side 224, centre crop) of data.frame_transform='released' agree
+    with the released VisionMapper within 1/255 per pixel (ours are rounded to uint8)."""
+    from data_pipelines.media import video
+
+    p = arrays("preprocessing")
+    for i, clip in enumerate(meta()["ids"]):
+        frames = video.load_frames(
+            MEDIA / "videos" / f"{clip}.mp4",
+            num_frames=8,
+            train=False,
+            size=224,
+            resize="crop_flip",
+            transform="released",
+        )
+        for j, key in ((0, "pixels_first"), (4, "pixels_middle")):
+            ours = frames[j].astype(np.float32) / 255.0
+            golden = p[key][i].astype(np.float32).transpose(1, 2, 0)
+            assert np.abs(ours - golden).max() <= 1.0 / 255.0, (clip, j)
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("clip", [1, 2, 3, 4])
+def test_fbank_from_raw_media(clip):
+    """The released AudioMapper's normalised fbank slice. For real MP3 the decoders agree
+    (differences are the float16 storage); the two MP4/AAC files reach librosa through
+    audioread's 16-bit PCM, which moves near-silent bins (docs/reproduction.md, row 8)."""
+    from data_pipelines.media import audio
+
+    golden = arrays("inputs")["fbank"][clip - 1].astype(np.float32)
+    ours = audio.load_fbank_slices(
+        MEDIA / "audios" / f"audio{clip}.mp3", train=False, padding="reference"
+    )
+    assert ours.shape == golden.shape
+    diff = np.abs(ours - golden)
+    if clip in (2, 4):  # MP3
+        assert diff.max() < 3e-3
+    else:  # MP4/AAC: 16-bit PCM in the released path
+        assert diff.mean() < 0.02
+        assert np.mean(diff < 3e-3) > 0.9
