@@ -301,3 +301,24 @@ def test_fbank_from_raw_media(clip):
     else:  # MP4/AAC: 16-bit PCM in the released path
         assert diff.mean() < 0.02
         assert np.mean(diff < 3e-3) > 0.9
+
+
+def test_gram_convert_cli_reads_the_reduced_release(tmp_path, converted):
+    """`gram-convert --format gram` with --model-overrides gives the converter's params."""
+    from safetensors.numpy import save_file
+
+    from gram_jax.convert.cli import load_params, main
+
+    weights = tmp_path / "released.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in state_dict().items()}, str(weights))
+    overrides = model_overrides()
+    modalities = overrides.pop("modalities")
+    args = ["--format", "gram", "--input", str(weights), "--output", str(tmp_path / "out")]
+    args += ["--size", "tiny", "--modalities", ",".join(modalities)]
+    assert main([*args, "--model-overrides", json.dumps(overrides)]) == 0
+    loaded = load_params(tmp_path / "out")
+    want = jax.tree_util.tree_flatten_with_path(converted[0])[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+    assert len(got) == len(want)
+    for path, value in want:
+        np.testing.assert_array_equal(np.asarray(got[path]), value, err_msg=str(path))
