@@ -59,8 +59,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
-    # "module:function" called on process 0 after the last evaluation of a run that trained, as
-    # fn(config, trainer, state, workdir) (e.g. the quickstart's table and embedding plot).
+    # "module:function" called on every process (it may gather over them; it writes on process 0)
+    # after the last evaluation of a run that trained, as fn(config, trainer, state, workdir)
+    # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
     config.report = ""
     config.progress_bar = True
     # gram_jax.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);

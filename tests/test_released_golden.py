@@ -28,7 +28,8 @@ from released_golden import (
 from gram_jax.convert.gram_release import convert_gram_release
 from gram_jax.evaluators.ranking import retrieval_metrics
 from gram_jax.evaluators.scoring import rerank_with_matching, volume_scores
-from gram_jax.losses import build_matching_batch, matching_loss, volume_contrastive_loss
+from gram_jax.losses import volume_contrastive_loss
+from gram_jax.losses.matching import build_matching_batch, matching_loss
 from gram_jax.models.gram import model_config
 
 TOL = 1e-4  # embeddings, volumes, scores, loss (issue 11)

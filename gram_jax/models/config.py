@@ -43,7 +43,7 @@ Keys (a ``ml_collections.ConfigDict``):
 - ``eval_dtype``: '' (evaluate with ``dtype``) or a dtype name for the evaluation towers
   (the released evaluation runs in float32; gram_jax.fidelity row 7).
 - ``temperature``: ``init`` 0.07, ``parametrization`` 'log' | 'reference', ``min_value`` 0.01,
-  ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.losses.Temperature``).
+  ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.models.temperature.Temperature``).
 - ``video_mean`` / ``video_std``: the per-channel normalisation of uint8 frames (CLIP values).
 """
 
