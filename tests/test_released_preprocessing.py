@@ -243,3 +243,25 @@ def test_reference_padding_on_real_clips():
     assert released[0, :442].std() > 0.1 and not released[0, 442:].any()
     assert not released[1].any()  # DiDeMo's second slice of a short clip is all padding
     np.testing.assert_array_equal(fixed[1], fixed[0])  # ours reuses the real slice
+
+
+# --- the fidelity switch sets the data rows ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fidelity", "expected"),
+    [
+        ("released", ("encode", "released", "reference")),
+        ("improved", ("absent", "antialias", "fixed")),
+    ],
+)
+def test_fidelity_switch_sets_the_data_rows(fidelity, expected):
+    from gram_jax.config_loading import load_config
+    from gram_jax.fidelity import apply_fidelity
+
+    config = load_config("experiments/paper/finetune_tva.py:msrvtt")
+    config.fidelity = fidelity
+    apply_fidelity(config)
+    d = config.data
+    assert (d.empty_text_policy, d.frame_transform, d.audio.padding) == expected
+    assert d.audio_prefix is None  # row 5: the released <id>.mp3 under both
