@@ -32,6 +32,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from gram_jax.convert.beats import convert_beats
+from gram_jax.convert.eva import convert_eva
+from gram_jax.convert.hf_bert import convert_hf_bert
 from gram_jax.convert.torch_state import (
     ConversionReport,
     ParamTarget,
@@ -39,6 +42,8 @@ from gram_jax.convert.torch_state import (
     to_numpy,
     write_params,
 )
+from gram_jax.models.gram import GramModel
+from gram_jax.models.heads import nearest_indices
 
 BERT_PREFIX = "multimodal_encoder.bert."
 VISION_PREFIX = "vision_encoder.visual."
@@ -89,9 +94,6 @@ def convert_gram_release(
     Raises:
       ValueError naming the key on a shape mismatch; KeyError naming unfilled parameters.
     """
-    from gram_jax.convert.hf_bert import convert_hf_bert
-    from gram_jax.models.gram import GramModel
-
     state = normalize_keys(state_dict)
     report = ConversionReport()
     target = ParamTarget(abstract_params(lambda: GramModel(config, rngs=nnx.Rngs(0))))
@@ -112,8 +114,6 @@ def convert_gram_release(
     )
     merge_tower("bert", BERT_PREFIX, params, sub)
     if hasattr(model, "vision"):
-        from gram_jax.convert.eva import convert_eva
-
         vis_sd = _sub(state, VISION_PREFIX)
         used.update(vis_sd)
         params, sub = convert_eva(
@@ -121,8 +121,6 @@ def convert_gram_release(
         )
         merge_tower("vision", VISION_PREFIX, params, sub)
     if hasattr(model, "audio"):
-        from gram_jax.convert.beats import convert_beats
-
         aud_sd = _sub(state, AUDIO_PREFIX)
         used.update(aud_sd)
         params, sub = convert_beats(
@@ -196,8 +194,6 @@ def _flatten(tree: Mapping, prefix: tuple = ()) -> list[tuple[tuple, np.ndarray]
 
 def _frames(table: np.ndarray, rows: int, key: str, report: ConversionReport) -> np.ndarray:
     """[1, n, H] frame embeddings -> [rows, H], nearest-resized like the reference."""
-    from gram_jax.models.heads import nearest_indices
-
     table = table.reshape(-1, table.shape[-1])
     if table.shape[0] != rows:
         report.notes.append(f"{key}: nearest-resized from {table.shape[0]} to {rows} rows")
