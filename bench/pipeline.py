@@ -84,8 +84,7 @@ def run_pipeline(config, name: str, num_samples: int, extra=None) -> dict:
 
 def seek_per_frame_frames(path: str, num_frames: int, rng, size: int) -> np.ndarray:
     """uint8[F, size, size, 3] as the released code reads them: one OpenCV seek per frame."""
-    import cv2
-
+    cv2 = _cv2()
     cap = cv2.VideoCapture(path)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     wanted = media_video.sample_frame_indices(total, num_frames, train=True, rng=rng)
@@ -128,13 +127,21 @@ def run_seek_per_frame(config, num_samples: int) -> dict:
     start = _clock()
     for j in range(1, num_samples + 1):
         one(j)
-    return _result("seek_per_frame", num_samples, start, {"decoder": "opencv " + _cv2_version()})
+    return _result(
+        "seek_per_frame", num_samples, start, {"decoder": "opencv " + _cv2().__version__}
+    )
 
 
-def _cv2_version() -> str:
-    import cv2
-
-    return cv2.__version__
+def _cv2():
+    """The OpenCV module (the bench extra), or an ImportError saying how to install it."""
+    try:
+        # lazy: OpenCV is the bench extra, needed only by the seek-per-frame baseline
+        import cv2  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(
+            "bench/pipeline.py seek_per_frame needs OpenCV: pip install -e '.[bench]'"
+        ) from exc
+    return cv2
 
 
 def main() -> None:

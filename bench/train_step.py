@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 import platform
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import jax
+import numpy as np
+
+from experiments import base_config
+from gram_jax import parallel
+from gram_jax.models.gram import model_config
+from gram_jax.train import Trainer
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
-def _flops(compiled) -> float:
-    analysis = compiled.cost_analysis()
+def _flops(lowered_or_compiled) -> float:
+    """XLA's FLOP count of a lowered or compiled step (per device for an SPMD program)."""
+    analysis = lowered_or_compiled.cost_analysis()
     if isinstance(analysis, list | tuple):  # older jax: one dict per partition
         analysis = analysis[0]
     return float(analysis.get("flops", 0.0))
@@ -36,8 +42,6 @@ def _flops(compiled) -> float:
 
 def synthetic_batch(config, batch: int):
     """numpy batch with the contract's keys for config.data (values random, shapes exact)."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     data = config.data
     out = {}
@@ -82,14 +86,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import jax
-    import numpy as np
-
-    from experiments import base_config
-    from gram_jax import parallel
-    from gram_jax.models.gram import model_config
-    from gram_jax.train import Trainer
-
     config = base_config.get_config()
     config.model = model_config(
         args.size, dtype=args.dtype, remat_policy=args.remat, scan_layers=args.scan_layers
@@ -109,8 +105,6 @@ def main() -> None:
             for k, v in local.items()
         }
         lowered = trainer.train_step.lower(trainer.abstract_state, abstract_batch)
-        analysis = lowered.cost_analysis()
-        analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
         params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainer.abstract_params))
         print(
             json.dumps(
@@ -121,7 +115,7 @@ def main() -> None:
                     "global_batch": args.batch,
                     "frames": args.frames,
                     "params": params,
-                    "tflop_per_step": round(float(analysis.get("flops", 0.0)) / 1e12, 3),
+                    "tflop_per_step": round(_flops(lowered) / 1e12, 3),
                     "lower_s": round(time.perf_counter() - t0, 1),
                 }
             )

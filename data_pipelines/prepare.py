@@ -114,7 +114,9 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 @functools.cache
 def _builder_class():
-    import tensorflow_datasets as tfds  # 3.6 s to import: only `gram-data prepare` pays it
+    # lazy: tensorflow_datasets takes 1-4 s to import; only writing shards needs it (not --help,
+    # not the argument checks, not the other benches that import this module)
+    import tensorflow_datasets as tfds  # noqa: PLC0415
 
     class GramPreparedPart(tfds.core.GeneratorBasedBuilder):
         """Decoded frames and filterbank slices of a range of records (one prepare part)."""
@@ -205,7 +207,9 @@ def prepare_split(
     recorded per record and listed in the manifest (``missing``, ``errors``); the training config's
     bad_data policy applies when the data is read.
     """
-    import tensorflow_datasets as tfds  # 3.6 s to import: only `gram-data prepare` pays it
+    # lazy: tensorflow_datasets takes 1-4 s to import; only writing shards needs it (not --help,
+    # not the argument checks, not the other benches that import this module)
+    import tensorflow_datasets as tfds  # noqa: PLC0415
 
     start_time = time.time()
     path = os.fspath(config.annotations[split])

@@ -10,7 +10,7 @@ is ``total_steps = N // B * E`` here, independent of the device count.
 
 Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unknown ones):
 
-- ``model``: `gram_jax.models.gram.model_config('base', dtype='bfloat16')` (ViT-B/16 frames,
+- ``model``: `gram_jax.models.config.model_config('base', dtype='bfloat16')` (ViT-B/16 frames,
   BEATs-base, BERT-base; see gram_jax/models/config.py for its keys).
 - ``data``: `data_pipelines.config.data_config()` (annotations, media, batch size, frames).
 - ``loss``:
@@ -49,28 +49,19 @@ from __future__ import annotations
 
 import ml_collections
 
+from data_pipelines.config import data_config
+from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
 from gram_jax.config_loading import parse_config_arg
+from gram_jax.models.config import model_config, tiny_model_config
 from gram_jax.trainer_config import trainer_defaults
-
-
-def _model_config(**overrides) -> ml_collections.ConfigDict:
-    from gram_jax.models.gram import model_config
-
-    # The base configuration: ViT-B/16 frames, BEATs-base, BERT-base, bf16 matmuls.
-    return model_config("base", dtype="bfloat16", **overrides)
-
-
-def _data_config(**overrides) -> ml_collections.ConfigDict:
-    from data_pipelines.config import data_config
-
-    return data_config(**overrides)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The full default config; ``arg='runlocal'`` shrinks it for a one-minute CPU run."""
     config = ml_collections.ConfigDict()
-    config.model = _model_config()
-    config.data = _data_config()
+    # The base configuration: ViT-B/16 frames, BEATs-base, BERT-base, bf16 matmuls.
+    config.model = model_config("base", dtype="bfloat16")
+    config.data = data_config()
 
     # The trainer's own sections (loss, optim, schedule, mesh, run length...) live in the library,
     # so that config validation knows every valid key even when experiments/ is not importable.
@@ -88,9 +79,6 @@ def reference_clips_data(data: ml_collections.ConfigDict) -> ml_collections.Conf
     """`data` pointed at the 4 real reference clips committed in the repository
     (`data_pipelines.datasets.reference_clips`, read in place): global batch 4, 2 small frames,
     short audio. Cheap: builds the config only, touches no file."""
-    from data_pipelines.config import data_config
-    from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
-
     annotations = str(MEDIA_DIR / LAYOUT.annotations["test"])
     return data_config(
         dataset=LAYOUT.name,
@@ -113,8 +101,6 @@ def reference_clips_data(data: ml_collections.ConfigDict) -> ml_collections.Conf
 def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks `config` in place to train on CPU in about a minute: tiny towers, few steps, the
     real local media (the 4 reference clips, global batch 4), no pretrained weights. Returns it."""
-    from gram_jax.models.gram import tiny_model_config
-
     config.model = tiny_model_config(config.model)
     config.data = reference_clips_data(config.data)
     config.total_steps = 4

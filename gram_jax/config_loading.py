@@ -30,6 +30,9 @@ import traceback
 from collections.abc import Iterable
 from types import ModuleType
 
+from absl import flags
+from ml_collections import config_flags
+
 
 def split_config_spec(spec: str) -> tuple[str, str | None]:
     """``'experiments/x.py:a,b'`` -> (``'experiments/x.py'``, ``'a,b'``); no colon -> (spec, None).
@@ -209,8 +212,6 @@ def load_config(spec: str):
 def define_config_flag(name: str, help_string: str, *, lock_config: bool = True):
     """The absl flag ``--<name> path.py[:arg]`` (ml_collections' config-file flag: accepts
     ``--<name>.key=value`` overrides) whose file is loaded by `load_config`. Returns its holder."""
-    from absl import flags
-    from ml_collections import config_flags
 
     class _Parser(flags.ArgumentParser):
         def parse(self, spec):

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
+from jax._src import distributed as jax_distributed
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "model")
@@ -265,9 +266,8 @@ def barrier(name: str, timeout_s: float = 3600.0) -> None:
     """
     if jax.process_count() == 1:
         return
-    from jax._src import distributed  # the runtime client has no public accessor
-
-    client = distributed.global_state.client
+    # The runtime client has no public accessor: `jax._src.distributed` is its only home.
+    client = jax_distributed.global_state.client
     if client is None:
         raise RuntimeError("parallel.barrier: several processes but no jax.distributed client")
     client.wait_at_barrier(name, int(timeout_s * 1000))

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gram_jax.models.gram import GramModel
+
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
 
 
@@ -87,7 +89,6 @@ def zeros_model(config, params=None):
     """``GramModel(config)`` with every array zero, then ``params`` (a complete pure dict, e.g.
     converted) written in. No init runs: eager init is slow on CPU and the values are replaced
     anyway; the zero RNG keys only matter for dropout, which these tests turn off."""
-    from gram_jax.models.gram import GramModel
 
     def zeros(s):
         if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):

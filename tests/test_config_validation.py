@@ -4,7 +4,10 @@ import ml_collections
 import pytest
 
 from data_pipelines.config import data_config
+from experiments import base_config
 from gram_jax.config_validation import ConfigError, reference_config, validate_config
+from gram_jax.losses import LOSSES
+from gram_jax.train_step import _check_loss_options, _loss_options
 from gram_jax.trainer_config import trainer_defaults
 
 
@@ -17,12 +20,7 @@ def _reference():
 def _config(**changes):
     # An unlocked copy (data_config() returns a locked ConfigDict), as a config file builds one.
     config = ml_collections.ConfigDict(_reference().to_dict())
-    for key, value in changes.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config.update_from_flattened_dict(changes)
     return config
 
 
@@ -91,8 +89,6 @@ def test_full_reference_includes_model_and_data_sections():
 
 
 def test_base_config_and_runlocal_validate():
-    from experiments import base_config
-
     full = base_config.get_config()
     validate_config(full)
     assert full.model.size == "base" and full.model.dtype == "bfloat16"
@@ -104,10 +100,6 @@ def test_base_config_and_runlocal_validate():
 
 
 def test_loss_options_is_open_and_reaches_the_loss_as_keywords():
-    from experiments import base_config
-    from gram_jax.losses import LOSSES
-    from gram_jax.train_step import _check_loss_options, _loss_options
-
     config = base_config.get_config()
     config.loss.name = "symile"
     config.loss.options = dict(negative_sampling="n_squared")

@@ -158,7 +158,8 @@ def test_prefix_weight_norm_names_and_errors():
 
 def _torch_parity(cfg_dict: dict, fbank: np.ndarray) -> float:
     torch = pytest.importorskip("torch")
-    from beats_torch_reference import BEATsReference  # imports torch (optional extra)
+    # lazy: the reference module imports torch, an optional extra (skipped above when absent)
+    from beats_torch_reference import BEATsReference  # noqa: PLC0415
 
     torch.manual_seed(0)
     reference = BEATsReference(cfg_dict).eval()

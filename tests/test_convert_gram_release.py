@@ -21,7 +21,8 @@ def _release_state_dict(max_frames=2):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     timm_eva = pytest.importorskip("timm.models.eva")
-    from beats_torch_reference import BEATsReference, beats_cfg  # imports torch (optional)
+    # lazy: the reference module imports torch, an optional extra (skipped above when absent)
+    from beats_torch_reference import BEATsReference, beats_cfg  # noqa: PLC0415
 
     torch.manual_seed(0)
     sd = {}

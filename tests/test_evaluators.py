@@ -12,6 +12,7 @@ from gram_jax.evaluators import (
     ranks,
     rerank_with_matching,
     retrieval_metrics,
+    tuple_scores,
 )
 
 
@@ -352,8 +353,6 @@ def test_zero_shot_classifier_against_brute_force():
 
 def test_retrieval_evaluator_area_and_symile_scorings():
     """Every tuple scoring of the one registry is a retrieval scoring (prefix = its name)."""
-    from gram_jax.evaluators import tuple_scores
-
     rng = np.random.default_rng(9)
     emb = {m: unit(rng.normal(size=(12, 6))).astype(np.float32) for m in ("text", "video", "audio")}
     batch = {"index": np.arange(12)}

@@ -9,6 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from experiments.tridigits import aggregate
 from gram_jax.evaluators import plots, report, retrieval_metrics, scoring
 from gram_jax.volume import gram_volume
 
@@ -131,8 +132,6 @@ def test_pca_2d():
 
 
 def test_sweep_aggregation(tmp_path):
-    from experiments.tridigits import aggregate
-
     mean, half = aggregate.mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / np.sqrt(3))
     assert aggregate.mean_ci([0.5]) == (0.5, 0.0)

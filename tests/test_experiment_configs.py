@@ -25,9 +25,11 @@ import jax
 import jax_cache
 import numpy as np
 import pytest
+from tensorboardX.proto import event_pb2
 
 from gram_jax.config_loading import load_config_module
 from gram_jax.config_validation import validate_config
+from gram_jax.train import train_and_evaluate
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 PAPER_ROWS = {
@@ -169,8 +171,6 @@ def logged_scalars(workdir: pathlib.Path) -> dict[str, list[float]]:
     Event files are TFRecord files of `Event` protos: per record a little-endian uint64 length, its
     uint32 CRC, the payload, the payload's CRC (the CRCs are not checked here).
     """
-    from tensorboardX.proto import event_pb2
-
     out: dict[str, list[float]] = {}
     files = sorted(workdir.glob("events.out.tfevents.*"))
     assert files, f"no TensorBoard event file in {workdir}"
@@ -190,8 +190,6 @@ SETUPS = distinct_setups()
 
 @pytest.mark.parametrize("relative, arg", SETUPS, ids=[f"{r}:{a}" for r, a in SETUPS])
 def test_setup_runs_two_real_steps(relative, arg, tmp_path):
-    from gram_jax.train import train_and_evaluate
-
     config = runlocal_config(relative, arg)
     config.total_steps = 2
     config.checkpoint_steps = 2

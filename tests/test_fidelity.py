@@ -15,10 +15,12 @@ from flax import nnx
 from released_golden import model_overrides, zeros_model
 
 from gram_jax import fidelity, optim
+from gram_jax.config_loading import load_config
 from gram_jax.config_validation import reference_config, validate_config
 from gram_jax.convert.beats import audio_config_from_beats_cfg
 from gram_jax.models.audio import BeatsLayer, audio_config
 from gram_jax.models.gram import GramModel, model_config
+from gram_jax.train import Trainer
 
 
 def _config(**top):
@@ -232,8 +234,6 @@ def test_row9_layer_drop_and_grad_scale_reach_the_audio_tower():
 
 
 def test_row7_evaluation_towers_use_eval_dtype():
-    from gram_jax.train import Trainer
-
     config = reference_config()
     config.model = model_config("tiny", dtype="bfloat16", eval_dtype="float32")
     config.data.batch_size = 8
@@ -251,8 +251,6 @@ def test_row7_evaluation_towers_use_eval_dtype():
 
 
 def test_paper_configs_need_released_fidelity_and_ablations_switch_it_off():
-    from gram_jax.config_loading import load_config
-
     root = pathlib.Path(__file__).resolve().parents[1] / "experiments"
     for row in ("zeroshot_tvas", "finetune_tva"):
         config = load_config(str(root / "paper" / f"{row}.py"))

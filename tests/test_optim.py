@@ -10,6 +10,7 @@ from flax import nnx
 
 from gram_jax import optim
 from gram_jax.models import layers
+from gram_jax.models.gram import GramModel, tiny_model_config
 from gram_jax.models.temperature import Temperature
 from gram_jax.trainer_config import trainer_defaults
 
@@ -226,8 +227,6 @@ def test_bad_group_config_is_named():
 def test_gram_model_groups_and_decay():
     # The real (tiny) GramModel: only the vision tower is in the 5e-7 group (the reference's
     # 'visual' parameters), and no norm, bias, embedding table or temperature is decayed.
-    from gram_jax.models.gram import GramModel, tiny_model_config
-
     model = nnx.eval_shape(lambda: GramModel(tiny_model_config(), rngs=nnx.Rngs(0)))
     labels = _flat(optim.group_labels(model, trainer_defaults().optim.lr_groups.to_dict()))
     vision = {k for k, v in labels.items() if v == "vision"}

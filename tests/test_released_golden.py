@@ -25,6 +25,8 @@ from released_golden import (
     zeros_model,
 )
 
+from data_pipelines.media import audio, video
+from gram_jax.convert import cli
 from gram_jax.convert.gram_release import convert_gram_release
 from gram_jax.evaluators.ranking import retrieval_metrics
 from gram_jax.evaluators.scoring import rerank_with_matching, volume_scores
@@ -251,8 +253,6 @@ MEDIA = GOLDEN.parents[1] / "data_pipelines" / "reference_data" / "media"
 @pytest.mark.media
 def test_frame_indices_from_raw_media():
     """The released sampler's frames (middle of each segment), for 8 and 4 frames."""
-    from data_pipelines.media import video
-
     p = arrays("preprocessing")
     for i, clip in enumerate(meta()["ids"]):
         total = video.count_frames(MEDIA / "videos" / f"{clip}.mp4")
@@ -265,8 +265,6 @@ def test_frame_indices_from_raw_media():
 def test_frames_after_resize_and_crop_within_one_level():
     """Evaluation frames (short side 224, centre crop) of data.frame_transform='released' agree
     with the released VisionMapper within 1/255 per pixel (ours are rounded to uint8)."""
-    from data_pipelines.media import video
-
     p = arrays("preprocessing")
     for i, clip in enumerate(meta()["ids"]):
         frames = video.load_frames(
@@ -289,8 +287,6 @@ def test_fbank_from_raw_media(clip):
     """The released AudioMapper's normalised fbank slice. For real MP3 the decoders agree
     (differences are the float16 storage); the two MP4/AAC files reach librosa through
     audioread's 16-bit PCM, which moves near-silent bins (docs/reproduction.md, row 8)."""
-    from data_pipelines.media import audio
-
     golden = arrays("inputs")["fbank"][clip - 1].astype(np.float32)
     ours = audio.load_fbank_slices(
         MEDIA / "audios" / f"audio{clip}.mp3", train=False, padding="reference"
@@ -306,9 +302,8 @@ def test_fbank_from_raw_media(clip):
 
 def test_gram_convert_cli_reads_the_reduced_release(tmp_path, converted):
     """`gram-convert --format gram` with --model-overrides gives the converter's params."""
-    from safetensors.numpy import save_file
-
-    from gram_jax.convert.cli import load_params, main
+    # lazy: safetensors is in the torch extra; only this CLI round trip writes a .safetensors file
+    from safetensors.numpy import save_file  # noqa: PLC0415
 
     weights = tmp_path / "released.safetensors"
     save_file({k: np.ascontiguousarray(v) for k, v in state_dict().items()}, str(weights))
@@ -316,8 +311,8 @@ def test_gram_convert_cli_reads_the_reduced_release(tmp_path, converted):
     modalities = overrides.pop("modalities")
     args = ["--format", "gram", "--input", str(weights), "--output", str(tmp_path / "out")]
     args += ["--size", "tiny", "--modalities", ",".join(modalities)]
-    assert main([*args, "--model-overrides", json.dumps(overrides)]) == 0
-    loaded = load_params(tmp_path / "out")
+    assert cli.main([*args, "--model-overrides", json.dumps(overrides)]) == 0
+    loaded = cli.load_params(tmp_path / "out")
     want = jax.tree_util.tree_flatten_with_path(converted[0])[0]
     got = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
     assert len(got) == len(want)

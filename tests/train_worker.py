@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import ast
-import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from experiments import base_config
+from gram_jax.train import train_and_evaluate
 
 
 def _flat(tree, prefix=""):
@@ -38,13 +42,6 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="dotted.key=python literal")
     args = parser.parse_args()
 
-    import jax
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    from experiments import base_config
-    from gram_jax.train import train_and_evaluate
-
     config = base_config.get_config("runlocal")
     config.total_steps = args.steps
     data, fsdp, model = (int(x) for x in args.mesh.split(","))
@@ -57,13 +54,9 @@ def main() -> None:
                 process_id=args.process_id,
             )
         )
-    for item in args.set:
-        key, value = item.split("=", 1)
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = ast.literal_eval(value)
+    config.update_from_flattened_dict(
+        {key: ast.literal_eval(value) for key, value in (item.split("=", 1) for item in args.set)}
+    )
     state = train_and_evaluate(config, args.workdir)
     params = multihost_utils.process_allgather(state["params"], tiled=True)
     if jax.process_index() == 0:

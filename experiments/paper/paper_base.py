@@ -36,8 +36,11 @@ import pathlib
 
 import ml_collections
 
+from data_pipelines.config import data_config
+from data_pipelines.datasets import get_layout
 from experiments import base_config
 from gram_jax.config_loading import parse_config_arg
+from gram_jax.models.config import model_config
 
 # Data modalities of each table row (the anchor 'text' is always there), in Gram order.
 ROWS = {"tv": ("video",), "tva": ("video", "audio"), "tvas": ("video", "audio", "subtitle")}
@@ -83,8 +86,6 @@ def data_root() -> pathlib.Path:
 
 def dataset_data(dataset: str, modalities: tuple[str, ...], *, splits=("train", "test")) -> dict:
     """`data_config` overrides reading `dataset` with the reference's per-dataset settings."""
-    from data_pipelines.datasets import get_layout
-
     layout = get_layout(dataset)
     run = REFERENCE_RUNS[dataset]
     root = data_root() / DATA_DIRS.get(dataset, dataset)
@@ -143,9 +144,6 @@ def paper_config(*, row: str, train_dataset: str, eval_datasets: tuple[str, ...]
       eval_datasets: datasets evaluated at the end (and every `eval_every` steps).
       arg: the row module's argument after its own tokens were taken out: '' or 'runlocal'.
     """
-    from data_pipelines.config import data_config
-    from gram_jax.models.config import model_config
-
     modalities = ROWS[row]
     run = REFERENCE_RUNS[train_dataset]
     config = base_config.get_config()

@@ -34,10 +34,12 @@ from flax import nnx
 
 from gram_jax.convert.torch_state import (
     ConversionReport,
+    LayerStacks,
     ParamTarget,
     abstract_params,
     finish,
-    stack_layer_arrays,
+    keys_under,
+    layer_of,
     to_numpy,
     write_params,
 )
@@ -156,7 +158,7 @@ def convert_beats(
     """
     report = ConversionReport()
     target = ParamTarget(abstract_params(lambda: AudioTransformer(cfg, rngs=nnx.Rngs(0))))
-    per_layer: dict[tuple[str, ...], list] = {}
+    layers = LayerStacks(target, "layers", cfg.depth)
     rel_bias_copies: dict[int, tuple[str, np.ndarray]] = {}
     top = {
         "layer_norm.weight": (("layer_norm", "scale"), False),
@@ -168,20 +170,11 @@ def convert_beats(
         "encoder.layer_norm.bias": (("encoder_layer_norm", "bias"), False),
         "patch_embedding.bias": (("patch_embedding", "bias"), False),
     }
-    for full_key, raw in state_dict.items():
-        if not full_key.startswith(prefix):
-            report.skipped.append(full_key)
-            continue
-        key = full_key[len(prefix) :]
+    for full_key, key, raw in keys_under(state_dict, prefix, report):
         value = to_numpy(raw, full_key)
-        match = _LAYER.match(key)
-        if match:
-            index, rest = int(match.group(1)), match.group(2)
-            if index >= cfg.depth:
-                raise ValueError(
-                    f"state dict key {full_key!r}: layer {index} but the config has depth "
-                    f"{cfg.depth}"
-                )
+        layer = layer_of(_LAYER, key, full_key, cfg.depth, "layer")
+        if layer:
+            index, rest = layer
             if rest == "self_attn.relative_attention_bias.weight":
                 rel_bias_copies[index] = (full_key, value)
                 continue
@@ -190,8 +183,7 @@ def convert_beats(
                 report.unused.append(full_key)
                 continue
             path, array = mapped
-            array = target.check_layer(("layers", *path), array, full_key)
-            per_layer.setdefault(path, [None] * cfg.depth)[index] = array
+            layers.put(path, index, array, full_key)
         elif key == "patch_embedding.weight":
             p = cfg.patch_size
             _expect(value, (cfg.patch_dim, 1, p, p), full_key)
@@ -227,9 +219,7 @@ def convert_beats(
         if other.shape != table.shape or not np.array_equal(other, table):
             report.unused.append(other_key)
             report.notes.append(f"{other_key} differs from layer 0's table; only layer 0's is used")
-    for path, arrays in per_layer.items():
-        what = f"{prefix}encoder.layers.N." + ".".join(path)
-        target.set(("layers", *path), stack_layer_arrays(arrays, what), what)
+    layers.write(f"{prefix}encoder.layers.N")
     return finish(target, report, allow_missing), report
 
 

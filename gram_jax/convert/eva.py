@@ -28,10 +28,12 @@ from flax import nnx
 
 from gram_jax.convert.torch_state import (
     ConversionReport,
+    LayerStacks,
     ParamTarget,
     abstract_params,
     finish,
-    stack_layer_arrays,
+    keys_under,
+    layer_of,
     to_numpy,
     write_params,
 )
@@ -117,24 +119,13 @@ def convert_eva(
     prefix = detect_prefix(state_dict) if prefix is None else prefix
     report = ConversionReport()
     target = ParamTarget(abstract_params(lambda: VisionTransformer(cfg, rngs=nnx.Rngs(0))))
-    width, depth = cfg.width, cfg.depth
-    per_layer: dict[tuple[str, ...], list] = {}
+    width = cfg.width
+    blocks = LayerStacks(target, "blocks", cfg.depth)
 
-    def layer_slot(path: tuple[str, ...]) -> list:
-        return per_layer.setdefault(path, [None] * depth)
-
-    for full_key, raw in state_dict.items():
-        if not full_key.startswith(prefix):
-            report.skipped.append(full_key)
-            continue
-        key = full_key[len(prefix) :]
-        match = _BLOCK.match(key)
-        if match:
-            index, rest = int(match.group(1)), match.group(2)
-            if index >= depth:
-                raise ValueError(
-                    f"state dict key {full_key!r}: block {index} but the config has depth {depth}"
-                )
+    for full_key, key, raw in keys_under(state_dict, prefix, report):
+        block = layer_of(_BLOCK, key, full_key, cfg.depth, "block")
+        if block:
+            index, rest = block
             value = to_numpy(raw, full_key)
             if rest == "attn.qkv.weight":
                 if value.shape != (3 * width, width):
@@ -146,18 +137,14 @@ def convert_eva(
                     ("query", "key", "value"), np.split(value, 3, axis=0), strict=True
                 ):
                     kernel = part.T.reshape(width, cfg.heads, width // cfg.heads)
-                    path = ("attn", name, "kernel")
-                    layer_slot(path)[index] = target.check_layer(
-                        ("blocks", *path), kernel, full_key
-                    )
+                    blocks.put(("attn", name, "kernel"), index, kernel, full_key)
             elif rest == "attn.k_bias":
                 if np.any(value != 0):
                     report.unused.append(full_key)
                     report.notes.append(f"{full_key} is non-zero; dropped (softmax-invariant)")
             elif rest in _BLOCK_KEYS:
                 path, kind = _BLOCK_KEYS[rest]
-                array = _transform(kind, value, cfg, full_key)
-                layer_slot(path)[index] = target.check_layer(("blocks", *path), array, full_key)
+                blocks.put(path, index, _transform(kind, value, cfg, full_key), full_key)
             else:
                 report.unused.append(full_key)
             continue
@@ -185,10 +172,7 @@ def convert_eva(
         else:
             report.unused.append(full_key)
 
-    for path, arrays in per_layer.items():
-        what = "blocks.N." + ".".join(path)
-        target.set(("blocks", *path), stack_layer_arrays(arrays, what), what)
-        arrays.clear()  # free per-layer copies early (the giant tower is ~4 GB)
+    blocks.write(f"{prefix}blocks.N")
     return finish(target, report, allow_missing), report
 
 

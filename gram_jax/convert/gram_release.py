@@ -32,17 +32,29 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from gram_jax.convert.beats import convert_beats
+from gram_jax.convert.eva import convert_eva
+from gram_jax.convert.hf_bert import convert_hf_bert
 from gram_jax.convert.torch_state import (
     ConversionReport,
     ParamTarget,
     abstract_params,
+    finish,
     to_numpy,
     write_params,
 )
+from gram_jax.models.gram import GramModel
+from gram_jax.models.heads import nearest_indices
 
 BERT_PREFIX = "multimodal_encoder.bert."
 VISION_PREFIX = "vision_encoder.visual."
 AUDIO_PREFIX = "audio_encoder."
+# Our tower -> (its key prefix in the release, its converter, the GramModel attribute of its cfg).
+TOWERS = {
+    "bert": (BERT_PREFIX, convert_hf_bert, "text_cfg"),
+    "vision": (VISION_PREFIX, convert_eva, "vision_cfg"),
+    "audio": (AUDIO_PREFIX, convert_beats, "audio_cfg"),
+}
 
 # Our modality -> the reference's contrastive head.
 CONTRA_HEADS = {"text": "t", "subtitle": "s", "video": "v", "audio": "a", "depth": "d"}
@@ -65,10 +77,6 @@ def normalize_keys(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _sub(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k.startswith(prefix)}
-
-
 def convert_gram_release(
     state_dict: Mapping[str, Any],
     config: ml_collections.ConfigDict,
@@ -89,46 +97,25 @@ def convert_gram_release(
     Raises:
       ValueError naming the key on a shape mismatch; KeyError naming unfilled parameters.
     """
-    from gram_jax.convert.hf_bert import convert_hf_bert
-    from gram_jax.models.gram import GramModel
-
     state = normalize_keys(state_dict)
     report = ConversionReport()
     target = ParamTarget(abstract_params(lambda: GramModel(config, rngs=nnx.Rngs(0))))
     model = nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))
     used: set[str] = set()
 
-    def merge_tower(name: str, prefix: str, params: dict, sub_report: ConversionReport) -> None:
-        for path, value in _flatten(params):
-            target.set((name, *path), value, f"{prefix}{'.'.join(path)}")
-        report.unused.extend(sub_report.unused)
-        report.notes.extend(f"{name}: {n}" for n in sub_report.notes)
-
-    # Towers: each converter sees only its own prefix.
-    bert_sd = _sub(state, BERT_PREFIX)
-    used.update(bert_sd)
-    params, sub = convert_hf_bert(
-        bert_sd, model.text_cfg, prefix=BERT_PREFIX, allow_missing=allow_missing
-    )
-    merge_tower("bert", BERT_PREFIX, params, sub)
-    if hasattr(model, "vision"):
-        from gram_jax.convert.eva import convert_eva
-
-        vis_sd = _sub(state, VISION_PREFIX)
-        used.update(vis_sd)
-        params, sub = convert_eva(
-            vis_sd, model.vision_cfg, prefix=VISION_PREFIX, allow_missing=allow_missing
+    # Towers: each converter sees only its own prefix. The BERT is always built (it is the fusion
+    # encoder); vision and audio only when the config has their modalities.
+    for name, (prefix, convert, cfg_attr) in TOWERS.items():
+        if not hasattr(model, name):
+            continue
+        tower_sd = {k: v for k, v in state.items() if k.startswith(prefix)}
+        used.update(tower_sd)
+        params, sub = convert(
+            tower_sd, getattr(model, cfg_attr), prefix=prefix, allow_missing=allow_missing
         )
-        merge_tower("vision", VISION_PREFIX, params, sub)
-    if hasattr(model, "audio"):
-        from gram_jax.convert.beats import convert_beats
-
-        aud_sd = _sub(state, AUDIO_PREFIX)
-        used.update(aud_sd)
-        params, sub = convert_beats(
-            aud_sd, model.audio_cfg, prefix=AUDIO_PREFIX, allow_missing=allow_missing
-        )
-        merge_tower("audio", AUDIO_PREFIX, params, sub)
+        target.set_tree((name,), params, prefix)
+        report.unused.extend(sub.unused)
+        report.notes.extend(f"{name}: {n}" for n in sub.notes)
 
     def take(key: str) -> np.ndarray | None:
         if key not in state:
@@ -173,31 +160,11 @@ def convert_gram_release(
     _put_temperature(model, take, target, report)
 
     report.unused.extend(sorted(k for k in state if k not in used))
-    report.missing = target.missing()
-    if report.missing and not allow_missing:
-        raise KeyError(
-            "GRAM checkpoint conversion left parameters unfilled: "
-            + ", ".join(report.missing)
-            + "\n"
-            + report.summary()
-        )
-    return target.out, report
-
-
-def _flatten(tree: Mapping, prefix: tuple = ()) -> list[tuple[tuple, np.ndarray]]:
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.extend(_flatten(value, (*prefix, key)))
-        else:
-            out.append(((*prefix, key), value))
-    return out
+    return finish(target, report, allow_missing), report
 
 
 def _frames(table: np.ndarray, rows: int, key: str, report: ConversionReport) -> np.ndarray:
     """[1, n, H] frame embeddings -> [rows, H], nearest-resized like the reference."""
-    from gram_jax.models.heads import nearest_indices
-
     table = table.reshape(-1, table.shape[-1])
     if table.shape[0] != rows:
         report.notes.append(f"{key}: nearest-resized from {table.shape[0]} to {rows} rows")

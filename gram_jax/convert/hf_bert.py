@@ -28,10 +28,12 @@ from flax import nnx
 
 from gram_jax.convert.torch_state import (
     ConversionReport,
+    LayerStacks,
     ParamTarget,
     abstract_params,
     finish,
-    stack_layer_arrays,
+    keys_under,
+    layer_of,
     to_numpy,
     write_params,
 )
@@ -129,21 +131,12 @@ def convert_hf_bert(
     prefix = detect_prefix(state_dict) if prefix is None else prefix
     report = ConversionReport()
     target = ParamTarget(abstract_params(lambda: BertEncoder(cfg, rngs=nnx.Rngs(0))))
-    per_layer: dict[tuple[str, ...], list] = {}
+    layers = LayerStacks(target, "layers", cfg.num_layers)
 
-    for full_key, raw in state_dict.items():
-        if not full_key.startswith(prefix):
-            report.skipped.append(full_key)
-            continue
-        key = full_key[len(prefix) :]
-        match = _LAYER.match(key)
-        if match:
-            index, rest = int(match.group(1)), match.group(2)
-            if index >= cfg.num_layers:
-                raise ValueError(
-                    f"state dict key {full_key!r}: layer {index} but the config has "
-                    f"{cfg.num_layers} layers"
-                )
+    for full_key, key, raw in keys_under(state_dict, prefix, report):
+        layer = layer_of(_LAYER, key, full_key, cfg.num_layers, "layer")
+        if layer:
+            index, rest = layer
             entry = _LAYER_KEYS.get(rest)
             if entry is None or (entry[0][0].startswith("cross") and not cfg.cross_attention):
                 report.unused.append(full_key)
@@ -159,22 +152,13 @@ def convert_hf_bert(
                     f"state dict key {full_key!r}: shape {value.shape} does not fit "
                     f"{cfg.heads} heads of the config ({exc})"
                 ) from exc
-            expected = target.shape_of(("layers", *path))[1:]
-            if value.shape != expected:
-                raise ValueError(
-                    f"state dict key {full_key!r}: converted shape {value.shape} does not match "
-                    f"parameter layers.{'.'.join(path)} of per-layer shape {expected}"
-                )
-            per_layer.setdefault(path, [None] * cfg.num_layers)[index] = value
+            layers.put(path, index, value, full_key)
         elif key in _EMBED_KEYS:
             target.set(("embeddings", *_EMBED_KEYS[key]), to_numpy(raw, full_key), full_key)
         else:
             report.unused.append(full_key)
 
-    for path, arrays in per_layer.items():
-        what = prefix + "encoder.layer.N -> layers." + ".".join(path)
-        stacked = stack_layer_arrays(arrays, what)
-        target.set(("layers", *path), stacked, what)
+    layers.write(f"{prefix}encoder.layer.N -> layers")
     return finish(target, report, allow_missing), report
 
 

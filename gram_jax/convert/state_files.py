@@ -50,19 +50,22 @@ def read_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
     """
     path = resolve_weights_path(path)
     if path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        # lazy: safetensors is in the torch extra, needed only for .safetensors files
+        from safetensors.numpy import load_file  # noqa: PLC0415
 
         try:
             return dict(load_file(str(path)))
         except Exception as exc:
             # bf16 tensors cannot be read by safetensors' numpy API; torch can.
             try:
-                from safetensors.torch import load_file as load_torch
+                # lazy: needs torch (torch extra); only for bf16 files numpy cannot read
+                from safetensors.torch import load_file as load_torch  # noqa: PLC0415
             except ImportError:
                 raise ValueError(f"{path}: cannot read safetensors file: {exc}") from exc
             return dict(load_torch(str(path)))
     try:
-        import torch
+        # lazy: torch is an optional extra, needed only for torch pickles
+        import torch  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(
             f"{path}: reading a torch pickle needs PyTorch (the torch extra)"

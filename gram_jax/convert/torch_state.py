@@ -9,7 +9,8 @@ shape error names both the source key and the target path.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -69,6 +70,43 @@ def _path_str(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
+def leaf_paths(tree: Mapping) -> list[tuple[tuple, Any]]:
+    """(path tuple of dict keys, leaf) of every leaf of a nested pure dict, in key order."""
+    out = []
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        out.append((tuple(getattr(k, "key", getattr(k, "idx", k)) for k in key_path), leaf))
+    return out
+
+
+def keys_under(
+    state_dict: Mapping[str, Any], prefix: str, report: ConversionReport
+) -> Iterator[tuple[str, str, Any]]:
+    """(full key, key without ``prefix``, value) of the entries under ``prefix``; the other keys
+    are recorded in ``report.skipped`` (other towers of a full checkpoint)."""
+    for full_key, raw in state_dict.items():
+        if full_key.startswith(prefix):
+            yield full_key, full_key[len(prefix) :], raw
+        else:
+            report.skipped.append(full_key)
+
+
+def layer_of(
+    pattern: re.Pattern, key: str, full_key: str, depth: int, unit: str
+) -> tuple[int, str] | None:
+    """(layer index, rest of the key) when ``pattern`` (groups: index, rest) matches ``key``, else
+    None. Raises ValueError naming ``full_key`` for an index beyond the config's ``depth``."""
+    match = pattern.match(key)
+    if match is None:
+        return None
+    index = int(match.group(1))
+    if index >= depth:
+        raise ValueError(
+            f"state dict key {full_key!r}: {unit} {index} but the config has {depth} {unit}s "
+            f"(depth {depth})"
+        )
+    return index, match.group(2)
+
+
 class ParamTarget:
     """Collects converted arrays into a pure dict and checks them against expected shapes."""
 
@@ -109,14 +147,37 @@ class ParamTarget:
             )
         return value
 
+    def set_tree(self, root: tuple, params: Mapping, source_prefix: str) -> None:
+        """Writes every leaf of the pure dict ``params`` below ``root`` (a converted tower);
+        errors name the source as ``source_prefix`` + the leaf's path."""
+        for path, value in leaf_paths(params):
+            self.set((*root, *path), value, f"{source_prefix}{_path_str(path)}")
+
     def missing(self) -> list[str]:
-        paths = jax.tree_util.tree_flatten_with_path(self.expected)[0]
-        names = []
-        for key_path, _ in paths:
-            path = tuple(getattr(k, "key", getattr(k, "idx", k)) for k in key_path)
-            if path not in self.filled:
-                names.append(_path_str(path))
-        return names
+        return [_path_str(path) for path, _ in leaf_paths(self.expected) if path not in self.filled]
+
+
+class LayerStacks:
+    """The per-layer slices of a tower's stacked parameters (``root``: a leading [depth] axis),
+    collected in any key order, each checked on arrival, then written stacked by `write`."""
+
+    def __init__(self, target: ParamTarget, root: str, depth: int):
+        self.target, self.root, self.depth = target, root, depth
+        self.slices: dict[tuple[str, ...], list[np.ndarray | None]] = {}
+
+    def put(self, path: tuple[str, ...], index: int, value: np.ndarray, source: str) -> None:
+        """Layer ``index``'s slice of parameter ``root.path``; ``source`` names it in errors."""
+        checked = self.target.check_layer((self.root, *path), value, source)
+        self.slices.setdefault(path, [None] * self.depth)[index] = checked
+
+    def write(self, source_pattern: str) -> None:
+        """Stacks and writes every parameter; ``source_pattern`` (e.g. ``'encoder.layer.N'``)
+        names the source keys in errors. Frees the slices (a giant tower's are gigabytes)."""
+        for path, arrays in self.slices.items():
+            what = f"{source_pattern}.{'.'.join(path)}"
+            self.target.set((self.root, *path), stack_layer_arrays(arrays, what), what)
+            arrays.clear()
+        self.slices.clear()
 
 
 def stack_layer_arrays(per_layer: list[np.ndarray | None], what: str) -> np.ndarray:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Mapping
 
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 MARKERS = {"text": "*", "video": "o", "audio": "^", "subtitle": "s", "depth": "D"}
 
@@ -53,12 +56,6 @@ def plot_embeddings(
     Returns:
       the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: works on headless machines and in tests
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
     names = list(embeddings)
     if not names:
         raise ValueError("plot_embeddings: no embeddings given")
@@ -69,30 +66,28 @@ def plot_embeddings(
                 f"plot_embeddings: modality {m!r} has {np.shape(embeddings[m])[0]} rows, labels {n}"
             )
     joint, mean, comps = pca_2d(np.concatenate([embeddings[m] for m in names]))
-    cmap = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 4.2))
-    for i, m in enumerate(names):
-        xy = joint[i * n : (i + 1) * n]
-        axes[0].scatter(
+    cmap = matplotlib.colormaps["tab10"]
+    # A bare Figure (no pyplot): no global backend or figure registry, so it works headless and
+    # in tests, and needs no closing.
+    fig = Figure(figsize=(4.2 * (len(names) + 1), 4.2))
+    axes = fig.subplots(1, len(names) + 1)
+
+    def scatter(ax, xy: np.ndarray, modality: str, **kwargs) -> None:
+        ax.scatter(
             xy[:, 0],
             xy[:, 1],
             c=cmap(labels % 10),
-            marker=MARKERS.get(m, "x"),
+            marker=MARKERS.get(modality, "x"),
             s=22,
             alpha=0.8,
-            label=m,
             edgecolors="none",
+            **kwargs,
         )
+
+    for i, m in enumerate(names):
+        scatter(axes[0], joint[i * n : (i + 1) * n], m, label=m)
         own, _, _ = pca_2d(embeddings[m])
-        axes[i + 1].scatter(
-            own[:, 0],
-            own[:, 1],
-            c=cmap(labels % 10),
-            marker=MARKERS.get(m, "x"),
-            s=22,
-            alpha=0.8,
-            edgecolors="none",
-        )
+        scatter(axes[i + 1], own, m)
         axes[i + 1].set_title(f"{m} (own PCA)")
     axes[0].set_title("all modalities (shared PCA)")
     legend = axes[0].legend(loc="best", fontsize=8)
@@ -109,5 +104,4 @@ def plot_embeddings(
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

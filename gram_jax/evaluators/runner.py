@@ -29,6 +29,8 @@ the whole set, in the same order, on every process.
 
 from __future__ import annotations
 
+import json
+import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,6 +39,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from data_pipelines.config import data_config
+from data_pipelines.media.text import Tokenizer
+from data_pipelines.pipeline import make_eval_iterator
 from gram_jax import parallel
 from gram_jax.evaluators.classification import ZeroShotClassifier
 from gram_jax.evaluators.retrieval import RetrievalEvaluator
@@ -65,8 +70,6 @@ _COMMON_KEYS = ("type", "split", "data", "modalities", "prompts")
 
 def eval_data_config(config, ev: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """``config.data`` with the ``data`` overrides of one ``config.evals`` entry applied."""
-    from data_pipelines.config import data_config
-
     data = config.data.to_dict()
     overrides = dict(ev.get("data", {}) or {})
     for key, value in overrides.items():
@@ -108,8 +111,6 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
             raise ValueError(
                 f"config.evals.{name}.prompts: one text per class is needed (or prompts_file)"
             )
-        from data_pipelines.media.text import Tokenizer
-
         max_len = int(config.data.text_max_len[anchor])
         ids, mask = Tokenizer().encode(list(prompts), max_len)
         return ZeroShotClassifier(
@@ -130,9 +131,6 @@ def _class_prompts(name: str, ev: Mapping[str, Any]) -> list[str]:
         raise ValueError(f"config.evals.{name}: give prompts or prompts_file, not both")
     if not ev.get("prompts_file"):
         return list(ev.get("prompts") or [])
-    import json
-    import pathlib
-
     path = pathlib.Path(ev["prompts_file"])
     if not path.is_file():
         raise FileNotFoundError(f"config.evals.{name}.prompts_file: {path} does not exist")
@@ -144,13 +142,11 @@ def _class_prompts(name: str, ev: Mapping[str, Any]) -> list[str]:
     return prompts
 
 
-def global_batches(data_config, split: str) -> Iterator[dict[str, np.ndarray]]:
+def global_batches(data: ml_collections.ConfigDict, split: str) -> Iterator[dict[str, np.ndarray]]:
     """The evaluation batches of ``split``: this process's shard of each batch, gathered over all
     processes, so every process sees the whole batch (the one loop over the evaluation pipeline)."""
-    from data_pipelines.pipeline import make_eval_iterator
-
     iterator = make_eval_iterator(
-        data_config, split, process_index=jax.process_index(), process_count=jax.process_count()
+        data, split, process_index=jax.process_index(), process_count=jax.process_count()
     )
     for batch in iterator:
         if jax.process_count() == 1:

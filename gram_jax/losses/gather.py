@@ -46,18 +46,14 @@ def check_gather_mode(gather_mode: str) -> None:
         raise ValueError(f"gather_mode={gather_mode!r}: expected one of {GATHER_MODES}")
 
 
-def shard_map_compat(fn: Callable, *, mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable:
-    """`jax.shard_map` (jax >= 0.7) or `jax.experimental.shard_map.shard_map` (older), checks off.
+def shard_map_unchecked(fn: Callable, *, mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable:
+    """`jax.shard_map` with its replication/VMA checks off.
 
-    The replication/VMA checks are off because an all-gathered value is varying-typed under
-    `check_vma=True` and cannot leave through a replicated spec (stack_notes); our outputs are all
-    row-sharded, so nothing is lost.
+    The checks are off because an all-gathered value is varying-typed under `check_vma=True` and
+    cannot leave through a replicated spec (stack_notes); our outputs are all row-sharded, so
+    nothing is lost. (`jax.shard_map` is public from jax 0.7; setup.py requires jax >= 0.10.2.)
     """
-    if hasattr(jax, "shard_map"):
-        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
-    from jax.experimental.shard_map import shard_map  # pragma: no cover - jax < 0.7
-
-    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
 
 def _stop_gradient_floats(tree: Any) -> Any:
@@ -146,5 +142,5 @@ def apply_gathered(
         lambda t: fn(t, t, jnp.zeros((), jnp.int32)), jax.tree.map(jnp.asarray, tensors)
     )
     out_specs = jax.tree.map(lambda _: row_spec, out_shape)
-    mapped = shard_map_compat(per_shard, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+    mapped = shard_map_unchecked(per_shard, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
     return mapped(tensors)

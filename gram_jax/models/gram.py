@@ -29,9 +29,11 @@ import ml_collections
 from flax import nnx
 
 from gram_jax.models import heads
+from gram_jax.models.audio import AudioTransformer, audio_config
 from gram_jax.models.bert import BertEncoder, bert_config
 from gram_jax.models.config import TEXT_LIKE, VISION_LIKE, model_config, tiny_model_config
 from gram_jax.models.temperature import Temperature
+from gram_jax.models.vit import VisionTransformer, vit_config
 
 __all__ = ["Encoded", "GramModel", "model_config", "tiny_model_config"]
 
@@ -141,8 +143,6 @@ class GramModel(nnx.Module):
         self.bert = BertEncoder(text_cfg, rngs=rngs)
 
         if any(m in VISION_LIKE for m in modalities):
-            from gram_jax.models.vit import VisionTransformer, vit_config
-
             vis_over = dict(
                 drop_path_rate=config.vision.drop_path_rate, pool=config.vision.pool, **common
             )
@@ -155,8 +155,6 @@ class GramModel(nnx.Module):
             self.vision_cfg = vit_config(config.vision.size, **vis_over)
             self.vision = VisionTransformer(self.vision_cfg, rngs=rngs)
         if "audio" in modalities:
-            from gram_jax.models.audio import AudioTransformer, audio_config
-
             self.audio_cfg = audio_config(
                 config.audio.size,
                 dropout_rate=config.audio.dropout_rate,

@@ -172,26 +172,22 @@ class Dropout(nnx.Module):
         self.rate = float(rate)
         self.rng = rngs["dropout"].fork()
 
+    def mask_shape(self, x: Array) -> tuple[int, ...]:
+        """The shape of the keep mask, broadcast over ``x``: one draw per element."""
+        return x.shape
+
     def __call__(self, x: Array, *, train: bool) -> Array:
         if not train or self.rate == 0.0:
             return x
-        keep = jax.random.bernoulli(self.rng(), 1.0 - self.rate, x.shape)
+        keep = jax.random.bernoulli(self.rng(), 1.0 - self.rate, self.mask_shape(x))
         return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
 
 
-class DropPath(nnx.Module):
+class DropPath(Dropout):
     """Stochastic depth: drops a whole residual branch per sample (axis 0), scaled by 1/keep."""
 
-    def __init__(self, rate: float, *, rngs: nnx.Rngs):
-        self.rate = float(rate)
-        self.rng = rngs["dropout"].fork()
-
-    def __call__(self, x: Array, *, train: bool) -> Array:
-        if not train or self.rate == 0.0:
-            return x
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        keep = jax.random.bernoulli(self.rng(), 1.0 - self.rate, shape)
-        return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+    def mask_shape(self, x: Array) -> tuple[int, ...]:
+        return (x.shape[0],) + (1,) * (x.ndim - 1)
 
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {

