@@ -53,9 +53,10 @@ def check_schedule(loss_cfg) -> None:
 
 def uses_cosine_term(loss_cfg) -> bool:
     """True when the cosine term is trained at some step (hybrid or staged)."""
-    return float(loss_cfg.get("cosine_weight", 0.0)) > 0 or int(
-        loss_cfg.get("cosine_warmup_steps", 0)
-    ) > 0
+    return (
+        float(loss_cfg.get("cosine_weight", 0.0)) > 0
+        or int(loss_cfg.get("cosine_warmup_steps", 0)) > 0
+    )
 
 
 def cosine_loss_fn(loss_cfg) -> Callable:

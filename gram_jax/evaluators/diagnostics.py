@@ -28,6 +28,7 @@ import numpy as np
 
 from gram_jax.evaluators.ranking import prefixed, retrieval_metrics
 
+
 def unit(x: np.ndarray) -> np.ndarray:
     """float64[N, D] rows scaled to unit length (a zero row stays zero)."""
     x = np.asarray(x, np.float64)
