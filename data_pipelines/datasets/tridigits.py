@@ -8,8 +8,10 @@ three share; language ties speech to text but not to the image. The video motion
 
 On-disk layout (the VAST-style layout of the other datasets)::
 
-    <out>/annotations/fold{k}_{train,test}.json   records: id, desc, label, language, voice, split,
-                                                  fold, image_index, audio_source, motion
+    <out>/annotations/fold{k}_{split}.json        split: train, test (unseen voices), test_seen,
+                                                  train_sample (tridigits_splits.py); records: id,
+                                                  desc, label, language, voice, split, fold,
+                                                  image_index, audio_source, motion
     <out>/videos/<id>.mp4                         H.264, F frames of S x S RGB
     <out>/audios/<id>.wav                         16-bit PCM, the clip's own rate and channels
     <out>/media/{images,clips}/...                one file per image / clip; the two folders above
@@ -41,7 +43,8 @@ from data_pipelines.datasets import tridigits_sources as sources
 from data_pipelines.datasets import tridigits_splits as splits
 
 REFERENCE_MANIFEST = pathlib.Path(__file__).with_name("tridigits_manifest.json")
-FORMAT_VERSION = 1
+# 2: TriDigits v2 held-out sets (500 records per fold; seen/unseen voices; a train sample).
+FORMAT_VERSION = 2
 # Clips last 0.22-1.45 s: one 160-frame (1.6 s) filterbank slice holds any of them whole.
 AUDIO_FRAMES = 160
 # The longest number word is 7 WordPieces (Belarusian "Дзевяць"); 9 with [CLS] and [SEP].
@@ -50,7 +53,7 @@ TEXT_MAX_LEN = 12
 LAYOUT = DatasetLayout(
     name="tridigits",
     annotations={
-        f"fold{k}_{s}" if k else s: f"fold{k}_{s}.json" for k in range(4) for s in ("train", "test")
+        f"fold{k}_{s}" if k else s: f"fold{k}_{s}.json" for k in range(4) for s in splits.SPLITS
     },
     required_fields=("label", "language", "voice", "split", "fold"),
     max_caption_len=TEXT_MAX_LEN,
@@ -79,14 +82,14 @@ def data_overrides(
     """Keyword arguments of ``data_pipelines.config.data_config`` reading fold ``fold`` of a build.
 
     Frames are read at the built size (no crop: the digit must stay whole), audio as one 1.6 s
-    slice, text up to ``TEXT_MAX_LEN`` WordPieces; splits ``train`` and ``test``.
+    slice, text up to ``TEXT_MAX_LEN`` WordPieces; splits ``splits.SPLITS``.
     """
     if not 0 <= fold < options.folds:
         raise ValueError(f"tridigits: fold must be in [0, {options.folds}), got {fold}")
     root = pathlib.Path(root)
     return dict(
         dataset="tridigits",
-        annotations={s: str(annotation_path(root, fold, s)) for s in ("train", "test")},
+        annotations={s: str(annotation_path(root, fold, s)) for s in splits.SPLITS},
         video_dir=str(root / "videos"),
         audio_dir=str(root / "audios"),
         modalities=("video", "audio", "text"),
