@@ -125,14 +125,13 @@ def test_splits_are_disjoint_and_test_voices_unseen(small_build):
         assert len(test) == sum(
             max(SMALL.test_images_per_class, sum(r["label"] == d for r in test_voice_clips))
             for d in range(10)
-            for test_voice_clips in [
-                [c for c in manifest["audios"].values() if c["fold"] == fold]
-            ]
+            for test_voice_clips in [[c for c in manifest["audios"].values() if c["fold"] == fold]]
         )
         for r in test + seen:  # image and clip show the same digit
-            assert r["label"] == manifest["videos"][f"media/images/img{r['image_index']:04d}.mp4"][
-                "label"
-            ]
+            assert (
+                r["label"]
+                == manifest["videos"][f"media/images/img{r['image_index']:04d}.mp4"]["label"]
+            )
         sample = _records(out, fold, "train_sample")
         assert len(sample) == min(splits.TRAIN_SAMPLE, len(train))
         assert {r["id"] for r in sample} <= {r["id"] for r in train}
