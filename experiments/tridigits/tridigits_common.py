@@ -48,9 +48,33 @@ def build_options(small: bool = False):
     return tridigits.BuildOptions()
 
 
+# Symmetry breakers for GRAM trained from scratch (gram_jax/loss_schedule.py), by name: the
+# config.loss keys each sets. Why each works: docs/results.md.
+BREAKERS = {
+    "none": {},
+    "hybrid": dict(cosine_weight=1.0, cosine_pairs="anchor"),
+    "hybrid_all": dict(cosine_weight=1.0, cosine_pairs="all_pairs"),
+    # Cosine-only warm-up for a third of the run, then the volume; the matching loss starts with it.
+    "staged": dict(cosine_warmup_steps=1 / 3, matching_start_step=1 / 3),
+    "matching_late": dict(matching_start_step=1 / 3, matching_ramp_steps=1 / 6),
+}
+# Keys given above as a fraction of config.total_steps.
+STEP_KEYS = ("cosine_warmup_steps", "matching_start_step", "matching_ramp_steps")
+
+
+def apply_breaker(config: ml_collections.ConfigDict, breaker: str) -> ml_collections.ConfigDict:
+    """Set the ``config.loss`` keys of ``BREAKERS[breaker]`` (step keys scaled to the run)."""
+    if breaker not in BREAKERS:
+        raise ValueError(f"TriDigits breaker {breaker!r}: expected one of {sorted(BREAKERS)}")
+    for key, value in BREAKERS[breaker].items():
+        config.loss[key] = int(round(value * config.total_steps)) if key in STEP_KEYS else value
+    return config
+
+
 def tridigits_config(
     *,
     loss: str = "volume",
+    breaker: str = "none",
     fold: int = 0,
     seed: int = 0,
     total_steps: int = 400,
@@ -66,6 +90,8 @@ def tridigits_config(
     Args:
       loss: a `gram_jax.losses.LOSSES` name; 'volume' is GRAM (with the matching loss); the
         baselines train their own contrastive loss only (matching weight 0), as their papers do.
+      breaker: a ``BREAKERS`` name: the symmetry breaker added to the loss ('none': the paper's
+        recipe).
       fold: which voice fold is held out for testing (0..folds-1).
       seed: initialisation / dropout / hard-negative seed (the data order derives from it too).
       total_steps: train steps of ``batch_size`` records.
@@ -125,7 +151,7 @@ def tridigits_config(
     config.eval_every = 0
     config.seed = seed
     config.progress_bar = True
-    return config
+    return apply_breaker(config, breaker)
 
 
 def parse_arg(arg: str | None) -> dict:

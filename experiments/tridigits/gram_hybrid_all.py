@@ -1,0 +1,21 @@
+"""TriDigits: GRAM's recipe + the symmetry breaker `hybrid_all` (`BREAKERS`, tridigits_common.py).
+
+Command (one fold and seed):
+    gram-train --config experiments/tridigits/gram_hybrid_all.py:fold=0,seed=0 --workdir W
+The sweep (experiments/tridigits/sweep.py) runs it over 4 voice folds x 5 seeds.
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from tridigits_common import parse_arg, tridigits_config  # noqa: E402
+
+LOSS = "volume"
+BREAKER = "hybrid_all"
+
+
+def get_config(arg: str | None = None):
+    """The TriDigits config for this loss; `arg` as in `common.parse_arg`."""
+    return tridigits_config(loss=LOSS, breaker=BREAKER, **parse_arg(arg))
