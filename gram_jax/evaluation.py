@@ -11,7 +11,8 @@ evaluation batches, and gives them an encoder and a matching scorer backed by th
 - ``modalities``: the data modalities of the tuple (default: the model's, minus the anchor, in
   Gram order).
 - retrieval: ``scorings`` (subset of volume, cosine, matching), ``top_k`` (50), ``chunk_size``,
-  ``modality_pairs``, ``match_batch_size``, ``require``, ``captions`` ('all' | 'first').
+  ``modality_pairs``, ``match_batch_size``, ``require``, ``captions`` ('all' | 'first'),
+  ``diagnostics`` (True: sign, |cos| and collapse metrics), ``label_key`` (class-level metrics).
 - classification: ``prompts`` (one text per class, in class-id order), ``label_key``
   ('label'), ``scoring`` ('volume' | 'cosine'), ``chunk_size``.
 
@@ -40,6 +41,8 @@ _RETRIEVAL_KEYS = (
     "match_batch_size",
     "require",
     "captions",
+    "diagnostics",
+    "label_key",
 )
 _CLASSIFICATION_KEYS = ("label_key", "scoring", "chunk_size")
 _COMMON_KEYS = ("type", "split", "data", "modalities", "prompts")

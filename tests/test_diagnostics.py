@@ -92,3 +92,38 @@ def test_a_constant_modality_reads_collapsed():
     assert out["video"]["mean_cos"] == pytest.approx(1.0)
     assert out["video"]["variance"] == pytest.approx(0.0, abs=1e-12)
     assert out["text"]["mean_cos"] == pytest.approx(0.0)
+
+
+def test_retrieval_evaluator_reports_the_diagnostics_of_complete_records():
+    """The evaluator's diagnostics use one row per record (its first caption) among the records
+    that have every modality, with their labels; equal to calling the module on those rows."""
+    from gram_jax.evaluators import RetrievalEvaluator
+
+    rng = np.random.default_rng(5)
+    n, d = 10, 6
+    labels = np.arange(n) % 3
+    media = {m: rng.normal(size=(n, d)) for m in ("video", "audio")}
+    text = rng.normal(size=(n, d))
+    has_audio = np.arange(n) != 4  # record 4 lacks audio: left out of the diagnostics
+    batch = {
+        "index": np.arange(n, dtype=np.int32),
+        "caption_index": np.zeros(n, np.int32),
+        "label": labels,
+        "present_audio": has_audio,
+        "present_video": np.ones(n, bool),
+    }
+
+    def encode(b):
+        return {"text": text[b["index"]], **{m: v[b["index"]] for m, v in media.items()}}
+
+    got = RetrievalEvaluator(label_key="label").run(encode, [batch])
+    keep = np.flatnonzero(has_audio)
+    emb = {"text": text[keep], **{m: v[keep] for m, v in media.items()}}
+    pairs = [("text", "video"), ("text", "audio"), ("video", "audio")]
+    want = diagnostics.alignment_diagnostics(emb, pairs, labels[keep])
+    assert {k: got[k] for k in want} == pytest.approx(want)
+    ref = _oracle(emb, labels[keep], "video", "audio")
+    assert got["abs_class/v2a/R@1"] == pytest.approx(ref["abs_class_r1"])
+    assert "class/t2v/R@1" in got and "collapse/video/mean_cos" in got
+    plain = RetrievalEvaluator(diagnostics=False).run(encode, [batch])
+    assert not [k for k in plain if k.startswith(("sign/", "abs/", "collapse/"))]
