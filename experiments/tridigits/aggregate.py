@@ -38,6 +38,7 @@ METHOD_ORDER = [
     "gram_hybrid_all",
     "gram_staged",
     "gram_matching_late",
+    "gram_minilm",
 ]
 SPLIT_TITLES = {
     "test": "held-out images, unseen voices",

@@ -32,6 +32,7 @@ METHODS = {  # method -> loss name; gram* keep GRAM's recipe (matching loss, lea
     "gram_hybrid_all": "volume",  # + 1.0 x cosine InfoNCE over all pairs
     "gram_staged": "volume",  # cosine-only warm-up for the first third of the steps, then GRAM
     "gram_matching_late": "volume",  # matching weight 0 for a third of the steps, then ramped
+    "gram_minilm": "volume",  # the text tower warm-started from real all-MiniLM-L6-v2 weights
     "cosine_anchor": "cosine_anchor",
     "cosine_all_pairs": "cosine_all_pairs",
     "symile": "symile",

@@ -75,6 +75,7 @@ def tridigits_config(
     *,
     loss: str = "volume",
     breaker: str = "none",
+    text_init: str = "scratch",
     fold: int = 0,
     seed: int = 0,
     total_steps: int = 400,
@@ -92,6 +93,10 @@ def tridigits_config(
         baselines train their own contrastive loss only (matching weight 0), as their papers do.
       breaker: a ``BREAKERS`` name: the symmetry breaker added to the loss ('none': the paper's
         recipe).
+      text_init: 'scratch' (the 2x64 text tower, random) or 'minilm' (the real all-MiniLM-L6-v2
+        text tower, 6x384, via ``config.model_init``; converted once into a cache by
+        `gram_jax.convert.pretrained.minilm_params`), trained at lr 5e-5 (the from-scratch rate
+        would overwrite what it knows).
       fold: which voice fold is held out for testing (0..folds-1).
       seed: initialisation / dropout / hard-negative seed (the data order derives from it too).
       total_steps: train steps of ``batch_size`` records.
@@ -115,7 +120,7 @@ def tridigits_config(
     config.model = model_config(
         "tiny",
         embed_dim=64,
-        text=dict(pool="mean"),
+        text=dict(pool="mean", **({"size": "minilm"} if text_init == "minilm" else {})),
         vision=dict(
             image_size=image_size,
             max_frames=frames,
@@ -151,6 +156,13 @@ def tridigits_config(
     config.eval_every = 0
     config.seed = seed
     config.progress_bar = True
+    if text_init == "minilm":
+        from gram_jax.convert.pretrained import minilm_params
+
+        config.model_init = str(minilm_params())
+        config.optim.lr_groups.text = dict(pattern=r"^bert/", lr=5e-5)
+    elif text_init != "scratch":
+        raise ValueError(f"TriDigits text_init={text_init!r}: expected 'scratch' or 'minilm'")
     return apply_breaker(config, breaker)
 
 
@@ -158,7 +170,8 @@ def parse_arg(arg: str | None) -> dict:
     """``'fold=1,seed=2,steps=300,small'`` -> keyword arguments of ``tridigits_config``.
 
     ``steps`` sets total_steps; ``small`` selects the small dataset variant; ``runlocal`` is
-    ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config).
+    ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config);
+    ``minilm`` warm-starts the text tower from the real all-MiniLM-L6-v2 weights.
     """
     kwargs: dict = {}
     for part in filter(None, (arg or "").split(",")):
@@ -166,6 +179,8 @@ def parse_arg(arg: str | None) -> dict:
         if not sep:
             if key == "small":
                 kwargs["small_data"] = True
+            elif key == "minilm":
+                kwargs["text_init"] = "minilm"
             elif key == "runlocal":
                 kwargs.update(small_data=True, total_steps=2, batch_size=8, frames=2, image_size=28)
             else:
@@ -177,6 +192,6 @@ def parse_arg(arg: str | None) -> dict:
         else:
             raise ValueError(
                 f"TriDigits config: unknown key {key!r} in {arg!r}; expected fold, seed, steps, "
-                "batch_size, frames, image_size, data_root, small or runlocal"
+                "batch_size, frames, image_size, data_root, small, minilm or runlocal"
             )
     return kwargs
