@@ -17,6 +17,9 @@ instance recall of text queries has an upper bound below 1; ``class@1`` has none
 
 Collapse metrics per modality: ``mean_cos`` (mean off-diagonal cosine; 1 = every item the same
 vector) and ``variance`` (total variance of the unit vectors, 0 = collapsed to a constant).
+Sign diagnostics per pair (``diagnostics_summary``): how many positive pairs point apart, and
+class@1 by |cos|, which sees an alignment the volume made only up to sign
+(`gram_jax.evaluators.diagnostics`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+
+from gram_jax.evaluators.diagnostics import collapse_metrics as _collapse
+from gram_jax.evaluators.diagnostics import sign_metrics
+from gram_jax.evaluators.diagnostics import unit as _unit
 
 SCORINGS = ("volume", "area", "symile", "cosine")
 PAIR_DIRECTIONS = (
@@ -37,11 +44,6 @@ PAIR_DIRECTIONS = (
 def scoring_for_loss(loss_name: str) -> str:
     """The tuple scoring that matches a `gram_jax.losses.LOSSES` name."""
     return {"volume": "volume", "area": "area", "symile": "symile"}.get(loss_name, "cosine")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def tuple_scores(query: np.ndarray, candidates: list[np.ndarray], scoring: str) -> np.ndarray:
@@ -124,14 +126,21 @@ def retrieval_table(
 
 
 def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """{modality: {'mean_cos', 'variance'}} of unit-normalised embeddings."""
+    """{modality: {'mean_cos', 'variance'}} (`gram_jax.evaluators.diagnostics.collapse_metrics`)."""
+    return _collapse(embeddings)
+
+
+def diagnostics_summary(embeddings: Mapping[str, np.ndarray], labels) -> dict[str, dict]:
+    """Per modality pair: the fraction of positive pairs with a negative cosine, their mean
+    cosine, and class@1 scored by cos and by |cos| (sign-invariant; labels needed)."""
     out = {}
-    for m, x in embeddings.items():
-        u = _unit(x)
-        n = len(u)
-        gram = u @ u.T
-        mean_cos = (gram.sum() - np.trace(gram)) / max(n * (n - 1), 1)
-        out[m] = {"mean_cos": float(mean_cos), "variance": float(u.var(axis=0).sum())}
+    for a, b in (("text", "video"), ("text", "audio"), ("video", "audio")):
+        cos = _unit(embeddings[a]) @ _unit(embeddings[b]).T
+        entry = sign_metrics(embeddings[a], embeddings[b])
+        if labels is not None:
+            entry["class@1"] = rank_metrics(cos, labels)["class@1"]
+            entry["abs_class@1"] = rank_metrics(np.abs(cos), labels)["class@1"]
+        out[f"{a}-{b}"] = entry
     return out
 
 
@@ -182,7 +191,10 @@ def embed_split(encode, params, model_state, data_config, split: str):
 def report_run(config, trainer, state, workdir, *, split: str = "test", log=print) -> dict:
     """Embed ``split``, print the retrieval table, write ``report.json`` and ``embeddings.png``.
 
-    The end-of-training report of the quickstart (and of any labelled tri-modal run).
+    The end-of-training report of the quickstart (and of any labelled tri-modal run). Besides
+    ``split`` it reports the other labelled splits of ``config.data.annotations`` that are not
+    ``train`` (TriDigits v2: ``test_seen``, held-out images with voices seen in training, and
+    ``train_sample``, training records: train-split retrieval beside the held-out one).
 
     Args:
       config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
@@ -190,7 +202,9 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
       state: the train state dict (``params``, ``model_state``).
       workdir: where ``report.json`` and ``embeddings.png`` go.
     Returns:
-      {'retrieval': ..., 'collapse': ..., 'plot': path}.
+      {'split', 'scoring', 'retrieval', 'collapse', 'diagnostics', 'other_splits', 'plot'}:
+      retrieval and collapse of ``split`` (as `retrieval_table`, `collapse_metrics`), its
+      `diagnostics_summary`, and {split: {'retrieval', 'collapse', 'diagnostics'}} of the others.
     """
     import json
     import pathlib
@@ -198,17 +212,50 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
     from gram_jax import plots
 
     workdir = pathlib.Path(workdir)
-    embeddings, labels = embed_split(
-        trainer.encode_fn(), state["params"], state["model_state"], config.data, split
-    )
+    encode = trainer.encode_fn()
     scoring = scoring_for_loss(config.loss.name)
-    table = retrieval_table(embeddings, labels, scoring)
-    collapse = collapse_metrics(embeddings)
+
+    def evaluate(name):
+        embeddings, labels = embed_split(
+            encode, state["params"], state["model_state"], config.data, name
+        )
+        return (
+            embeddings,
+            labels,
+            {
+                "retrieval": retrieval_table(embeddings, labels, scoring),
+                "collapse": collapse_metrics(embeddings),
+                "diagnostics": diagnostics_summary(embeddings, labels),
+            },
+        )
+
+    embeddings, labels, main = evaluate(split)
     title = f"{split}: {len(labels)} records, text->video+audio scored by {scoring}"
-    log(format_table(table, collapse, title))
+    log(format_table(main["retrieval"], main["collapse"], title))
+    log(format_diagnostics(main["diagnostics"]))
+    others = {}
+    for name, path in config.data.annotations.items():
+        if name in (split, "train") or not path:
+            continue
+        _, other_labels, others[name] = evaluate(name)
+        cells = "  ".join(
+            f"{d} {others[name]['retrieval'][d]['class@1']:.3f}"
+            for d in ("text->video", "text->audio", "video->audio")
+        )
+        log(f"{name} ({len(other_labels)} records) class@1: {cells}")
     plot = plots.plot_embeddings(
         embeddings, labels, workdir / "embeddings.png", title=f"{config.loss.name}, {split} split"
     )
-    out = {"split": split, "scoring": scoring, "retrieval": table, "collapse": collapse}
+    out = {"split": split, "scoring": scoring, **main, "other_splits": others}
     (workdir / "report.json").write_text(json.dumps(out, indent=1))
     return {**out, "plot": str(plot)}
+
+
+def format_diagnostics(summary: Mapping[str, Mapping[str, float]]) -> str:
+    """Text lines of `diagnostics_summary`: sign of the positive pairs, cos vs |cos| class@1."""
+    lines = [f"{'pair':<20}{'neg.pos':>9}{'mean pos':>9}{'class@1':>9}{'|cos|@1':>9}"]
+    for pair, v in summary.items():
+        cells = [v["neg_positive_fraction"], v["mean_positive_cos"]]
+        cells += [v.get("class@1", float("nan")), v.get("abs_class@1", float("nan"))]
+        lines.append(f"{pair:<20}" + "".join(f"{c:>9.3f}" for c in cells))
+    return "\n".join(lines)
