@@ -69,4 +69,10 @@ setup(
             "gram-data=data_pipelines.cli:run",
         ]
     },
+    # Data files inside the packages: the TriDigits source checksums (read by every build) and the
+    # real reference annotations and clips (MIT, 15 MB) that tests and runlocal configs use.
+    package_data={
+        "data_pipelines.datasets.tridigits": ["manifest.json"],
+        "data_pipelines": ["reference_data/*", "reference_data/*/*", "reference_data/*/*/*"],
+    },
 )

@@ -2,7 +2,7 @@
 
 Three ways to produce the same training samples (8 frames at 224x224 crop_flip + one 1024x64
 filterbank slice + a tokenized caption) from the 4 real clips of
-../shared/data/gram_reference/media (4.4-14.8 s, 360x640, 30 fps), in one run:
+data_pipelines/reference_data/media (4.4-14.8 s, 360x640, 30 fps), in one run:
 
 - ``raw``: the Grain pipeline decoding the original files (PyAV, one sequential decode per clip);
 - ``prepared``: the Grain pipeline reading `gram-data prepare` ArrayRecord shards of uint8 frames
@@ -41,30 +41,7 @@ from data_pipelines.config import data_config  # noqa: E402
 from data_pipelines.media import audio as media_audio  # noqa: E402
 from data_pipelines.media import video as media_video  # noqa: E402
 from data_pipelines.media.text import Tokenizer  # noqa: E402
-
-CAPTIONS = [
-    "A dog is barking",
-    "A dog is howling",
-    "A red cat is meowing",
-    "A black cat is meowing",
-]
-
-
-def write_clip_dataset(root: pathlib.Path, shared: pathlib.Path) -> dict:
-    """Annotation JSON of the 4 clips (captions from the media README) and audio links by id."""
-    records = [{"video_id": f"video{i}", "desc": c} for i, c in enumerate(CAPTIONS, start=1)]
-    (root / "ann.json").write_text(json.dumps(records))
-    (root / "audios").mkdir()
-    for i in range(1, 5):
-        (root / "audios" / f"video{i}.mp3").symlink_to(
-            shared / "media" / "audios" / f"audio{i}.mp3"
-        )
-    return {
-        "dataset": None,
-        "annotations": {"train": str(root / "ann.json")},
-        "video_dir": str(shared / "media" / "videos"),
-        "audio_dir": str(root / "audios"),
-    }
+from data_pipelines.reference_media import write_clip_dataset  # noqa: E402
 
 
 def _clock():
@@ -101,7 +78,7 @@ def run_pipeline(config, name: str, num_samples: int, extra=None) -> dict:
 
 def seek_per_frame_frames(path: str, num_frames: int, rng, size: int) -> np.ndarray:
     """uint8[F, size, size, 3] as the released code reads them: one OpenCV seek per frame."""
-    import cv2
+    import cv2  # opencv is the optional `bench` extra, needed by this baseline only
 
     cap = cv2.VideoCapture(path)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -149,24 +126,22 @@ def run_seek_per_frame(config, num_samples: int) -> dict:
 
 
 def _cv2_version() -> str:
-    import cv2
+    import cv2  # the optional `bench` extra
 
     return cv2.__version__
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shared-data", default=str(REPO.parent / "shared/data/gram_reference"))
     parser.add_argument(
         "--samples", type=int, default=48, help="samples timed on raw and seek paths"
     )
     parser.add_argument("--prepared-samples", type=int, default=800)
     args = parser.parse_args()
     flags.FLAGS.mark_as_parsed()
-    shared = pathlib.Path(args.shared_data)
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
-        layout = write_clip_dataset(root, shared)
+        layout = write_clip_dataset(root)
         common = dict(
             layout,
             modalities=("video", "audio", "text"),

@@ -21,7 +21,7 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
     ``'reference'`` (gathered copies detached, as the released code).
   - ``matching_weight``: lambda of the data-anchor matching loss (0.1; 0 turns it and its
     hard-negative sampling off).
-  - symmetry breakers for training from scratch (`gram_jax.loss_schedule`; all off here, the
+  - symmetry breakers for training from scratch (`gram_jax.losses.schedule`; all off here, the
     paper's recipe): ``cosine_weight`` (lambda of a pairwise cosine InfoNCE term added to the
     main loss, 0), ``cosine_pairs`` ('anchor' | 'all_pairs'), ``cosine_warmup_steps`` (train the
     cosine term alone for the first N steps, then the main loss: the staged recipe, 0),
@@ -41,8 +41,8 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
   ``keep_checkpoints`` (keep-N), ``async_checkpoints`` (True), ``log_every`` (train metrics every N
   steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the reference evaluates first).
 - ``evals``: {name: dict(type='retrieval' | 'classification', split=..., ...)}; the keys of each
-  entry are documented in `gram_jax.evaluation` (run at the end, every ``eval_every`` steps, and
-  by ``gram-eval``).
+  entry are documented in `gram_jax.evaluators.runner` (run at the end, every ``eval_every``
+  steps, and by ``gram-eval``).
 - ``seed``: the seed of initialisation, dropout and hard-negative sampling (50, as the reference).
 - ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
   workdir has none.

@@ -4,7 +4,7 @@
 
 On a fresh machine this first builds TriDigits (about 1 minute: real handwritten digits with
 synthetic motion, real human speech in 22 languages, the number word as text; see
-data_pipelines/datasets/tridigits.py) into ~/.cache/gram_jax/tridigits, then trains GRAM from
+data_pipelines/datasets/tridigits/) into ~/.cache/gram_jax/tridigits, then trains GRAM from
 scratch on tiny towers with the recipe that learns all three modalities there: the volume
 contrastive loss plus a cosine InfoNCE term anchored on text (``config.loss.cosine_weight``, the
 symmetry breaker of docs/results.md: the volume alone cannot see a vector's sign and lets the
@@ -50,5 +50,5 @@ def get_config(arg: str | None = None):
     config.evals.train_sample = dict(retrieval, split="train_sample")
     config.log_every = min(config.log_every, config.total_steps)
     # The end-of-run report (retrieval table, diagnostics, embedding plot), after the last eval.
-    config.report = "gram_jax.alignment_report:report_run"
+    config.report = "gram_jax.evaluators.report:report_run"
     return config

@@ -251,7 +251,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
             # A restart of a finished run trains nothing and does not evaluate again.
             if config.evals and step > start:
                 evaluate(state, step)
-            if config.get("report") and step > start and is_main:
+            if config.get("report") and step > start:  # every process: the report gathers
                 _load_hook(config.report)(config, trainer, state, workdir)
     finally:
         manager.wait_until_finished()
@@ -292,7 +292,7 @@ def _flat_hparams(config) -> dict:
 
 def _evaluate(trainer: Trainer, config, workdir: pathlib.Path, writer, state, step: int) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator."""
-    from gram_jax.evaluation import run_evaluations
+    from gram_jax.evaluators.runner import run_evaluations
 
     results = run_evaluations(config, trainer, state)
     if jax.process_index() == 0:

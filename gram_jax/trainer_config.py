@@ -21,7 +21,7 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         label_smoothing=0.1,
         gather_mode="global",
         matching_weight=0.1,
-        # Symmetry breakers for training from scratch (gram_jax/loss_schedule.py); all off, the
+        # Symmetry breakers for training from scratch (gram_jax/losses/schedule.py); all off, the
         # paper's recipe: hybrid lambda * cosine InfoNCE ('anchor' | 'all_pairs'), a cosine-only
         # warm-up of N steps (staged recipe), and a matching weight that is 0 before
         # matching_start_step and ramps up linearly over matching_ramp_steps.
@@ -66,8 +66,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
-    # "module:function" called on process 0 after the last evaluation of a run that trained, as
-    # fn(config, trainer, state, workdir) (e.g. the quickstart's table and embedding plot).
+    # "module:function" called on every process (it may gather over them; it writes on process 0)
+    # after the last evaluation of a run that trained, as fn(config, trainer, state, workdir)
+    # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
     config.report = ""
     config.progress_bar = True
     return config

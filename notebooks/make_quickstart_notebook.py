@@ -64,7 +64,7 @@ for line in (WORKDIR / "metrics.jsonl").read_text().splitlines()[-1:]:
     (
         "code",
         """from IPython.display import Image, display
-from gram_jax.alignment_report import report_run
+from gram_jax.evaluators.report import report_run
 
 report = report_run(config, Trainer(config), state, WORKDIR)
 display(Image(filename=report["plot"]))""",

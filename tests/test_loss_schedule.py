@@ -1,4 +1,4 @@
-"""Symmetry breakers (gram_jax.loss_schedule): the hybrid and staged losses against values
+"""Symmetry breakers (gram_jax.losses.schedule): the hybrid and staged losses against values
 computed by hand from the formulas (Gram determinant, smoothed InfoNCE), and the weight schedule."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gram_jax import loss_schedule
-from gram_jax.losses import LOSSES
+from gram_jax.losses import LOSSES, LossInputs
+from gram_jax.losses import schedule as loss_schedule
 
 
 def _cfg(**kw):
@@ -102,13 +102,12 @@ def test_hybrid_and_staged_losses_equal_the_hand_computed_values(cosine_pairs, p
     tau, eps, lam = 0.2, 0.1, 0.3
     vol_ref, cos_ref = _by_hand(t, v, a, tau, eps, pairs)
     embeddings = {"text": jnp.asarray(t), "video": jnp.asarray(v), "audio": jnp.asarray(a)}
-    kwargs = dict(anchor="text", order=("video", "audio"), temperature=tau, label_smoothing=eps)
+    inputs = LossInputs(embeddings, temperature=tau, label_smoothing=eps)
     cfg = _cfg(cosine_weight=lam, cosine_pairs=cosine_pairs, cosine_warmup_steps=5)
     for step, expected in ((0, cos_ref), (4, cos_ref), (5, vol_ref + lam * cos_ref)):
         total, terms, _, _ = loss_schedule.scheduled_contrastive(
-            LOSSES["volume"], embeddings, None, loss_cfg=cfg, step=step, main_name="volume",
-            **kwargs,
-        )  # fmt: skip
+            LOSSES["volume"], inputs, loss_cfg=cfg, step=step, main_name="volume"
+        )
         assert float(total) == pytest.approx(expected, rel=1e-5)
         assert float(terms["loss_volume"]) == pytest.approx(vol_ref, rel=1e-5)
         assert float(terms["loss_cosine"]) == pytest.approx(cos_ref, rel=1e-5)
@@ -121,14 +120,14 @@ def test_a_sign_flip_changes_the_cosine_term_but_not_the_volume():
     t = _unit(rng.normal(size=(6, 8)))
     v = _unit(t + 0.3 * rng.normal(size=t.shape))
     a = _unit(t + 0.3 * rng.normal(size=t.shape))
-    kwargs = dict(anchor="text", order=("video", "audio"), temperature=0.1)
     cfg = _cfg(cosine_weight=1.0)
     out = {}
     for name, audio in (("aligned", a), ("flipped", -a)):
         emb = {"text": jnp.asarray(t), "video": jnp.asarray(v), "audio": jnp.asarray(audio)}
         _, terms, _, _ = loss_schedule.scheduled_contrastive(
-            LOSSES["volume"], emb, None, loss_cfg=cfg, step=0, main_name="volume", **kwargs
-        )
+            LOSSES["volume"], LossInputs(emb, temperature=0.1), loss_cfg=cfg, step=0,
+            main_name="volume",
+        )  # fmt: skip
         out[name] = {k: float(x) for k, x in terms.items()}
     assert out["flipped"]["loss_volume"] == pytest.approx(out["aligned"]["loss_volume"], rel=1e-5)
     assert out["flipped"]["loss_cosine"] > out["aligned"]["loss_cosine"] + 1.0

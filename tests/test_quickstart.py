@@ -47,7 +47,7 @@ def test_quickstart_config_keys(runlocal_config):
 
 
 def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
-    from gram_jax.alignment_report import report_run
+    from gram_jax.evaluators.report import report_run
     from gram_jax.train import Trainer, train_and_evaluate
 
     config = runlocal_config

@@ -1,4 +1,4 @@
-r"""Ablation of how the contrastive batch spans devices (gram_jax.gather, DESIGN section 5).
+r"""Ablation of how the contrastive batch spans devices (gram_jax.losses.gather, DESIGN section 5).
 
 Variants: `global` (default: exact loss and gradient over the global batch), `local` (shard_map:
 local rows against all-gathered columns, gradient through the all_gather; the same numbers up to

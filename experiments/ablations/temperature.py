@@ -1,4 +1,4 @@
-r"""Ablation of the contrastive temperature (gram_jax.losses.Temperature).
+r"""Ablation of the contrastive temperature (gram_jax.models.temperature.Temperature).
 
 Variants: `log` (default: learnable log tau, init 0.07, clamped to [0.01, 1], no weight decay),
 `reference` (the released code: a plain learnable divisor init 0.07, unclamped; still excluded from

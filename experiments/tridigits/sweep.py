@@ -38,7 +38,7 @@ METHODS = {  # method -> loss name; gram* keep GRAM's recipe (matching loss, lea
     "symile": "symile",
     "area": "area",
 }
-# Held-out splits of TriDigits v2 (data_pipelines/datasets/tridigits_splits.py): unseen voices,
+# Held-out splits of TriDigits v2 (data_pipelines/datasets/tridigits/splits.py): unseen voices,
 # seen voices, and a training sample (train-split retrieval beside the held-out splits).
 SPLITS = ("test", "test_seen", "train_sample")
 
@@ -85,8 +85,7 @@ def method_config(method: str, args):
 def split_record(scoring: str, embeddings: dict, labels) -> dict:
     """Retrieval table (the method's tuple scoring), cosine-sum tuple scoring, collapse and the
     sign / sign-invariant diagnostics of one split's embeddings."""
-    from gram_jax import alignment_report as report
-    from gram_jax.evaluators import diagnostics
+    from gram_jax.evaluators import diagnostics, report
 
     pairs = [("text", "video"), ("text", "audio"), ("video", "audio")]
     return {
@@ -102,8 +101,7 @@ def split_record(scoring: str, embeddings: dict, labels) -> dict:
 
 
 def run_record(method: str, config, result: dict, settings: dict, curve: list) -> dict:
-    from gram_jax import alignment_report as report
-    from gram_jax.evaluators import diagnostics
+    from gram_jax.evaluators import diagnostics, report
 
     scoring = report.scoring_for_loss(config.loss.name)
     splits = {
@@ -134,7 +132,7 @@ def run_record(method: str, config, result: dict, settings: dict, curve: list) -
 
 def curve_point(step: int, split: str, scoring: str, embeddings: dict, labels) -> dict:
     """class@1 of the headline directions and the video collapse at one evaluation step."""
-    from gram_jax import alignment_report as report
+    from gram_jax.evaluators import report
 
     table = report.retrieval_table(embeddings, labels, scoring)
     out = {"step": step, "split": split}
@@ -179,9 +177,9 @@ def main(argv=None) -> int:
         start = time.time()
         print(f"{method}: {len(todo)} runs, compiling", flush=True)
         runner = SeedBatchRunner(config)
-        from gram_jax import alignment_report
+        from gram_jax.evaluators.scoring import scoring_for_loss
 
-        scoring = alignment_report.scoring_for_loss(config.loss.name)
+        scoring = scoring_for_loss(config.loss.name)
         curves: dict[int, list] = {i: [] for i in range(len(todo))}
         every = max(args.steps // max(args.curve_points, 1), 1)
 

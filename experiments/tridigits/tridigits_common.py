@@ -48,7 +48,7 @@ def build_options(small: bool = False):
     return tridigits.BuildOptions()
 
 
-# Symmetry breakers for GRAM trained from scratch (gram_jax/loss_schedule.py), by name: the
+# Symmetry breakers for GRAM trained from scratch (gram_jax/losses/schedule.py), by name: the
 # config.loss keys each sets. Why each works: docs/results.md.
 BREAKERS = {
     "none": {},

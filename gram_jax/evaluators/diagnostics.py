@@ -27,12 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gram_jax.evaluators.ranking import prefixed, retrieval_metrics
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """float64[N, D] rows scaled to unit length (a zero row stays zero)."""
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+from gram_jax.evaluators.scoring import unit_rows
 
 
 def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -43,7 +38,7 @@ def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str
     """
     out = {}
     for m, x in embeddings.items():
-        u = unit(x)
+        u = unit_rows(np.asarray(x, np.float64))
         n = len(u)
         total = u.sum(axis=0)
         # sum_{i != j} u_i . u_j = |sum_i u_i|^2 - sum_i |u_i|^2, without the [N, N] matrix.
@@ -57,7 +52,8 @@ def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str
 
 def positive_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """float64[N]: cos(a_i, b_i) of the matched rows of float[N, D] a and b."""
-    return np.sum(unit(a) * unit(b), axis=-1)
+    a, b = (unit_rows(np.asarray(x, np.float64)) for x in (a, b))
+    return np.sum(a * b, axis=-1)
 
 
 def sign_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -92,7 +88,10 @@ def pair_diagnostics(
     for a, b in pairs:
         x, y = abbreviation(a), abbreviation(b)
         out |= prefixed(f"sign/{x}_{y}", sign_metrics(embeddings[a], embeddings[b]))
-        cos = unit(embeddings[a]) @ unit(embeddings[b]).T
+        cos = (
+            unit_rows(np.asarray(embeddings[a], np.float64))
+            @ unit_rows(np.asarray(embeddings[b], np.float64)).T
+        )
         for name, scores in ((f"{x}2{y}", cos), (f"{y}2{x}", cos.T)):
             out |= prefixed(f"abs/{name}", retrieval_metrics(np.abs(scores), identity))
             if same_class is not None:

@@ -96,19 +96,21 @@ def loss_weights(loss_cfg, step: jax.Array | int) -> dict[str, jax.Array]:
 
 def scheduled_contrastive(
     main_fn: Callable,
-    embeddings: Mapping[str, jax.Array],
-    present: Mapping[str, jax.Array] | None,
+    inputs,
+    options: Mapping[str, object] | None = None,
     *,
     loss_cfg,
     step: jax.Array | int,
     main_name: str,
-    **kwargs,
 ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array], dict[str, jax.Array]]:
     """weights['main'] * main + weights['cosine'] * cosine (the contrastive part of the step).
 
     Args:
-      main_fn: the `LOSSES` entry of ``config.loss.name`` (called as ``main_fn(embeddings,
-        present, **kwargs)``); the cosine term gets the same arguments.
+      main_fn: the `LOSSES` entry of ``config.loss.name``, called as ``main_fn(inputs,
+        **options)``; the cosine term is called on the same `LossInputs` (without the options,
+        which belong to the main loss).
+      inputs: a `gram_jax.losses.LossInputs`.
+      options: ``config.loss.options`` of the main loss.
       loss_cfg, step: as `loss_weights`.
       main_name: the term name of the main loss in the returned terms (``loss_<name>``).
     Returns:
@@ -116,11 +118,11 @@ def scheduled_contrastive(
       weights of `loss_weights`).
     """
     weights = loss_weights(loss_cfg, step)
-    main, aux = main_fn(embeddings, present, **kwargs)
+    main, aux = main_fn(inputs, **dict(options or {}))
     terms = {f"loss_{main_name}": main}
     total = weights["main"] * main
     if uses_cosine_term(loss_cfg):
-        cosine, _ = cosine_loss_fn(loss_cfg)(embeddings, present, **kwargs)
+        cosine, _ = cosine_loss_fn(loss_cfg)(inputs)
         terms["loss_cosine"] = cosine
         total = total + weights["cosine"] * cosine
     return total, terms, aux, weights
