@@ -38,9 +38,9 @@ def test_quickstart_config_keys(runlocal_config):
 
     config = runlocal_config
     validate_config(config)  # unknown keys / wrong types fail here, before any compilation
-    # GRAM + the hybrid symmetry breaker (volume + 1.0 x text-anchored cosine InfoNCE).
+    # GRAM + the hybrid symmetry breaker (volume + 1.0 x cosine InfoNCE over all pairs).
     assert config.loss.name == "volume" and config.loss.cosine_weight == 1.0
-    assert config.loss.cosine_pairs == "anchor" and config.loss.matching_weight == 0.0
+    assert config.loss.cosine_pairs == "all_pairs" and config.loss.matching_weight == 0.0
     assert config.model.temperature.learnable
     assert {e.split for e in config.evals.values()} == {"test", "train_sample"}
     assert config.data.dataset == "tridigits" and config.total_steps == 2
