@@ -57,7 +57,14 @@ setup(
     description="GRAM (Gramian Representation Alignment Measure) multimodal training in JAX/Flax.",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["gram_jax", "gram_jax.*", "data_pipelines", "data_pipelines.*"]
+        include=[
+            "gram_jax",
+            "gram_jax.*",
+            "data_pipelines",
+            "data_pipelines.*",
+            "experiments",
+            "experiments.*",
+        ]
     ),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

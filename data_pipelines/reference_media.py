@@ -21,12 +21,9 @@ import uuid
 
 REFERENCE_DATA_DIR = pathlib.Path(__file__).resolve().parent / "reference_data"
 REFERENCE_MEDIA_DIR = REFERENCE_DATA_DIR / "media"
-#: Captions of the four clips (media README): clip i shows/sounds like caption i.
-CLIP_CAPTIONS = (
-    "A dog is barking",
-    "A dog is howling",
-    "A red cat is meowing",
-    "A black cat is meowing",
+#: Captions of the four clips (``media/annotations.json``): clip i shows/sounds like caption i.
+CLIP_CAPTIONS = tuple(
+    r["desc"] for r in json.loads((REFERENCE_MEDIA_DIR / "annotations.json").read_text())
 )
 #: Record ids of the clip dataset: the video file stems.
 CLIP_IDS = tuple(f"video{i}" for i in range(1, len(CLIP_CAPTIONS) + 1))

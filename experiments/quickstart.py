@@ -23,12 +23,8 @@ test shrinks the run with it).
 """
 
 import os
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "tridigits"))
-
-from tridigits_common import parse_arg, tridigits_config  # noqa: E402
+from experiments.tridigits.tridigits_common import parse_arg, tridigits_config
 
 STEPS = 600
 # The symmetry breaker of the quickstart (experiments/tridigits/tridigits_common.BREAKERS).

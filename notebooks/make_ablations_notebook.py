@@ -61,8 +61,7 @@ argv""",
     ("markdown", "## 2. Train every method (builds TriDigits the first time, about a minute)"),
     (
         "code",
-        """sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-import sweep
+        """from experiments.tridigits import sweep
 
 sweep.main(argv)""",
     ),

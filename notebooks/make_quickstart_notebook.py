@@ -39,10 +39,9 @@ print(REPO, repr(ARG), WORKDIR)""",
     ("markdown", "## 1. Build TriDigits (about a minute the first time; cached afterwards)"),
     (
         "code",
-        """sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-from tridigits_common import load_experiment_module
+        """from gram_jax.config_loading import load_config_module
 
-quickstart = load_experiment_module("quickstart.py", "quickstart_config")
+quickstart = load_config_module(REPO / "experiments" / "quickstart.py")
 config = quickstart.get_config(ARG or None)  # builds the dataset when absent
 root = pathlib.Path(config.data.video_dir).parent
 import json

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -132,9 +131,7 @@ def test_pca_2d():
 
 
 def test_sweep_aggregation(tmp_path):
-    sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-    import aggregate
-    import sweep
+    from experiments.tridigits import aggregate, sweep
 
     mean, half = aggregate.mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / np.sqrt(3))

@@ -3,9 +3,6 @@ checkpoint, and the TriDigits text tower from the real all-MiniLM-L6-v2 weights.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,8 +10,6 @@ import numpy as np
 import pytest
 
 from gram_jax import checkpoint
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_model_init_from_another_runs_checkpoint_is_a_warm_start_not_a_resume(tmp_path):
@@ -53,8 +48,7 @@ def test_tridigits_minilm_warm_start_loads_the_real_weights():
     from data_pipelines.datasets import tridigits
     from gram_jax.models.gram import GramModel
 
-    sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-    import tridigits_common
+    from experiments.tridigits import tridigits_common
 
     root = tridigits.default_out_dir(tridigits_common.build_options(small=True))
     config = tridigits_common.tridigits_config(
