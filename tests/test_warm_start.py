@@ -46,9 +46,8 @@ def test_tridigits_minilm_warm_start_loads_the_real_weights():
     from safetensors.numpy import load_file
 
     from data_pipelines.datasets import tridigits
-    from gram_jax.models.gram import GramModel
-
     from experiments.tridigits import tridigits_common
+    from gram_jax.models.gram import GramModel
 
     root = tridigits.default_out_dir(tridigits_common.build_options(small=True))
     config = tridigits_common.tridigits_config(
