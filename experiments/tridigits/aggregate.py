@@ -110,11 +110,11 @@ def tables(by_method: dict[str, list[dict]]) -> str:
         ]
     lines += [
         "**Sign and collapse diagnostics** (unseen-voice test split): fraction of positive pairs "
-        "with a negative cosine (0.5 = random sign), class@1 scored by |cos| (sign-invariant), "
+        "with a negative cosine (0.5 = random sign), class@1 scored by abs(cos) (sign-invariant), "
         "and the video tower's mean pairwise cosine (1 = collapsed)",
         "",
-        "| method | neg. pos. t-v | neg. pos. t-a | neg. pos. v-a | |cos| T→V | |cos| T→A "
-        "| |cos| V→A | video mean cos |",
+        "| method | neg. pos. t-v | neg. pos. t-a | neg. pos. v-a | abs-cos T→V | abs-cos T→A "
+        "| abs-cos V→A | video mean cos |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
