@@ -19,12 +19,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from gram_jax import checkpoint, metric_writers, optim, parallel
 from gram_jax.config_validation import validate_config
+from gram_jax.fidelity import finalize_config
 from gram_jax.train_step import check_finite, make_train_step, split_model, term_names
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,16 @@ class Trainer:
             self.schedules,
         )
         self.term_names = term_names(config)
+        # The evaluation towers may compute in another dtype (model.eval_dtype, fidelity row 7);
+        # the parameters are the same (param_dtype), only the module graph differs.
+        eval_dtype = config.model.get("eval_dtype", "")
+        self.eval_graphdef = self.graphdef
+        if eval_dtype and eval_dtype != config.model.dtype:
+            eval_model = ml_collections.ConfigDict(config.model.to_dict())
+            eval_model.dtype = eval_dtype
+            self.eval_graphdef = nnx.split(
+                nnx.eval_shape(lambda: build_model(eval_model, config.seed)), nnx.Param, ...
+            )[0]
 
     def _init_state(self) -> dict:
         return init_train_state(self.config.model, self.tx, self.config.seed)
@@ -140,7 +152,7 @@ class Trainer:
     def encode_fn(self) -> Callable:
         """Jitted eval-mode encoder: (params, model_state, batch) -> {modality: float32[B, D]}
         plus 'condition'/'condition_mask' tokens for matching re-rank."""
-        graphdef, ap, ar = self.graphdef, self.abstract_params, self.abstract_rest
+        graphdef, ap, ar = self.eval_graphdef, self.abstract_params, self.abstract_rest
 
         @jax.jit
         def encode(params, model_state, batch):
@@ -154,7 +166,7 @@ class Trainer:
 
     def match_fn(self) -> Callable:
         """Jitted eval-mode matching head: (params, model_state, ids, mask, cond, cond_mask)."""
-        graphdef, ap, ar = self.graphdef, self.abstract_params, self.abstract_rest
+        graphdef, ap, ar = self.eval_graphdef, self.abstract_params, self.abstract_rest
 
         @jax.jit
         def match(params, model_state, ids, mask, cond, cond_mask):
@@ -187,6 +199,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
     full resume order). Raises NonFiniteLossError naming the step and term when a loss turns NaN.
     """
     parallel.maybe_initialize_distributed(config.get("distributed"))
+    finalize_config(config)
     validate_config(config)
     workdir = pathlib.Path(workdir).absolute()
     is_main = jax.process_index() == 0

@@ -42,6 +42,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         eps=1e-6,
         weight_decay=0.01,
         decay_embeddings=False,
+        # 'structural' (above) or 'released_names' (the released rule; gram_jax.fidelity row 9).
+        decay_mask="structural",
         grad_clip_norm=0.0,
         accumulation_steps=1,
         # The vision tower (GramModel.vision) trains at the reference's clip_lr, which matched the
@@ -71,4 +73,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
     config.report = ""
     config.progress_bar = True
+    # gram_jax.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
+    # fidelity_exceptions: dotted keys the switch leaves as set.
+    config.fidelity = ""
+    config.fidelity_exceptions = ()
     return config
