@@ -26,7 +26,7 @@ import os
 
 from experiments.tridigits.tridigits_common import parse_arg, tridigits_config
 
-STEPS = 500
+STEPS = 600
 # The symmetry breaker of the quickstart (experiments/tridigits/tridigits_common.BREAKERS).
 BREAKER = "hybrid_all"
 
