@@ -21,6 +21,12 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
     ``'reference'`` (gathered copies detached, as the released code).
   - ``matching_weight``: lambda of the data-anchor matching loss (0.1; 0 turns it and its
     hard-negative sampling off).
+  - symmetry breakers for training from scratch (`gram_jax.losses.schedule`; all off here, the
+    paper's recipe): ``cosine_weight`` (lambda of a pairwise cosine InfoNCE term added to the
+    main loss, 0), ``cosine_pairs`` ('anchor' | 'all_pairs'), ``cosine_warmup_steps`` (train the
+    cosine term alone for the first N steps, then the main loss: the staged recipe, 0),
+    ``matching_start_step`` / ``matching_ramp_steps`` (the matching weight is 0 before the start
+    step and ramps linearly to ``matching_weight``; 0 / 0).
 - ``optim`` (`gram_jax.optim`): ``name`` ('adamw'), ``lr`` (peak lr of every parameter outside the
   groups, 2e-5), ``b1`` 0.9, ``b2`` 0.98, ``eps`` 1e-6, ``weight_decay`` 0.01, ``decay_embeddings``
   (False), ``grad_clip_norm`` (0 = off, as the reference in effect), ``accumulation_steps`` (1),

@@ -35,6 +35,7 @@ from gram_jax import parallel
 from gram_jax.losses import LOSSES, LossFn, LossInputs
 from gram_jax.losses.inputs import option_names
 from gram_jax.losses.matching import build_matching_batch, matching_loss, sample_hard_negatives
+from gram_jax.losses.schedule import check_schedule, scheduled_contrastive, uses_cosine_term
 from gram_jax.modalities import data_modalities
 from gram_jax.models.axes import logical_sharding
 
@@ -46,6 +47,8 @@ class NonFiniteLossError(FloatingPointError):
 def term_names(config) -> tuple[str, ...]:
     """The loss terms the step reports (and the guard checks), in bitmask order."""
     names = [f"loss_{config.loss.name}"]
+    if uses_cosine_term(config.loss):
+        names.append("loss_cosine")
     if float(config.loss.matching_weight) > 0:
         names.append("loss_matching")
     return (*names, "loss", "grad_norm")
@@ -67,16 +70,21 @@ def merge_model(graphdef, abstract_params, abstract_rest, params, model_state) -
 
 
 def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Callable:
-    """loss_fn(params, model_state, batch, rng) -> (total, (terms, extras, new_model_state))."""
+    """loss_fn(params, model_state, batch, rng, step) -> (total, (terms, extras, model_state)).
+
+    ``step`` (int32[]) drives the loss schedule of `gram_jax.losses.schedule` (cosine warm-up,
+    hybrid cosine term, matching-weight ramp); without those keys the weights are constant.
+    """
     loss_cfg = config.loss
     if loss_cfg.name not in LOSSES:
         raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected one of {sorted(LOSSES)}")
     contrastive = LOSSES[loss_cfg.name]
     _check_loss_options(loss_cfg, contrastive)
     options = _loss_options(loss_cfg)
+    check_schedule(loss_cfg)
     weight = float(loss_cfg.matching_weight)
 
-    def loss_fn(params, model_state, batch, rng):
+    def loss_fn(params, model_state, batch, rng, step=0):
         model = merge_model(graphdef, abstract_params, abstract_rest, params, model_state)
         encoded = model.encode(batch, train=True)
         embeddings = encoded.embeddings
@@ -94,9 +102,9 @@ def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Call
             batch_axes=parallel.BATCH_AXES,
             rng=rng_loss,
         )
-        loss_c, aux = contrastive(inputs, **options)
-        terms = {f"loss_{loss_cfg.name}": loss_c}
-        total = loss_c
+        total, terms, aux, weights = scheduled_contrastive(
+            contrastive, inputs, options, loss_cfg=loss_cfg, step=step, main_name=loss_cfg.name
+        )
         if weight > 0:
             if "logits_a2d" not in aux or "logits_d2a" not in aux:
                 raise ValueError(
@@ -117,7 +125,7 @@ def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Call
                 train=True,
             )
             terms["loss_matching"] = matching_loss(logits.astype(jnp.float32), index["labels"])
-            total = total + weight * terms["loss_matching"]
+            total = total + weights["matching"] * terms["loss_matching"]
         extras = {
             k: jax.lax.stop_gradient(v)
             for k, v in aux.items()
@@ -149,7 +157,7 @@ def make_train_step(
         with logical_sharding(mesh, parallel.LOGICAL_AXIS_RULES):
             (total, (terms, extras, model_state)), grads = jax.value_and_grad(
                 loss_fn, has_aux=True
-            )(state["params"], state["model_state"], batch, rng)
+            )(state["params"], state["model_state"], batch, rng, state["step"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(terms, loss=total, grad_norm=optax.tree.norm(grads), **extras)

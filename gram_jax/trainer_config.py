@@ -21,6 +21,15 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         label_smoothing=0.1,
         gather_mode="global",
         matching_weight=0.1,
+        # Symmetry breakers for training from scratch (gram_jax/losses/schedule.py); all off, the
+        # paper's recipe: hybrid lambda * cosine InfoNCE ('anchor' | 'all_pairs'), a cosine-only
+        # warm-up of N steps (staged recipe), and a matching weight that is 0 before
+        # matching_start_step and ramps up linearly over matching_ramp_steps.
+        cosine_weight=0.0,
+        cosine_pairs="anchor",
+        cosine_warmup_steps=0,
+        matching_start_step=0,
+        matching_ramp_steps=0,
         # Extra keyword arguments of the chosen LOSSES entry, e.g. Symile's negative_sampling,
         # sigmoid's bias or the area's form; validated by the loss function's signature.
         options=dict(),

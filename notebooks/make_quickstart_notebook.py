@@ -14,8 +14,11 @@ CELLS = [
 
 This notebook installs `gram_jax`, builds **TriDigits** (real handwritten digits with synthetic
 motion, real human speech of the number words in 22 languages, and the written word; built offline
-from Debian packages), trains a small GRAM model (volume contrastive loss, learnable temperature,
-matching loss, warm-up) on CPU, and shows the retrieval table and a 2-D plot of the embeddings.
+from Debian packages), trains a small GRAM model from scratch on CPU (volume contrastive loss plus
+a cosine term over every modality pair: the symmetry breaker that keeps every tower learning, see
+docs/results.md; learnable temperature, warm-up), and shows the retrieval table, the sign and
+collapse diagnostics, and a 2-D plot of the embeddings. For loss variants side by side, see
+`ablations.ipynb`.
 
 On Colab: `!git clone <this repository> gram_jax && %cd gram_jax/notebooks` first. The build needs
 `apt-get` (Colab has it); everything else comes from PyPI.""",

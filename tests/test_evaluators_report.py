@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from experiments.tridigits import aggregate
+from experiments.tridigits import aggregate, sweep
 from gram_jax.evaluators import plots, report, retrieval_metrics, scoring
 from gram_jax.volume import gram_volume
 
@@ -139,15 +139,17 @@ def test_sweep_aggregation(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     for seed in range(2):
+        split = sweep.split_record("volume", emb, labels)
         record = {
             "method": "gram",
             "fold": 0,
             "seed": seed,
-            "retrieval": report.retrieval_table(emb, labels, "volume"),
-            "retrieval_cosine_tuple": report.retrieval_table(emb, labels, "cosine")[
-                "text->video+audio"
+            "splits": {"test": split, "test_seen": split},
+            "positive_cos": {"text_video": [0.5, -0.5], "text_audio": [0.9], "video_audio": [0]},
+            "curve": [
+                {"step": s, "split": "test", **sweep.curve_point(s, "test", "volume", emb, labels)}
+                for s in (1, 2)
             ],
-            "collapse": report.collapse_metrics(emb),
         }
         (runs / f"gram_fold0_seed{seed}.json").write_text(json.dumps(record))
     results = tmp_path / "results.md"
@@ -157,4 +159,10 @@ def test_sweep_aggregation(tmp_path):
     text = results.read_text()
     assert text.count(aggregate.START) == 1 and "kept text" in text
     assert "| gram | 2 | 1.000 ± 0.000" in text
+    assert "**class@1, held-out images, seen voices**" in text
+    assert "training records" not in text  # no run evaluated that split
+    # The diagnostics row: aligned clusters, no negative positive pair, video not collapsed.
+    assert "| gram | 0.000 ± 0.000 | 0.000 ± 0.000 | 0.000 ± 0.000 | 1.000 ± 0.000" in text
+    for name in ("tridigits_positive_cos.png", "tridigits_curves.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
     assert "- gram: folds [0], seeds [0, 1]" in text  # what each method ran, from its records

@@ -45,3 +45,41 @@ def test_notebook_executes(tmp_path, monkeypatch):
     assert "text->video+audio" in text  # the retrieval table was printed
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the embedding plot is shown
     assert (tmp_path / "workdir" / "embeddings.png").exists()
+
+
+ABLATIONS = REPO / "notebooks" / "ablations.ipynb"
+
+
+def test_ablations_notebook_is_generated_from_its_script():
+    nbformat = pytest.importorskip("nbformat")
+    import runpy
+
+    cells = runpy.run_path(str(REPO / "notebooks" / "make_ablations_notebook.py"))["CELLS"]
+    nb = nbformat.read(ABLATIONS, as_version=4)
+    assert [c.source for c in nb.cells] == [source for _, source in cells]
+
+
+def test_ablations_notebook_executes(tmp_path, monkeypatch):
+    """Loss variants side by side at a tiny size: tables, diagnostics and both figures."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from data_pipelines.datasets import tridigits
+
+    if not (tridigits.default_cache_dir() / "sources" / ".unpacked").exists() and not (
+        shutil.which("apt-get") and shutil.which("dpkg-deb")
+    ):
+        pytest.skip("apt-get/dpkg-deb absent and no unpacked TriDigits sources in the cache")
+    monkeypatch.setenv("GRAM_JAX_NOTEBOOK_ARG", "runlocal")
+    monkeypatch.setenv("GRAM_JAX_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))
+    nb = nbformat.read(ABLATIONS, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    )
+    client.execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "| cosine_anchor | 1 |" in shown and "| gram_hybrid | 1 |" in shown
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # curves + cosines
+    runs = sorted(p.name for p in (tmp_path / "workdir" / "runs").glob("*.json"))
+    assert runs == ["cosine_anchor_fold1_seed0.json", "gram_hybrid_fold1_seed0.json"]

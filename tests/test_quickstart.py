@@ -36,8 +36,11 @@ def test_quickstart_config_keys(runlocal_config):
 
     config = runlocal_config
     validate_config(config)  # unknown keys / wrong types fail here, before any compilation
-    assert config.loss.name == "volume" and config.loss.matching_weight == 0.1
-    assert config.model.matching.enabled and config.model.temperature.learnable
+    # GRAM + the hybrid symmetry breaker (volume + 1.0 x cosine InfoNCE over all pairs).
+    assert config.loss.name == "volume" and config.loss.cosine_weight == 1.0
+    assert config.loss.cosine_pairs == "all_pairs" and config.loss.matching_weight == 0.0
+    assert config.model.temperature.learnable
+    assert {e.split for e in config.evals.values()} == {"test", "train_sample"}
     assert config.data.dataset == "tridigits" and config.total_steps == 2
 
 
@@ -49,7 +52,10 @@ def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
     state = train_and_evaluate(config, tmp_path)
     assert int(np.asarray(state["step"])) == 2
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines and lines[-1]["eval"] == "test"
+    assert {x["eval"] for x in lines} == {"test", "train_sample"}
+    test_line = next(x for x in lines if x["eval"] == "test")
+    for key in ("sign/t_v/neg_positive_fraction", "abs_class/v2a/R@1", "collapse/video/mean_cos"):
+        assert key in test_line, key  # the diagnostics reach metrics.jsonl (and TensorBoard)
     assert list(tmp_path.glob("events.out.tfevents.*"))
     printed = []
     out = report_run(config, Trainer(config), state, tmp_path, log=printed.append)
@@ -65,7 +71,12 @@ def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
     for metrics in out["retrieval"].values():
         assert 0.0 <= metrics["R@1"] <= 1.0 and 1 <= metrics["MdR"] <= len(test_records)
     assert (tmp_path / "embeddings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((tmp_path / "report.json").read_text())["scoring"] == "volume"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["scoring"] == "volume" and set(report["collapse"]) == {"text", "video", "audio"}
+    assert set(report["diagnostics"]) == {"text-video", "text-audio", "video-audio"}
+    assert 0.0 <= report["diagnostics"]["video-audio"]["neg_positive_fraction"] <= 1.0
+    assert set(report["other_splits"]) == {"test_seen", "train_sample"}
+    assert "text->video" in report["other_splits"]["train_sample"]["retrieval"]
 
 
 def test_sweep_arrays_equal_the_pipeline(runlocal_config, tmp_path):

@@ -89,7 +89,7 @@ def test_layout_and_checksums(small_build):
     assert written["options"] == dataclasses.asdict(SMALL)
     assert td.is_built(out, SMALL) and not td.is_built(out, td.BuildOptions())
     for fold in range(SMALL.folds):
-        for split in ("train", "test"):
+        for split in splits.SPLITS:
             for r in _records(out, fold, split):
                 assert (out / "videos" / f"{r['id']}.mp4").is_file()
                 assert (out / "audios" / f"{r['id']}.wav").is_file()
@@ -107,14 +107,38 @@ def test_splits_are_disjoint_and_test_voices_unseen(small_build):
         assert test_voices and not train_voices & test_voices
         assert not {r["image_index"] for r in train} & {r["image_index"] for r in test}
         # Every held-out voice's language keeps a voice in training (its words are seen).
-        train_langs = {splits.base_language(r["language"]) for r in train}
+        train_langs = {
+            splits.base_language(c["language"])
+            for c in manifest["audios"].values()
+            if c["fold"] != fold
+        }
         assert {splits.base_language(r["language"]) for r in test} <= train_langs
         assert sorted(r["label"] for r in test) == sorted(
             c["label"] for c in manifest["audios"].values() if c["fold"] == fold
         )
-        test_clips += len(test)
+        test_clips += len({r["voice"] + str(r["label"]) for r in test})
+        # v2: every held-out image is tested with unseen voices and with seen ones.
+        held_out_images = sorted(int(i) for i in manifest["image_split"]["test"])
+        assert sorted({r["image_index"] for r in test}) == held_out_images
+        seen = _records(out, fold, "test_seen")
+        assert sorted(r["image_index"] for r in seen) == held_out_images
+        voice_fold = {c["voice"]: c["fold"] for c in manifest["audios"].values()}
+        assert all(voice_fold[r["voice"]] != fold for r in seen)  # voices trained on
+        assert len(test) == sum(
+            max(SMALL.test_images_per_class, sum(r["label"] == d for r in test_voice_clips))
+            for d in range(10)
+            for test_voice_clips in [[c for c in manifest["audios"].values() if c["fold"] == fold]]
+        )
+        for r in test + seen:  # image and clip show the same digit
+            assert (
+                r["label"]
+                == manifest["videos"][f"media/images/img{r['image_index']:04d}.mp4"]["label"]
+            )
+        sample = _records(out, fold, "train_sample")
+        assert len(sample) == min(splits.TRAIN_SAMPLE, len(train))
+        assert {r["id"] for r in sample} <= {r["id"] for r in train}
     held_out = [v for v in manifest["audios"].values() if v["fold"] != splits.ALWAYS_TRAIN]
-    assert test_clips == len(held_out)  # each held-out clip is tested exactly once
+    assert test_clips == len(held_out)  # each held-out clip is tested (at least once)
 
 
 def test_records_carry_the_word_in_the_clip_language(small_build):

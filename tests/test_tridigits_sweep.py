@@ -28,6 +28,7 @@ def sweep_module():
 
 
 def test_every_method_config_is_valid(sweep_module):
+    from experiments.tridigits import tridigits_common
     from gram_jax.config_loading import load_config_module
     from gram_jax.config_validation import validate_config
     from gram_jax.losses import LOSSES
@@ -39,7 +40,17 @@ def test_every_method_config_is_valid(sweep_module):
         assert config.loss.name == loss and loss in LOSSES
         assert config.data.annotations.test.endswith("fold3_test.json") and config.seed == 4
         # Only GRAM's full recipe has the matching loss; baselines train their own loss alone.
-        assert (config.loss.matching_weight > 0) == (method == "gram")
+        assert (config.loss.matching_weight > 0) == method.startswith("gram")
+        # GRAM + a symmetry breaker: the breaker's keys on top of GRAM's recipe.
+        breaker = method.removeprefix("gram").removeprefix("_") or "none"
+        if method.startswith("gram"):
+            for key, value in tridigits_common.BREAKERS.get(breaker, {}).items():
+                steps = config.total_steps
+                want = round(value * steps) if key in tridigits_common.STEP_KEYS else value
+                assert config.loss[key] == want, (method, key)
+        # The MiniLM warm start: the real text tower, loaded by model_init, at its own rate.
+        assert (config.model.text.size == "minilm") == (method == "gram_minilm")
+        assert bool(config.model_init) == (method == "gram_minilm")
     with pytest.raises(ValueError, match="unknown key 'folds'"):
         module.get_config("folds=2")
 

@@ -28,7 +28,24 @@ DIRECTIONS = [
     ("text->video", "T→V"),
     ("text->audio", "T→A"),
 ]
-METHOD_ORDER = ["gram", "cosine_anchor", "cosine_all_pairs", "symile", "area"]
+METHOD_ORDER = [
+    "cosine_anchor",
+    "cosine_all_pairs",
+    "symile",
+    "area",
+    "gram",
+    "gram_hybrid",
+    "gram_hybrid_all",
+    "gram_staged",
+    "gram_matching_late",
+    "gram_minilm",
+]
+SPLIT_TITLES = {
+    "test": "held-out images, unseen voices",
+    "test_seen": "held-out images, seen voices",
+    "train_sample": "training records (500 sampled)",
+}
+PAIRS = (("t", "v"), ("t", "a"), ("v", "a"))
 
 
 # The sweep settings that change what a run trains (not which runs or where they are written).
@@ -59,55 +76,63 @@ def load_runs(runs_dir: pathlib.Path) -> dict[str, list[dict]]:
     return by_method
 
 
+def _split(record: dict, split: str) -> dict | None:
+    return record.get("splits", {}).get(split)
+
+
+def _retrieval_table(by_method, methods, split: str, metric: str) -> list[str]:
+    head = "| method | runs | " + " | ".join(label for _, label in DIRECTIONS) + " |"
+    lines = [head, "|" + "---|" * (len(DIRECTIONS) + 2)]
+    for m in methods:
+        runs = [r for r in (_split(x, split) for x in by_method[m]) if r]
+        if runs:
+            cells = [_cell([r["retrieval"][d][metric] for r in runs]) for d, _ in DIRECTIONS]
+            lines.append(f"| {m} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tables(by_method: dict[str, list[dict]]) -> str:
     methods = [m for m in METHOD_ORDER if m in by_method] + sorted(
         m for m in by_method if m not in METHOD_ORDER
     )
     lines = []
-    for metric, what in (
-        ("class@1", "class@1 (top-1 candidate shows the query's digit; chance 0.1)"),
-        ("R@1", "instance R@1 (the query's own record ranked first; chance ≈ 1/45)"),
-    ):
-        lines += [f"**{what}**, mean ± 95 % CI over runs", ""]
-        head = "| method | runs | " + " | ".join(label for _, label in DIRECTIONS) + " |"
-        lines += [head, "|" + "---|" * (len(DIRECTIONS) + 2)]
-        for m in methods:
-            runs = by_method[m]
-            cells = [_cell([r["retrieval"][d][metric] for r in runs]) for d, _ in DIRECTIONS]
-            lines.append(f"| {m} | {len(runs)} | " + " | ".join(cells) + " |")
-        lines.append("")
+    for split, title in SPLIT_TITLES.items():
+        found = [_split(r, split) for m in methods for r in by_method[m]]
+        records = {x["records"] for x in found if x}
+        if not records:
+            continue
+        lines += [
+            f"**class@1, {title}** (`{split}`, {sorted(records)} records per run; top-1 candidate "
+            "shows the query's digit; chance 0.1), mean ± 95 % CI over runs",
+            "",
+            *_retrieval_table(by_method, methods, split, "class@1"),
+            "",
+        ]
     lines += [
-        "**Collapse per modality** (mean off-diagonal cosine of the test embeddings, 1 = one "
-        "constant vector; total variance of the unit vectors, 0 = collapsed)",
+        "**Sign and collapse diagnostics** (unseen-voice test split): fraction of positive pairs "
+        "with a negative cosine (0.5 = random sign), class@1 scored by abs(cos) (sign-invariant), "
+        "and the video tower's mean pairwise cosine (1 = collapsed)",
         "",
-        "| method | text mean cos | video mean cos | audio mean cos | text var | video var "
-        "| audio var |",
-        "|---|---|---|---|---|---|---|",
+        "| method | neg. pos. t-v | neg. pos. t-a | neg. pos. v-a | abs-cos T→V | abs-cos T→A "
+        "| abs-cos V→A | video mean cos |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
-        runs = by_method[m]
-        cos = [
-            _cell([r["collapse"][x]["mean_cos"] for r in runs]) for x in ("text", "video", "audio")
-        ]
-        var = [
-            _cell([r["collapse"][x]["variance"] for r in runs]) for x in ("text", "video", "audio")
-        ]
-        lines.append(f"| {m} | " + " | ".join(cos + var) + " |")
+        runs = [r for r in (_split(x, "test") for x in by_method[m]) if r]
+        if not runs:
+            continue
+        diag = [r["diagnostics"] for r in runs]
+        cells = [_cell([d[f"sign/{a}_{b}/neg_positive_fraction"] for d in diag]) for a, b in PAIRS]
+        # The ranking module reports R@1 in percent; class-level R@1 is class@1 (ties pessimistic).
+        cells += [_cell([d[f"abs_class/{a}2{b}/R@1"] / 100 for d in diag]) for a, b in PAIRS]
+        cells.append(_cell([r["collapse"]["video"]["mean_cos"] for r in runs]))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "T→(V,A) is scored with each method's own tuple score (GRAM: volume; area: triangle area; "
-        "Symile: multilinear product; cosine baselines: sum of the two cosines). The same "
-        "embeddings scored by the sum of cosines instead:",
-        "",
-        "| method | T→(V,A) class@1, cosine-sum scoring | T→(V,A) R@1, cosine-sum scoring |",
-        "|---|---|---|",
+        "Symile: multilinear product; cosine baselines: sum of the two cosines). "
+        "V→A, A→V, T→V, T→A: cosine.",
     ]
-    for m in methods:
-        runs = by_method[m]
-        lines.append(
-            f"| {m} | {_cell([r['retrieval_cosine_tuple']['class@1'] for r in runs])} | "
-            f"{_cell([r['retrieval_cosine_tuple']['R@1'] for r in runs])} |"
-        )
     # Runs of one method may come from several sweep invocations: list what each method ran.
     lines += ["", "Runs per method (folds, seeds, and the training settings of its runs):", ""]
     for m in methods:
@@ -123,6 +148,60 @@ def tables(by_method: dict[str, list[dict]]) -> str:
         )
         lines.append(f"- {m}: folds {folds}, seeds {seeds}; " + "; ".join(f"`{x}`" for x in shown))
     return "\n".join(lines)
+
+
+def figures(by_method: dict[str, list[dict]], out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The positive-pair cosine histograms (the mechanism) and the held-out learning curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in METHOD_ORDER if m in by_method]
+    paths = []
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for ax, (a, b) in zip(
+        axes, (("text", "video"), ("text", "audio"), ("video", "audio")), strict=True
+    ):
+        for m in methods:
+            values = [
+                v for r in by_method[m] for v in r.get("positive_cos", {}).get(f"{a}_{b}", [])
+            ]
+            if values:
+                ax.hist(values, bins=40, range=(-1, 1), histtype="step", density=True, label=m)
+        ax.set_title(f"cos({a}, {b}) of positive pairs")
+        ax.set_xlabel("cosine")
+    axes[0].set_ylabel("density")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / "tridigits_positive_cos.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    keys = ("text->video/class@1", "text->audio/class@1", "video->audio/class@1")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for ax, key in zip(axes, keys, strict=True):
+        for m in methods:
+            points = collections.defaultdict(list)
+            for r in by_method[m]:
+                for p in r.get("curve", []):
+                    if p["split"] == "test":
+                        points[p["step"]].append(p[key])
+            if points:
+                steps = sorted(points)
+                ax.plot(
+                    steps, [sum(points[s]) / len(points[s]) for s in steps], marker="o", label=m
+                )
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{key.split('/')[0]} class@1 (unseen voices)")
+        ax.set_xlabel("step")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / "tridigits_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
 
 
 TEMPLATE = f"""# Results
@@ -145,6 +224,7 @@ def write_results(runs_dir: pathlib.Path, results: pathlib.Path):
     if START not in text or END not in text:
         text = text.rstrip() + "\n\n" + START + "\n" + END + "\n"
     body = tables(by_method)
+    figures(by_method, results.parent / "figures")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     results.write_text(f"{head}{START}\n{body}\n{END}{tail}", encoding="utf-8")

@@ -38,15 +38,28 @@ class SeedBatchRunner:
         # Each run encodes its own fold's test set (padded to one size): every argument is mapped.
         self.encode = jax.jit(jax.vmap(lambda p, s, b: encode(p, s, b)[0]))
 
-    def train(self, data, runs: list[tuple[int, int]], log=print) -> list[dict]:
+    def train(
+        self,
+        data,
+        runs: list[tuple[int, int]],
+        log=print,
+        *,
+        eval_splits: tuple[str, ...] = ("test",),
+        eval_steps: tuple[int, ...] = (),
+        on_eval=None,
+    ) -> list[dict]:
         """Train every (fold, seed) of ``runs`` together; one result dict per run.
 
         Args:
           data: an ``arrays.TriDigitsArrays``.
           runs: (fold, seed) pairs; each run reads its own fold's training records in its own
-            seeded order and is evaluated on its own fold's held-out voices.
+            seeded order and is evaluated on its own fold's ``eval_splits``.
+          eval_splits: the fold splits embedded after training (and at ``eval_steps``).
+          eval_steps: steps after which the splits are also embedded (learning curves); each
+            evaluation calls ``on_eval(step, split, run_index, embeddings, labels)``.
         Returns:
-          [{'fold', 'seed', 'embeddings': {m: float32[N, D]}, 'labels': int32[N], 'history'}].
+          [{'fold', 'seed', 'splits': {split: {'embeddings': {m: float32[N, D]}, 'labels':
+          int32[N]}}, 'history', 'seconds'}], the splits embedded after the last step.
         """
         config = self.config
         batch_size, steps = config.data.batch_size, config.total_steps
@@ -75,31 +88,60 @@ class SeedBatchRunner:
                         )
                     except NonFiniteLossError as err:
                         raise NonFiniteLossError(f"run (fold, seed) = {run}: {err}") from err
-                history.append({k: np.asarray(v).tolist() for k, v in host.items()})
+                history.append(
+                    {"step": step + 1, **{k: np.asarray(v).tolist() for k, v in host.items()}}
+                )
                 log(
                     f"step {step + 1}/{steps} mean loss {float(np.mean(host['loss'])):.3f} "
                     f"({time.time() - start:.0f} s)"
                 )
-        # Test sets differ in size per fold: pad each to the largest, drop the padding after.
-        tests = [data.split(fold, "test") for fold, _ in runs]
-        size = max(len(t["label"]) for t in tests)
-        batches = [
-            data.batch(fold, "test", np.resize(np.arange(len(t["label"])), size))
-            for (fold, _), t in zip(runs, tests, strict=True)
-        ]
-        stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
-        embeddings = jax.device_get(self.encode(state["params"], state["model_state"], stacked))
+            if step + 1 in eval_steps and step + 1 != steps and on_eval is not None:
+                for split in eval_splits:
+                    for i, (emb, labels) in enumerate(self.embed(data, runs, state, split)):
+                        on_eval(step + 1, split, i, emb, labels)
+        final = {split: self.embed(data, runs, state, split) for split in eval_splits}
+        if on_eval is not None:
+            for split, per_run in final.items():
+                for i, (emb, labels) in enumerate(per_run):
+                    on_eval(steps, split, i, emb, labels)
         results = []
-        for i, ((fold, seed), test) in enumerate(zip(runs, tests, strict=True)):
-            n = len(test["label"])
+        for i, (fold, seed) in enumerate(runs):
             results.append(
                 dict(
                     fold=fold,
                     seed=seed,
-                    embeddings={m: np.asarray(v[i, :n]) for m, v in embeddings.items()},
-                    labels=np.asarray(test["label"]),
-                    history=[{k: v[i] for k, v in h.items()} for h in history],
+                    splits={
+                        split: {"embeddings": per_run[i][0], "labels": per_run[i][1]}
+                        for split, per_run in final.items()
+                    },
+                    history=[
+                        {k: (v if k == "step" else v[i]) for k, v in h.items()} for h in history
+                    ],
                     seconds=time.time() - start,
                 )
             )
         return results
+
+    def embed(self, data, runs, state, split: str) -> list[tuple[dict, np.ndarray]]:
+        """[(embeddings {m: float32[N, D]}, labels int32[N])] of each run on its fold's split."""
+        # Splits differ in size per fold: pad each to the largest, drop the padding after.
+        tables = [data.split(fold, split) for fold, _ in runs]
+        size = max(len(t["label"]) for t in tables)
+        chunk = 512  # bounds the memory of one vmapped encoder call
+        parts = []
+        rows = [np.resize(np.arange(len(t["label"])), size) for t in tables]
+        for lo in range(0, size, chunk):
+            batches = [
+                data.batch(fold, split, r[lo : lo + chunk])
+                for (fold, _), r in zip(runs, rows, strict=True)
+            ]
+            stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+            parts.append(
+                jax.device_get(self.encode(state["params"], state["model_state"], stacked))
+            )
+        out = []
+        for i, table in enumerate(tables):
+            n = len(table["label"])
+            emb = {m: np.concatenate([p[m][i] for p in parts])[:n] for m in parts[0]}
+            out.append((emb, np.asarray(table["label"])))
+        return out

@@ -25,13 +25,21 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-METHODS = {  # method -> loss name; gram is the full recipe (matching loss, learnable temperature)
+METHODS = {  # method -> loss name; gram* keep GRAM's recipe (matching loss, learnable temperature)
     "gram": "volume",
+    "gram_hybrid": "volume",  # + 1.0 x cosine InfoNCE anchored on text (config.loss.cosine_weight)
+    "gram_hybrid_all": "volume",  # + 1.0 x cosine InfoNCE over all pairs
+    "gram_staged": "volume",  # cosine-only warm-up for the first third of the steps, then GRAM
+    "gram_matching_late": "volume",  # matching weight 0 for a third of the steps, then ramped
+    "gram_minilm": "volume",  # the text tower warm-started from real all-MiniLM-L6-v2 weights
     "cosine_anchor": "cosine_anchor",
     "cosine_all_pairs": "cosine_all_pairs",
     "symile": "symile",
     "area": "area",
 }
+# Held-out splits of TriDigits v2 (data_pipelines/datasets/tridigits/splits.py): unseen voices,
+# seen voices, and a training sample (train-split retrieval beside the held-out splits).
+SPLITS = ("test", "test_seen", "train_sample")
 
 
 def _ints(text: str) -> list[int]:
@@ -47,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=_ints, default=[0, 1, 2, 3])
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=150)
+    p.add_argument(
+        "--curve-points", type=int, default=4, help="evaluations along training (learning curves)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--frames", type=int, default=4, help="frames read of the 8 stored")
@@ -70,28 +81,63 @@ def method_config(method: str, args):
     return config
 
 
-def run_record(method: str, config, result: dict, settings: dict) -> dict:
-    from gram_jax.evaluators import report
+def split_record(scoring: str, embeddings: dict, labels) -> dict:
+    """Retrieval table (the method's tuple scoring), cosine-sum tuple scoring, collapse and the
+    sign / sign-invariant diagnostics of one split's embeddings."""
+    from gram_jax.evaluators import diagnostics, report
+
+    pairs = [("text", "video"), ("text", "audio"), ("video", "audio")]
+    return {
+        "retrieval": report.retrieval_table(embeddings, labels, scoring),
+        # The same embeddings scored by the sum of cosines, to separate objective and scoring.
+        "retrieval_cosine_tuple": report.retrieval_table(embeddings, labels, "cosine")[
+            "text->video+audio"
+        ],
+        "collapse": report.collapse_metrics(embeddings),
+        "diagnostics": diagnostics.pair_diagnostics(embeddings, pairs, labels),
+        "records": int(len(labels)),
+    }
+
+
+def run_record(method: str, config, result: dict, settings: dict, curve: list) -> dict:
+    from gram_jax.evaluators import diagnostics, report
 
     scoring = report.scoring_for_loss(config.loss.name)
-    emb, labels = result["embeddings"], result["labels"]
+    splits = {
+        name: split_record(scoring, s["embeddings"], s["labels"])
+        for name, s in result["splits"].items()
+    }
+    test = result["splits"]["test"]["embeddings"]
     return {
         "method": method,
         "loss": config.loss.name,
         "fold": result["fold"],
         "seed": result["seed"],
         "scoring": scoring,
-        "retrieval": report.retrieval_table(emb, labels, scoring),
-        # The same embeddings scored by the sum of cosines, to separate objective and scoring.
-        "retrieval_cosine_tuple": report.retrieval_table(emb, labels, "cosine")[
-            "text->video+audio"
-        ],
-        "collapse": report.collapse_metrics(emb),
-        "test_records": int(len(labels)),
+        **splits["test"],
+        "splits": splits,
+        "curve": curve,
+        # Positive-pair cosines of the unseen-voice test split (the mechanism figure).
+        "positive_cos": {
+            f"{a}_{b}": diagnostics.positive_cosines(test[a], test[b]).round(4).tolist()
+            for a, b in (("text", "video"), ("text", "audio"), ("video", "audio"))
+        },
         "final_train": {k: v for k, v in result["history"][-1].items() if np.ndim(v) == 0},
+        "history": result["history"],
         "seconds_for_all_runs_of_this_group": round(result["seconds"], 1),
         "settings": settings,
     }
+
+
+def curve_point(step: int, split: str, scoring: str, embeddings: dict, labels) -> dict:
+    """class@1 of the headline directions and the video collapse at one evaluation step."""
+    from gram_jax.evaluators import report
+
+    table = report.retrieval_table(embeddings, labels, scoring)
+    out = {"step": step, "split": split}
+    out |= {f"{d}/class@1": table[d]["class@1"] for d in table}
+    out |= {f"collapse/{m}": c["mean_cos"] for m, c in report.collapse_metrics(embeddings).items()}
+    return out
 
 
 def main(argv=None) -> int:
@@ -130,11 +176,25 @@ def main(argv=None) -> int:
         start = time.time()
         print(f"{method}: {len(todo)} runs, compiling", flush=True)
         runner = SeedBatchRunner(config)
+        from gram_jax.evaluators.scoring import scoring_for_loss
+
+        scoring = scoring_for_loss(config.loss.name)
+        curves: dict[int, list] = {i: [] for i in range(len(todo))}
+        every = max(args.steps // max(args.curve_points, 1), 1)
+
+        def on_eval(step, split, i, emb, labels, scoring=scoring, curves=curves):
+            curves[i].append(curve_point(step, split, scoring, emb, labels))
+
         results = runner.train(
-            data, todo, log=lambda msg, m=method: print(f"{m}: {msg}", flush=True)
+            data,
+            todo,
+            log=lambda msg, m=method: print(f"{m}: {msg}", flush=True),
+            eval_splits=SPLITS,
+            eval_steps=tuple(range(every, args.steps + 1, every)),
+            on_eval=on_eval,
         )
-        for result in results:
-            record = run_record(method, config, result, settings)
+        for i, result in enumerate(results):
+            record = run_record(method, config, result, settings, curves[i])
             path = runs_dir / f"{method}_fold{result['fold']}_seed{result['seed']}.json"
             path.write_text(json.dumps(record, indent=1))
         print(f"{method}: done in {time.time() - start:.0f} s", flush=True)

@@ -34,9 +34,34 @@ def build_options(small: bool = False):
     return tridigits.BuildOptions()
 
 
+# Symmetry breakers for GRAM trained from scratch (gram_jax/losses/schedule.py), by name: the
+# config.loss keys each sets. Why each works: docs/results.md.
+BREAKERS = {
+    "none": {},
+    "hybrid": dict(cosine_weight=1.0, cosine_pairs="anchor"),
+    "hybrid_all": dict(cosine_weight=1.0, cosine_pairs="all_pairs"),
+    # Cosine-only warm-up for a third of the run, then the volume; the matching loss starts with it.
+    "staged": dict(cosine_warmup_steps=1 / 3, matching_start_step=1 / 3),
+    "matching_late": dict(matching_start_step=1 / 3, matching_ramp_steps=1 / 6),
+}
+# Keys given above as a fraction of config.total_steps.
+STEP_KEYS = ("cosine_warmup_steps", "matching_start_step", "matching_ramp_steps")
+
+
+def apply_breaker(config: ml_collections.ConfigDict, breaker: str) -> ml_collections.ConfigDict:
+    """Set the ``config.loss`` keys of ``BREAKERS[breaker]`` (step keys scaled to the run)."""
+    if breaker not in BREAKERS:
+        raise ValueError(f"TriDigits breaker {breaker!r}: expected one of {sorted(BREAKERS)}")
+    for key, value in BREAKERS[breaker].items():
+        config.loss[key] = int(round(value * config.total_steps)) if key in STEP_KEYS else value
+    return config
+
+
 def tridigits_config(
     *,
     loss: str = "volume",
+    breaker: str = "none",
+    text_init: str = "scratch",
     fold: int = 0,
     seed: int = 0,
     total_steps: int = 400,
@@ -52,6 +77,12 @@ def tridigits_config(
     Args:
       loss: a `gram_jax.losses.LOSSES` name; 'volume' is GRAM (with the matching loss); the
         baselines train their own contrastive loss only (matching weight 0), as their papers do.
+      breaker: a ``BREAKERS`` name: the symmetry breaker added to the loss ('none': the paper's
+        recipe).
+      text_init: 'scratch' (the 2x64 text tower, random) or 'minilm' (the real all-MiniLM-L6-v2
+        text tower, 6x384, via ``config.model_init``; converted once into a cache by
+        `gram_jax.convert.pretrained.minilm_params`), trained at lr 5e-5 (the from-scratch rate
+        would overwrite what it knows).
       fold: which voice fold is held out for testing (0..folds-1).
       seed: initialisation / dropout / hard-negative seed (the data order derives from it too).
       total_steps: train steps of ``batch_size`` records.
@@ -74,7 +105,7 @@ def tridigits_config(
     config.model = model_config(
         "tiny",
         embed_dim=64,
-        text=dict(pool="mean"),
+        text=dict(pool="mean", **({"size": "minilm"} if text_init == "minilm" else {})),
         vision=dict(
             image_size=image_size,
             max_frames=frames,
@@ -110,7 +141,14 @@ def tridigits_config(
     config.eval_every = 0
     config.seed = seed
     config.progress_bar = True
-    return config
+    if text_init == "minilm":
+        from gram_jax.convert.pretrained import minilm_params
+
+        config.model_init = str(minilm_params())
+        config.optim.lr_groups.text = dict(pattern=r"^bert/", lr=5e-5)
+    elif text_init != "scratch":
+        raise ValueError(f"TriDigits text_init={text_init!r}: expected 'scratch' or 'minilm'")
+    return apply_breaker(config, breaker)
 
 
 _INT_KEYS = ("fold", "seed", "steps", "batch_size", "frames", "image_size")
@@ -120,17 +158,20 @@ def parse_arg(arg: str | None) -> dict:
     """``'fold=1,seed=2,steps=300,small'`` -> keyword arguments of ``tridigits_config``.
 
     ``steps`` sets total_steps; ``small`` selects the small dataset variant; ``runlocal`` is
-    ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config).
+    ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config);
+    ``minilm`` warm-starts the text tower from the real all-MiniLM-L6-v2 weights.
     """
     parsed = parse_config_arg(
         arg,
         source="TriDigits config",
-        words=("small", "runlocal"),
+        words=("small", "runlocal", "minilm"),
         keys=(*_INT_KEYS, "data_root"),
     )
     kwargs: dict = {}
     if parsed.has("small"):
         kwargs["small_data"] = True
+    if parsed.has("minilm"):
+        kwargs["text_init"] = "minilm"
     if parsed.has("runlocal"):
         kwargs.update(small_data=True, total_steps=2, batch_size=8, frames=2, image_size=28)
     for key, value in parsed.values.items():

@@ -21,6 +21,8 @@ instance recall of text queries has an upper bound below 1; ``class@1`` has none
 
 Collapse metrics per modality: ``mean_cos`` (mean off-diagonal cosine; 1 = every item the same
 vector) and ``variance`` (total variance of the unit vectors, 0 = collapsed to a constant).
+Sign diagnostics per pair (``diagnostics_summary``): how many positive pairs point apart, and
+class@1 by |cos|, which sees an alignment the volume made only up to sign (diagnostics.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from gram_jax.evaluators import diagnostics
 from gram_jax.evaluators.base import collect
 from gram_jax.evaluators.plots import plot_embeddings
 from gram_jax.evaluators.ranking import class_at_1, ranks, recall_at
@@ -83,15 +86,36 @@ def retrieval_table(
 
 
 def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """{modality: {'mean_cos', 'variance'}} of unit-normalised embeddings (float[N, D] each)."""
+    """{modality: {'mean_cos', 'variance'}} (`diagnostics.collapse_metrics`)."""
+    return diagnostics.collapse_metrics(embeddings)
+
+
+def diagnostics_summary(embeddings: Mapping[str, np.ndarray], labels) -> dict[str, dict]:
+    """Per modality pair: the fraction of positive pairs with a negative cosine, their mean
+    cosine, and class@1 scored by cos and by |cos| (sign-invariant; needs labels)."""
     out = {}
-    for m, x in embeddings.items():
-        u = unit_rows(np.asarray(x, np.float64))
-        n = len(u)
-        gram = u @ u.T
-        mean_cos = (gram.sum() - np.trace(gram)) / max(n * (n - 1), 1)
-        out[m] = {"mean_cos": float(mean_cos), "variance": float(u.var(axis=0).sum())}
+    for a, b in (("text", "video"), ("text", "audio"), ("video", "audio")):
+        entry = diagnostics.sign_metrics(embeddings[a], embeddings[b])
+        if labels is not None:
+            cos = tuple_scores(
+                unit_rows(np.asarray(embeddings[a], np.float64)),
+                unit_rows(np.asarray(embeddings[b], np.float64))[None],
+                "cosine",
+            )
+            entry["class@1"] = class_at_1(cos, labels)
+            entry["abs_class@1"] = class_at_1(np.abs(cos), labels)
+        out[f"{a}-{b}"] = entry
     return out
+
+
+def format_diagnostics(summary: Mapping[str, Mapping[str, float]]) -> str:
+    """Text lines of `diagnostics_summary`: sign of the positive pairs, cos vs |cos| class@1."""
+    lines = [f"{'pair':<20}{'neg.pos':>9}{'mean pos':>9}{'class@1':>9}{'|cos|@1':>9}"]
+    for pair, v in summary.items():
+        cells = [v["neg_positive_fraction"], v["mean_positive_cos"]]
+        cells += [v.get("class@1", float("nan")), v.get("abs_class@1", float("nan"))]
+        lines.append(f"{pair:<20}" + "".join(f"{c:>9.3f}" for c in cells))
+    return "\n".join(lines)
 
 
 def format_table(table: Mapping[str, Mapping[str, float]], collapse=None, title: str = "") -> str:
@@ -133,6 +157,9 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
 
     The end-of-training report of the quickstart (and of any labelled tri-modal run). Every
     process must call it (the embedding gathers over processes); process 0 logs and writes.
+    Besides ``split`` it reports every other split of ``config.data.annotations`` except
+    ``train`` (TriDigits v2: ``test_seen``, held-out images with voices seen in training, and
+    ``train_sample``, training records: train-split retrieval beside the held-out one).
 
     Args:
       config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
@@ -140,21 +167,43 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
       state: the train state dict (``params``, ``model_state``).
       workdir: where ``report.json`` and ``embeddings.png`` go.
     Returns:
-      {'split', 'scoring', 'retrieval', 'collapse', 'plot': path or None off process 0}.
+      {'split', 'scoring', 'retrieval', 'collapse', 'diagnostics', 'other_splits', 'plot': path
+      or None off process 0}: retrieval, collapse and `diagnostics_summary` of ``split``, and
+      {split: {'retrieval', 'collapse', 'diagnostics'}} of the others.
     """
     workdir = pathlib.Path(workdir)
-    embeddings, labels = embed_split(config, trainer, state, split)
     scoring = scoring_for_loss(config.loss.name)
-    out = {
-        "split": split,
-        "scoring": scoring,
-        "retrieval": retrieval_table(embeddings, labels, scoring),
-        "collapse": collapse_metrics(embeddings),
-    }
+
+    def evaluate(name):
+        embeddings, labels = embed_split(config, trainer, state, name)
+        return (
+            embeddings,
+            labels,
+            {
+                "retrieval": retrieval_table(embeddings, labels, scoring),
+                "collapse": collapse_metrics(embeddings),
+                "diagnostics": diagnostics_summary(embeddings, labels),
+            },
+        )
+
+    embeddings, labels, main = evaluate(split)
+    others = {}
+    for name, path in config.data.annotations.items():
+        if name not in (split, "train") and path:
+            others[name] = evaluate(name)
+    out = {"split": split, "scoring": scoring, **main}
+    out["other_splits"] = {name: o[2] for name, o in others.items()}
     if jax.process_index() != 0:
         return {**out, "plot": None}
     title = f"{split}: {len(labels)} records, text->video+audio scored by {scoring}"
     log(format_table(out["retrieval"], out["collapse"], title))
+    log(format_diagnostics(out["diagnostics"]))
+    for name, (_, other_labels, other) in others.items():
+        cells = "  ".join(
+            f"{d} {other['retrieval'][d]['class@1']:.3f}"
+            for d in ("text->video", "text->audio", "video->audio")
+        )
+        log(f"{name} ({len(other_labels)} records) class@1: {cells}")
     plot = plot_embeddings(
         embeddings, labels, workdir / "embeddings.png", title=f"{config.loss.name}, {split} split"
     )

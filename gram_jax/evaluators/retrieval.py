@@ -12,6 +12,8 @@ Metric names (R@1/5/10 and R@mean in percent, MdR/MnR 1-based ranks; see ranking
   one_minus_gram               1 - positive_volume (the paper's 1 - GRAM alignment score)
   min_volume                   mean over texts of the smallest volume to any tuple (the released
                                code's "gramian_value")
+  sign/*, abs/*, collapse/*    alignment diagnostics (``diagnostics``, on by default; with
+                               ``label_key`` also class/*, abs_class/*): evaluators/diagnostics.py
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gram_jax import volume
+from gram_jax.evaluators import diagnostics
 from gram_jax.evaluators.base import Collected, EncodeFn, MatchFn, collect
 from gram_jax.evaluators.ranking import prefixed, retrieval_metrics
 from gram_jax.evaluators.scoring import (
@@ -112,6 +115,10 @@ class RetrievalEvaluator:
       match_batch_size: pairs per match_fn call.
       require: protocol switch, records lacking any of these modalities are left out entirely.
       captions: protocol switch, 'all' captions as queries or only the 'first' of each record.
+      diagnostics: also report the sign, sign-invariant and collapse diagnostics
+        (`gram_jax.evaluators.diagnostics`) over the records that have every modality.
+      label_key: a batch field holding each record's class (int[B]); with it the diagnostics add
+        class-level retrieval (a candidate of the query's class counts as correct).
     """
 
     anchor: str = "text"
@@ -123,6 +130,8 @@ class RetrievalEvaluator:
     match_batch_size: int = 1024
     require: tuple[str, ...] = ()
     captions: str = "all"
+    diagnostics: bool = True
+    label_key: str | None = None
 
     def __post_init__(self):
         unknown = [s for s in self.scorings if s not in SCORINGS]
@@ -141,7 +150,7 @@ class RetrievalEvaluator:
     ) -> dict[str, float]:
         if "matching" in self.scorings and match_fn is None:
             raise ValueError("scorings includes 'matching' but run() got no match_fn")
-        col = collect(encode_fn, batches, (self.anchor, *self.modalities))
+        col = collect(encode_fn, batches, (self.anchor, *self.modalities), label_key=self.label_key)
         return self.evaluate(col, match_fn)
 
     def evaluate(self, col: Collected, match_fn: MatchFn | None = None) -> dict[str, float]:
@@ -178,7 +187,19 @@ class RetrievalEvaluator:
         )
         out["positive_volume"] = float(np.mean(np.asarray(positive)))
         out["one_minus_gram"] = 1.0 - out["positive_volume"]
+        if self.diagnostics:
+            out |= self._diagnostics(col, lay)
         return out
+
+    def _diagnostics(self, col: Collected, lay: RetrievalLayout) -> dict[str, float]:
+        names = (self.anchor, *self.modalities)
+        rows = lay.data_rows[np.all([col.present[m][lay.data_rows] for m in names], axis=0)]
+        if rows.size < 2:
+            return {}
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        labels = None if col.label is None else np.asarray(col.label)[rows]
+        embeddings = {m: col.embeddings[m][rows] for m in names}
+        return diagnostics.alignment_diagnostics(embeddings, pairs, labels)
 
     def _matching(self, base, lay: RetrievalLayout, match_fn: MatchFn) -> dict[str, float]:
         t_rows, d_rows = lay.text_rows, lay.data_rows

@@ -13,8 +13,9 @@ The end-of-run report (report.py) embeds its split through the same loop (`globa
 - ``modalities``: the data modalities of the tuple (default: the model's, minus the anchor, in
   Gram order).
 - retrieval: ``scorings`` (subset of `scoring.SCORINGS`: volume, area, symile, cosine,
-  matching), ``top_k`` (50), ``chunk_size``,
-  ``modality_pairs``, ``match_batch_size``, ``require``, ``captions`` ('all' | 'first').
+  matching), ``top_k`` (50), ``chunk_size``, ``modality_pairs``, ``match_batch_size``,
+  ``require``, ``captions`` ('all' | 'first'), ``diagnostics`` (True: sign, |cos| and collapse
+  metrics, diagnostics.py), ``label_key`` (class-level diagnostics).
 - classification: ``prompts`` (one text per class, in class-id order) or ``prompts_file`` (a JSON
   list of them), ``label_key`` ('label'), ``scoring`` (a `scoring.TUPLE_SCORINGS` name, default
   'volume'), ``chunk_size``, ``protocol`` ('per_item', default: argmin over the prompts per item;
@@ -55,6 +56,8 @@ _RETRIEVAL_KEYS = (
     "match_batch_size",
     "require",
     "captions",
+    "diagnostics",
+    "label_key",
 )
 _CLASSIFICATION_KEYS = (
     "label_key",

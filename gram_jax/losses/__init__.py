@@ -23,7 +23,9 @@ The package, one home for every objective:
   aux)` (`LossInputs`, `LossFn`, `option_names`);
 - `baselines.py`: cosine anchored / all pairs, SigLIP's sigmoid, Symile, TRIANGLE's area;
 - `cross_entropy.py`: the smoothed row-wise cross-entropy pieces the softmax losses share;
-- `gather.py`: how a loss sees the batch across devices; `matching.py`: DAM and its hard negatives.
+- `gather.py`: how a loss sees the batch across devices; `matching.py`: DAM and its hard negatives;
+- `schedule.py`: symmetry breakers for training from scratch (a hybrid cosine term, a cosine
+  warm-up, a matching-weight ramp) as per-step weights of the terms.
 The temperature is a model parameter: `gram_jax.models.temperature.Temperature`.
 """
 

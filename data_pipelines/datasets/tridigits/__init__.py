@@ -9,8 +9,10 @@ three share; language ties speech to text but not to the image. The video motion
 
 On-disk layout (the VAST-style layout of the other datasets)::
 
-    <out>/annotations/fold{k}_{train,test}.json   records: id, desc, label, language, voice, split,
-                                                  fold, image_index, audio_source, motion
+    <out>/annotations/fold{k}_{split}.json        split: train, test (unseen voices), test_seen,
+                                                  train_sample (splits.py); records: id, desc,
+                                                  label, language, voice, split, fold,
+                                                  image_index, audio_source, motion
     <out>/videos/<id>.mp4                         H.264, F frames of S x S RGB
     <out>/audios/<id>.wav                         16-bit PCM, the clip's own rate and channels
     <out>/media/{images,clips}/...                one file per image / clip; the two folders above

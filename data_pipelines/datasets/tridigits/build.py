@@ -30,7 +30,8 @@ from data_pipelines.datasets.tridigits.layout import (
 )
 
 REFERENCE_MANIFEST = pathlib.Path(__file__).with_name("manifest.json")
-FORMAT_VERSION = 1
+# 2: TriDigits v2 held-out sets (500 records per fold; seen/unseen voices; a train sample).
+FORMAT_VERSION = 2
 
 
 def _link(src: pathlib.Path, dst: pathlib.Path) -> None:

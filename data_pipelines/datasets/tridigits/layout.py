@@ -7,6 +7,7 @@ import os
 import pathlib
 
 from data_pipelines.datasets import DatasetLayout
+from data_pipelines.datasets.tridigits.splits import SPLITS
 
 # Clips last 0.22-1.45 s: one 160-frame (1.6 s) filterbank slice holds any of them whole.
 AUDIO_FRAMES = 160
@@ -15,9 +16,7 @@ TEXT_MAX_LEN = 12
 
 LAYOUT = DatasetLayout(
     name="tridigits",
-    annotations={
-        f"fold{k}_{s}" if k else s: f"fold{k}_{s}.json" for k in range(4) for s in ("train", "test")
-    },
+    annotations={f"fold{k}_{s}" if k else s: f"fold{k}_{s}.json" for k in range(4) for s in SPLITS},
     required_fields=("label", "language", "voice", "split", "fold"),
     max_caption_len=TEXT_MAX_LEN,
     resize="resize",
@@ -49,14 +48,14 @@ def data_overrides(
     """Keyword arguments of ``data_pipelines.config.data_config`` reading fold ``fold`` of a build.
 
     Frames are read at the built size (no crop: the digit must stay whole), audio as one 1.6 s
-    slice, text up to ``TEXT_MAX_LEN`` WordPieces; splits ``train`` and ``test``.
+    slice, text up to ``TEXT_MAX_LEN`` WordPieces; splits ``SPLITS`` (splits.py).
     """
     if not 0 <= fold < options.folds:
         raise ValueError(f"tridigits: fold must be in [0, {options.folds}), got {fold}")
     root = pathlib.Path(root)
     return dict(
         dataset="tridigits",
-        annotations={s: str(annotation_path(root, fold, s)) for s in ("train", "test")},
+        annotations={s: str(annotation_path(root, fold, s)) for s in SPLITS},
         video_dir=str(root / "videos"),
         audio_dir=str(root / "audios"),
         modalities=("video", "audio", "text"),
