@@ -24,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pathlib
+import re
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -187,25 +189,48 @@ def save(manager, step: int, state, data_iterator=None, config=None, *, force=Fa
     return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
 
-def raise_save_errors(manager) -> None:
-    """Raises CheckpointWriteError (one line: directory and cause) if a finished async save failed.
+def raise_save_errors(manager) -> bool:
+    """Raises CheckpointWriteError (one line: directory and cause) if the last async save failed.
 
-    Cheap (no waiting); the loop calls it every step so a full disk stops the run at once.
+    Returns False while a save is still being written (check again later), True once it is done
+    and fine. Cheap: the loop calls it every step after a save, so a full disk stops the run at
+    the next step instead of one checkpoint interval later.
     """
+    if manager.is_saving_in_progress():
+        return False
     try:
         manager.check_for_errors()
+        manager.wait_until_finished()  # the save thread has ended: returns at once or re-raises
     except Exception as exc:  # orbax re-raises the writer thread's error, often deeply wrapped
+        raise CheckpointWriteError(
+            f"saving a checkpoint to {manager.directory} failed: {one_line(exc)}"
+        ) from exc
+    return True
+
+
+def wait_for_saves(manager) -> None:
+    """Waits for the outstanding saves; a failed one raises CheckpointWriteError (one line)."""
+    try:
+        manager.wait_until_finished()
+    except Exception as exc:
         raise CheckpointWriteError(
             f"saving a checkpoint to {manager.directory} failed: {one_line(exc)}"
         ) from exc
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
-    """`exc` as one short line: the innermost cause's type and first message line."""
+    """`exc` as one short line: the innermost cause's type and first message line; an OS error
+    reported by tensorstore (``[os_error_code='28']``) as its strerror and the file."""
     seen = exc
     while seen.__cause__ is not None or seen.__context__ is not None:
         seen = seen.__cause__ or seen.__context__
-    lines = [ln.strip() for ln in str(seen).splitlines() if ln.strip()]
+    text = str(seen)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    if code:
+        where = re.search(r'(?:Failed writing|Failed reading|local file):? "([^"]+)"', text)
+        path = f" ({where.group(1)})" if where else ""
+        return f"{os.strerror(int(code.group(1)))} [errno {code.group(1)}]{path}"[:limit]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     text = f"{type(seen).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

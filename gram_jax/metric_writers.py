@@ -139,7 +139,19 @@ def configure_console(verbosity: int = 0) -> None:
         logging.getLogger(name).setLevel(logging.INFO)
     if verbosity < 1:
         for name in CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            if not any(isinstance(f, _NoTraceback) for f in logger.filters):
+                logger.addFilter(_NoTraceback())
+
+
+class _NoTraceback(logging.Filter):
+    """Keeps a library's error line but drops its traceback (ours follows, in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
 
 
 def report_step(step: int, total: int, scalars: Mapping[str, float], bar=None) -> str:

@@ -303,7 +303,7 @@ def train_and_evaluate(
     def recover(fault: Fault):
         """Moves unconfirmed checkpoints aside; rolls back to the newest good one or raises."""
         nonlocal rollbacks
-        manager.wait_until_finished()
+        checkpoint.wait_for_saves(manager)
         good = guard.newest_good(manager.all_steps())
         moved = []
         for s in sorted(manager.all_steps()):
@@ -340,12 +340,14 @@ def train_and_evaluate(
         )
 
     start = step
+    writing = False  # an async save was started and its result not yet checked
     try:
         if config.eval_at_start and step == 0:
             evaluate(state, step)
         step_fn = None
         while step < config.total_steps:
-            checkpoint.raise_save_errors(manager)
+            if writing:
+                writing = not checkpoint.raise_save_errors(manager)
             position = _data_position(train_iter)
             while position is not None and position in skip_positions:
                 next(train_iter)  # rollback: the batch that diverged is not trained on again
@@ -371,7 +373,7 @@ def train_and_evaluate(
                     state, train_iter, step = recover(fault)
                     continue
             if save:
-                checkpoint.save(manager, step, state, train_iter, config, force=stop)
+                writing = checkpoint.save(manager, step, state, train_iter, config, force=stop)
             if config.eval_every and step % config.eval_every == 0 and not last:
                 evaluate(state, step)
             if stop:
@@ -387,7 +389,7 @@ def train_and_evaluate(
                 _summary(config, ckpt_dir, step, best, skipped)
     finally:
         try:
-            manager.wait_until_finished()
+            checkpoint.wait_for_saves(manager)
         finally:
             manager.close()
             best.close()
@@ -395,7 +397,6 @@ def train_and_evaluate(
             watcher.close()
             if bar is not None:
                 bar.close()
-    checkpoint.raise_save_errors(manager)
     return state
 
 
