@@ -148,3 +148,24 @@ def test_a_failed_async_save_is_raised_at_the_next_step_in_one_line(tmp_path):
     assert "\n" not in message
     assert manager.all_steps() == [1]  # the failed step is not listed as a checkpoint
     manager.close()
+
+
+@pytest.mark.torch
+def test_gram_convert_refuses_a_non_checkpoint_in_our_words(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import pickle
+
+    from gram_jax.convert.cli import run
+
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a checkpoint\n")
+    objects = tmp_path / "objects.pt"
+    objects.write_bytes(pickle.dumps({"cfg": logging.Logger}))  # a pickled class, not tensors
+    for path, reason in ((notes, "not in torch.save format"), (objects, "Python objects")):
+        with pytest.raises(SystemExit) as code:
+            run(["--format", "gram", "--input", str(path), "--output", str(tmp_path / "out")])
+        assert code.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"gram-convert: error: {path}: cannot be read as weights: ")
+        assert reason in err and err.count("\n") == 1
+        assert "weights_only" not in err  # torch's advice (weights_only=False) is unsafe here
