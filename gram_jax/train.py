@@ -5,7 +5,11 @@ One process per host. Every process runs the same program on its own slice of ea
 writes TensorBoard events and ``metrics.jsonl``; all processes take part in checkpoint saves.
 
 Workdir layout: ``W/checkpoints/<step>/`` (orbax), ``W/events.out.tfevents.*`` (TensorBoard),
-``W/metrics.jsonl`` (one JSON object per evaluation), ``W/config.json`` (the resolved config).
+``W/metrics.jsonl`` (one JSON object per evaluation), ``W/config.json`` (the resolved config,
+written after the resume check), ``W/checkpoints_set_aside/`` (unreadable or diverged checkpoints,
+renamed), ``W/best/`` (the best state by ``config.best_metric``).
+
+What is saved when, what survives which fault and the exit codes: docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -187,7 +187,13 @@ def test_kill9_and_sigterm_then_resume_is_bit_identical_to_uninterrupted(tmp_pat
     code = _start_and_signal(cmd, env, run / "checkpoints" / "2", signal.SIGTERM)
     assert code == EXIT_PREEMPTED == 75
     assert 2 <= max(_steps_saved(run)) < steps, "the run finished before SIGTERM arrived"
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT, timeout=900)
+    done = subprocess.run(
+        cmd, env=env, check=True, cwd=ROOT, timeout=900, capture_output=True, text=True
+    )
+    # The default console: our progress lines and summary, no orbax/absl INFO chatter.
+    assert f"finished at step {steps}: final state" in done.stderr
+    assert f"step {steps}/{steps}: loss " in done.stderr
+    assert "CheckpointManager" not in done.stderr, done.stderr[-3000:]
 
     a, b = _leaves(_final_params(straight, steps)), _leaves(_final_params(run, steps))
     assert a.keys() == b.keys()
