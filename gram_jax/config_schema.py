@@ -152,6 +152,12 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.audio.num_clips", POSITIVE_INT),
     ("data.audio.norm_std", POSITIVE),
     ("data.audio.norm_mean", Rule()),
+    ("model.*layer_grad_scale", POSITIVE),
+    # Fallbacks by naming convention, so a new key is range-checked from the start.
+    ("*_steps", NON_NEGATIVE_INT),
+    ("*_weight", NON_NEGATIVE),
+    ("*dropout*", PROBABILITY_BELOW_ONE),
+    ("*.lr", POSITIVE),
 )
 
 

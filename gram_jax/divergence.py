@@ -127,7 +127,7 @@ def divergence_message(
     else:
         parts.append(f"No known-good checkpoint exists in {checkpoint_dir}.")
     if moved:
-        parts.append(f"Newer checkpoints were moved aside: {', '.join(moved)}.")
+        parts.append(f"Checkpoints of unconfirmed states were moved aside: {', '.join(moved)}.")
     start = "resume from it" if last_good is not None else "start again"
     parts.append(f"To {start} with a smaller learning rate: {resume}")
     return " ".join(parts)

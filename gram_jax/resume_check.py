@@ -33,7 +33,10 @@ ALLOWED_MODEL_KEYS = (
     "model.*drop_path_rate",
     "model.*layerdrop*",
     "model.dtype",  # compute dtype; parameters stay param_dtype
+    "model.eval_dtype",
     "model.remat_policy",
+    "model.*layer_grad_scale",  # a gradient multiplier
+    "model.matching.condition_padding",  # an attention mask
 )
 REFUSED_KEYS = (
     "model.*",  # towers, embed_dim, modalities, scan_layers, param_dtype: parameter shapes

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import base_config  # noqa: E402
 import jax_cache  # noqa: E402
 
-HUGE_LR = 1e6
+# lr 1e6 after one warm-up step at lr 0: state 1 is healthy, update 1 is the first at 1e6.
+HUGE_LR = {"optim.lr": 1e6, "schedule.warmup_steps": 1}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,10 +74,10 @@ def test_divergence_keeps_the_last_good_state_and_a_resume_with_a_sane_lr_finish
         f"--workdir={tmp_path}",
     ]
     with pytest.raises(DivergenceError) as info:
-        train_and_evaluate(_config(**{"optim.lr": HUGE_LR}), tmp_path, command=command)
+        train_and_evaluate(_config(**HUGE_LR), tmp_path, command=command)
     error = info.value
-    # Warm-up makes update 1 the first at lr 1e6; the loss of step 3 (computed on state 2) is
-    # ~1e12. State 1 is the last one a healthy step was computed on.
+    # The loss of step 3 (computed on state 2) is ~1e12. State 1 is the last one a healthy step
+    # was computed on.
     assert error.step == 3 and error.last_good == 1, str(error)
     message = str(error)
     assert message.startswith("training diverged at step 3: loss ")
@@ -96,7 +97,8 @@ def test_divergence_keeps_the_last_good_state_and_a_resume_with_a_sane_lr_finish
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
     logs = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("starting at step 1 from workdir:1") for line in logs)
-    assert any("resuming with changed settings: " in line and "optim.lr" in line for line in logs)
+    changed = [line for line in logs if line.startswith("resuming with changed settings: ")]
+    assert changed and "optim.lr (saved 1000000.0, now 2e-05)" in changed[0]
     # The best state is kept apart from the final one, and the summary names both.
     best = json.loads((tmp_path / "best" / "best.json").read_text())
     assert best["metric"] == "reference_clips/t2d/R@1" and best["step"] == 4
@@ -106,7 +108,7 @@ def test_divergence_keeps_the_last_good_state_and_a_resume_with_a_sane_lr_finish
 
 
 def test_rollback_restores_the_good_state_skips_the_batch_and_caps_retries(tmp_path, caplog):
-    config = _config(**{"optim.lr": HUGE_LR, "on_nonfinite": "rollback", "max_rollbacks": 1})
+    config = _config(**HUGE_LR, on_nonfinite="rollback", max_rollbacks=1)
     config.evals = {}
     with caplog.at_level(logging.WARNING), pytest.raises(DivergenceError) as info:
         train_and_evaluate(config, tmp_path)
