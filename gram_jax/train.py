@@ -411,7 +411,7 @@ def _summary(config, ckpt_dir, step, best, skipped) -> None:
         log.info("%s", best.describe())
     if config.data.get("bad_data") == "skip":
         total = sum(skipped.values())
-        detail = ", ".join(f"{m} {n}" for m, n in sorted(skipped.items())) or "none"
+        detail = ", ".join(f"{m} {n}" for m, n in sorted(skipped.items()) if n) or "none"
         log.info("bad_data='skip': %d bad media items masked in training (%s)", total, detail)
 
 
