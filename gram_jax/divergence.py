@@ -109,7 +109,15 @@ def lower_lr_command(command: Sequence[str] | None, lr: float) -> str:
     new_lr = f"--config.optim.lr={lr / 10:.3g}"
     if not command:
         return f"train_and_evaluate(config, workdir) again with config.optim.lr = {lr / 10:.3g}"
-    args = [a for a in command[1:] if not a.startswith("--config.optim.lr=")]
+    args, drop_next = [], False
+    for a in command[1:]:
+        if drop_next or a.startswith("--config.optim.lr="):
+            drop_next = False
+            continue
+        if a == "--config.optim.lr":  # the "--flag value" form
+            drop_next = True
+            continue
+        args.append(a)
     return shlex.join(["gram-train", *args, new_lr])
 
 

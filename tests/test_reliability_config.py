@@ -157,3 +157,15 @@ def test_scratch_start_in_a_workdir_with_metrics_refuses_unless_overwrite(tmp_pa
     assert not metrics.exists()
     (kept,) = tmp_path.glob("metrics.replaced-*.jsonl")  # moved aside, never deleted
     assert '"step": 6' in kept.read_text()
+
+
+def test_resume_command_replaces_the_learning_rate_in_either_flag_form():
+    from gram_jax.divergence import lower_lr_command
+
+    for argv in (
+        ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr=0.002"],
+        ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr", "0.002"],
+    ):
+        got = lower_lr_command(argv, 0.002)
+        assert got == "gram-train --config=c.py --workdir=W --config.optim.lr=0.0002"
+    assert "config.optim.lr = 0.0002" in lower_lr_command(None, 0.002)
