@@ -57,7 +57,14 @@ setup(
     description="GRAM (Gramian Representation Alignment Measure) multimodal training in JAX/Flax.",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["gram_jax", "gram_jax.*", "data_pipelines", "data_pipelines.*"]
+        include=[
+            "gram_jax",
+            "gram_jax.*",
+            "data_pipelines",
+            "data_pipelines.*",
+            "experiments",
+            "experiments.*",
+        ]
     ),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
@@ -68,5 +75,11 @@ setup(
             "gram-convert=gram_jax.convert.cli:run",
             "gram-data=data_pipelines.cli:run",
         ]
+    },
+    # Data files inside the packages: the TriDigits source checksums (read by every build) and the
+    # real reference annotations and clips (MIT, 15 MB) that tests and runlocal configs use.
+    package_data={
+        "data_pipelines.datasets.tridigits": ["manifest.json"],
+        "data_pipelines": ["reference_data/*", "reference_data/*/*", "reference_data/*/*/*"],
     },
 )

@@ -1,7 +1,7 @@
 """Benchmark: per-sample media decoding cost on the real clips (one process, one thread of work).
 
 Prints one JSON line per measurement (median seconds over ``--reps`` runs per clip, summed over the
-4 real clips of ../shared/data/gram_reference/media):
+4 real clips of data_pipelines/reference_data/media):
 - ``video_sequential``: ``load_frames`` (8 frames, 224x224, evaluation), one front-to-back decode;
 - ``video_seek_per_frame``: the released code's access pattern on the same decoder: one seek to the
   nearest key frame before each of the 8 frames, then decode up to it (PyAV, same transform);
@@ -25,8 +25,7 @@ import numpy as np
 
 from data_pipelines.annotations import load_records
 from data_pipelines.media import audio, text, video
-
-ROOT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "gram_reference"
+from data_pipelines.reference_media import REFERENCE_DATA_DIR
 
 
 def seek_per_frame(path: pathlib.Path, num_frames: int, size: int = 224) -> np.ndarray:
@@ -64,8 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    videos = sorted((ROOT / "media" / "videos").glob("video*.mp4"))
-    audios = sorted((ROOT / "media" / "audios").glob("audio*.mp3"))
+    videos = sorted((REFERENCE_DATA_DIR / "media" / "videos").glob("video*.mp4"))
+    audios = sorted((REFERENCE_DATA_DIR / "media" / "audios").glob("audio*.mp3"))
     meta = {"machine": platform.machine(), "python": platform.python_version()}
 
     def emit(name, seconds, items):
@@ -94,9 +93,8 @@ def main() -> None:
             for p in audios
         )
         emit(f"audio_fbank_{backend}", seconds, len(audios))
-    captions = [
-        r.captions[0] for r in load_records(ROOT / "annotations/msrvtt/descs_ret_test.json")
-    ]
+    msrvtt_test = REFERENCE_DATA_DIR / "annotations/msrvtt/descs_ret_test.json"
+    captions = [r.captions[0] for r in load_records(msrvtt_test)]
     # A fresh tokenizer per run: its per-word cache starts empty, as in a new worker.
     emit("tokenize", timed(lambda: text.Tokenizer().encode(captions, 40), args.reps), 1000)
 

@@ -33,6 +33,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gram_jax.models.audio import AudioTransformer, audio_config
+from gram_jax.models.bert import BertEncoder, bert_config
+from gram_jax.models.vit import VisionTransformer, vit_config
+
 
 def _towers(args, scan: bool = True) -> dict[str, tuple[Callable[[], nnx.Module], Any, Callable]]:
     """name -> (make_model, input batch, pooled_fn(model, batch, train) -> float32[B, W])."""
@@ -41,8 +45,6 @@ def _towers(args, scan: bool = True) -> dict[str, tuple[Callable[[], nnx.Module]
     key = jax.random.key(0)
     out = {}
     if "vit" in args.towers:
-        from gram_jax.models.vit import VisionTransformer, vit_config
-
         cfg = vit_config("base", drop_path_rate=0.1, **common)
         frames = jax.random.normal(key, (args.vit_batch, args.frames, 224, 224, 3), jnp.float32)
         out["vit_b16"] = (
@@ -51,8 +53,6 @@ def _towers(args, scan: bool = True) -> dict[str, tuple[Callable[[], nnx.Module]
             lambda m, x, train: m(x, train=train).pooled,
         )
     if "beats" in args.towers:
-        from gram_jax.models.audio import AudioTransformer, audio_config
-
         cfg = audio_config("base", **common)
         fbank = jax.random.normal(key, (args.beats_batch, 1, 1024, 64), jnp.float32)
         out["beats_base"] = (
@@ -61,22 +61,17 @@ def _towers(args, scan: bool = True) -> dict[str, tuple[Callable[[], nnx.Module]
             lambda m, x, train: m(x, train=train).pooled,
         )
     if "bert" in args.towers:
-        try:
-            from gram_jax.models.bert import BertEncoder, bert_config
-        except ImportError:  # the text tower is another part of the project
-            print(json.dumps({"tower": "bert_base", "skipped": "gram_jax.models.bert missing"}))
-        else:
-            cfg = bert_config("base", **common)
-            ids = jax.random.randint(key, (args.bert_batch, 40), 0, cfg.vocab_size, jnp.int32)
+        cfg = bert_config("base", **common)
+        ids = jax.random.randint(key, (args.bert_batch, 40), 0, cfg.vocab_size, jnp.int32)
 
-            def bert_pooled(m, x, train):
-                return m(x, jnp.ones_like(x), train=train)[:, 0].astype(jnp.float32)
+        def bert_pooled(m, x, train):
+            return m(x, jnp.ones_like(x), train=train)[:, 0].astype(jnp.float32)
 
-            out["bert_base"] = (
-                lambda cfg=cfg: BertEncoder(cfg, rngs=nnx.Rngs(params=0, dropout=1)),
-                ids,
-                bert_pooled,
-            )
+        out["bert_base"] = (
+            lambda cfg=cfg: BertEncoder(cfg, rngs=nnx.Rngs(params=0, dropout=1)),
+            ids,
+            bert_pooled,
+        )
     return out
 
 

@@ -2,7 +2,7 @@
 
 Three ways to produce the same training samples (8 frames at 224x224 crop_flip + one 1024x64
 filterbank slice + a tokenized caption) from the 4 real clips of
-../shared/data/gram_reference/media (4.4-14.8 s, 360x640, 30 fps), in one run:
+data_pipelines/reference_data/media (4.4-14.8 s, 360x640, 30 fps), in one run:
 
 - ``raw``: the Grain pipeline decoding the original files (PyAV, one sequential decode per clip);
 - ``prepared``: the Grain pipeline reading `gram-data prepare` ArrayRecord shards of uint8 frames
@@ -26,44 +26,27 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
 import numpy as np
 from absl import flags
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from data_pipelines import pipeline, prepare, samples, transforms  # noqa: E402
-from data_pipelines.config import data_config  # noqa: E402
-from data_pipelines.media import audio as media_audio  # noqa: E402
-from data_pipelines.media import video as media_video  # noqa: E402
-from data_pipelines.media.text import Tokenizer  # noqa: E402
-
-CAPTIONS = [
-    "A dog is barking",
-    "A dog is howling",
-    "A red cat is meowing",
-    "A black cat is meowing",
-]
+from data_pipelines import pipeline, prepare, samples, transforms
+from data_pipelines.config import data_config
+from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
+from data_pipelines.media import audio as media_audio
+from data_pipelines.media import video as media_video
+from data_pipelines.media.text import Tokenizer
 
 
-def write_clip_dataset(root: pathlib.Path, shared: pathlib.Path) -> dict:
-    """Annotation JSON of the 4 clips (captions from the media README) and audio links by id."""
-    records = [{"video_id": f"video{i}", "desc": c} for i, c in enumerate(CAPTIONS, start=1)]
-    (root / "ann.json").write_text(json.dumps(records))
-    (root / "audios").mkdir()
-    for i in range(1, 5):
-        (root / "audios" / f"video{i}.mp3").symlink_to(
-            shared / "media" / "audios" / f"audio{i}.mp3"
-        )
+def clip_dataset() -> dict:
+    """Data-config keys reading the 4 committed clips in place (the reference_clips layout)."""
     return {
-        "dataset": None,
-        "annotations": {"train": str(root / "ann.json")},
-        "video_dir": str(shared / "media" / "videos"),
-        "audio_dir": str(root / "audios"),
+        "dataset": LAYOUT.name,
+        "annotations": {"train": str(MEDIA_DIR / LAYOUT.annotations["train"])},
+        "video_dir": str(MEDIA_DIR / LAYOUT.video_dir),
+        "audio_dir": str(MEDIA_DIR / LAYOUT.audio_dir),
     }
 
 
@@ -156,17 +139,15 @@ def _cv2_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shared-data", default=str(REPO.parent / "shared/data/gram_reference"))
     parser.add_argument(
         "--samples", type=int, default=48, help="samples timed on raw and seek paths"
     )
     parser.add_argument("--prepared-samples", type=int, default=800)
     args = parser.parse_args()
     flags.FLAGS.mark_as_parsed()
-    shared = pathlib.Path(args.shared_data)
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
-        layout = write_clip_dataset(root, shared)
+        layout = clip_dataset()
         common = dict(
             layout,
             modalities=("video", "audio", "text"),

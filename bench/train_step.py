@@ -20,11 +20,9 @@ import argparse
 import json
 import pathlib
 import platform
-import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -84,10 +82,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import base_config
     import jax
     import numpy as np
 
+    from experiments import base_config
     from gram_jax import parallel
     from gram_jax.models.gram import model_config
     from gram_jax.train import Trainer

@@ -14,6 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from data_pipelines.datasets import load_dataset_module
+
 USAGE = """usage: gram-data COMMAND [ARGS...]
 
 commands:
@@ -56,8 +58,6 @@ def run(argv: Sequence[str] | None = None) -> int:
             print("usage: gram-data build NAME [ARGS...]  (e.g. gram-data build tridigits)")
             return 2
         name, rest = rest[0], rest[1:]
-        from data_pipelines.datasets import load_dataset_module
-
         try:
             module = load_dataset_module(name)
         except ValueError as err:

@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from data_pipelines import annotations, media
+from data_pipelines import annotations, media, prepared_source
+from data_pipelines.datasets import get_layout
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 
@@ -66,8 +67,6 @@ def _layout(dataset: str | None):
     """The DatasetLayout of ``dataset``, or None (plain ``<id>.<ext>`` naming) when unset."""
     if not dataset:
         return None
-    from data_pipelines.datasets import get_layout
-
     return get_layout(dataset)
 
 
@@ -143,8 +142,6 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
     positions = np.arange(len(records), dtype=np.int32)
     if config.prepared_dir is not None:
         # The prepared shards hold the media; the original files need not exist here.
-        from data_pipelines import prepared_source
-
         manifest = prepared_source.read_manifest(config.prepared_dir, split)
         prepared_source.check_manifest_matches(manifest, records, config, path)
         unavailable = set(manifest["missing"].get("audio", []))

@@ -18,9 +18,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from data_pipelines import samples
+from data_pipelines import prepared_source, samples
 from data_pipelines.config import TEXT_MODALITIES
 from data_pipelines.media import MediaError
+from data_pipelines.media.text import Tokenizer
 
 # Random streams of one sample: independent draws for the frames and the audio slices.
 _VIDEO_STREAM, _AUDIO_STREAM = 0, 1
@@ -41,8 +42,6 @@ def sample_rngs(seed: int, epoch: int, sample: int) -> tuple[np.random.Generator
 def _make_reader(split: samples.SplitData, config: ml_collections.ConfigDict, train: bool):
     if config.prepared_dir is None:
         return samples.RawReader(split, config, train=train)
-    from data_pipelines import prepared_source
-
     return prepared_source.PreparedReader(split, config, train=train)
 
 
@@ -93,8 +92,6 @@ class LoadSample(grain.transforms.Map):
 
     def _get_tokenizer(self):
         if self._tokenizer is None:
-            from data_pipelines.media.text import Tokenizer
-
             self._tokenizer = Tokenizer()
         return self._tokenizer
 

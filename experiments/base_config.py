@@ -35,8 +35,8 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
   ``keep_checkpoints`` (keep-N), ``async_checkpoints`` (True), ``log_every`` (train metrics every N
   steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the reference evaluates first).
 - ``evals``: {name: dict(type='retrieval' | 'classification', split=..., ...)}; the keys of each
-  entry are documented in `gram_jax.evaluation` (run at the end, every ``eval_every`` steps, and
-  by ``gram-eval``).
+  entry are documented in `gram_jax.evaluators.runner` (run at the end, every ``eval_every``
+  steps, and by ``gram-eval``).
 - ``seed``: the seed of initialisation, dropout and hard-negative sampling (50, as the reference).
 - ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
   workdir has none.
@@ -47,22 +47,10 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
 
 from __future__ import annotations
 
-import json
-import pathlib
-import tempfile
-
 import ml_collections
 
+from gram_jax.config_loading import parse_config_arg
 from gram_jax.trainer_config import trainer_defaults
-
-REFERENCE_MEDIA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "gram_reference"
-# The four real clips of the reference's inference notebook and their captions (media/README.md).
-REFERENCE_CAPTIONS = (
-    "A dog is barking",
-    "A dog is howling",
-    "A red cat is meowing",
-    "A black cat is meowing",
-)
 
 
 def _model_config(**overrides) -> ml_collections.ConfigDict:
@@ -89,54 +77,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for key, value in trainer_defaults().items():
         config[key] = value
 
-    if arg:
-        for part in arg.split(","):
-            if part == "runlocal":
-                runlocal(config)
-            else:
-                raise ValueError(f"experiments/base_config.py: unknown argument {part!r}")
+    if parse_config_arg(arg, source="experiments/base_config.py", words=("runlocal",)).has(
+        "runlocal"
+    ):
+        runlocal(config)
     return config
 
 
-def reference_clips_dir(directory: str | pathlib.Path | None = None) -> pathlib.Path:
-    """A VAST-style dataset directory over the 4 real reference clips; returns its path.
-
-    Writes ``annotations.json`` (records {"video_id": "clip<i>", "desc": caption}) and links
-    ``videos/clip<i>.mp4`` -> media/videos/video<i>.mp4, ``audios/clip<i>.mp3`` ->
-    media/audios/audio<i>.mp3 (the released files name audio and video differently), under
-    `directory` (default: the system temp dir). Idempotent.
-    """
-    media = REFERENCE_MEDIA / "media"
-    if not media.is_dir():
-        raise FileNotFoundError(f"runlocal: the real reference clips are missing: {media}")
-    root = pathlib.Path(directory or tempfile.gettempdir()) / "gram_jax_reference_clips"
-    for sub in ("videos", "audios"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    records = []
-    for i, caption in enumerate(REFERENCE_CAPTIONS, start=1):
-        for sub, src in (("videos", f"video{i}.mp4"), ("audios", f"audio{i}.mp3")):
-            link = root / sub / f"clip{i}{pathlib.Path(src).suffix}"
-            if not link.exists():
-                link.symlink_to(media / sub / src)
-        records.append({"video_id": f"clip{i}", "desc": caption})
-    path = root / "annotations.json"
-    text = json.dumps(records, indent=1)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return root
-
-
 def reference_clips_data(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`data` pointed at the 4 reference clips: global batch 4, 2 small frames, short audio."""
+    """`data` pointed at the 4 real reference clips committed in the repository
+    (`data_pipelines.datasets.reference_clips`, read in place): global batch 4, 2 small frames,
+    short audio. Cheap: builds the config only, touches no file."""
     from data_pipelines.config import data_config
+    from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
 
-    root = reference_clips_dir()
-    annotations = root / "annotations.json"
+    annotations = str(MEDIA_DIR / LAYOUT.annotations["test"])
     return data_config(
-        dataset="msrvtt",
-        annotations=dict(train=str(annotations), test=str(annotations)),
-        video_dir=str(root / "videos"),
-        audio_dir=str(root / "audios"),
+        dataset=LAYOUT.name,
+        annotations=dict(train=annotations, test=annotations),
+        video_dir=str(MEDIA_DIR / LAYOUT.video_dir),
+        audio_dir=str(MEDIA_DIR / LAYOUT.audio_dir),
         modalities=("video", "audio", "text"),
         num_frames=2,
         image_size=56,  # the tiny ViT's position table (patch 14, 4 x 4 grid)

@@ -4,7 +4,7 @@
 
 On a fresh machine this first builds TriDigits (about 1 minute: real handwritten digits with
 synthetic motion, real human speech in 22 languages, the number word as text; see
-data_pipelines/datasets/tridigits.py) into ~/.cache/gram_jax/tridigits, then trains GRAM's full
+data_pipelines/datasets/tridigits/) into ~/.cache/gram_jax/tridigits, then trains GRAM's full
 recipe (volume contrastive loss, learnable temperature, matching loss with hard negatives, warm-up)
 on tiny towers, evaluates retrieval on the held-out voices of fold 0, and writes TensorBoard
 events, ``metrics.jsonl``, a retrieval table (``report.json``, printed) and a 2-D embedding plot
@@ -17,12 +17,8 @@ test shrinks the run with it).
 """
 
 import os
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "tridigits"))
-
-from tridigits_common import parse_arg, tridigits_config  # noqa: E402
+from experiments.tridigits.tridigits_common import parse_arg, tridigits_config
 
 STEPS = 400
 
@@ -37,5 +33,5 @@ def get_config(arg: str | None = None):
     config.evals.test = dict(type="retrieval", split="test", scorings=("volume", "cosine"))
     config.log_every = min(config.log_every, config.total_steps)
     # The end-of-run report (retrieval table + embedding plot), called after the last evaluation.
-    config.report = "gram_jax.alignment_report:report_run"
+    config.report = "gram_jax.evaluators.report:report_run"
     return config

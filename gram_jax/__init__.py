@@ -28,10 +28,10 @@ _EXPORTS = {
     "alignment_score": "gram_jax.volume",
     "volume_contrastive_loss": "gram_jax.losses",
     "LOSSES": "gram_jax.losses",
-    "Temperature": "gram_jax.losses",
+    "Temperature": "gram_jax.models.temperature",
     "RetrievalEvaluator": "gram_jax.evaluators",
     "ZeroShotClassifier": "gram_jax.evaluators",
-    "run_evaluations": "gram_jax.evaluation",
+    "run_evaluations": "gram_jax.evaluators.runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,12 +11,11 @@ import logging
 import pathlib
 
 from absl import app, flags
-from ml_collections import config_flags
+
+from gram_jax.config_loading import define_config_flag
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (experiments/<name>.py[:arg]).", lock_config=True
-)
+define_config_flag("config", "Experiment config file (experiments/<name>.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Run directory holding checkpoints/ (results go there too).")
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -28,7 +27,7 @@ def evaluate_checkpoint(config, workdir, step: int | None = None) -> dict:
 
     from gram_jax import checkpoint, metric_writers, parallel
     from gram_jax.config_validation import validate_config
-    from gram_jax.evaluation import run_evaluations
+    from gram_jax.evaluators.runner import run_evaluations
     from gram_jax.train import Trainer
 
     parallel.maybe_initialize_distributed(config.get("distributed"))

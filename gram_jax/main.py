@@ -14,12 +14,11 @@ import logging
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
+
+from gram_jax.config_loading import define_config_flag
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (experiments/<name>.py[:arg]).", lock_config=True
-)
+define_config_flag("config", "Experiment config file (experiments/<name>.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard events and metrics.")
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -38,8 +38,8 @@ _NORM_TYPES = tuple(
     if hasattr(nnx, name)
 )
 _EMBEDDING_NAME = re.compile(r"embed", re.IGNORECASE)
-# Any path component containing "temperature" (gram_jax.temperature stores tau as `.temperature`
-# with a leaf `log_temperature` or `temperature`), or named like a CLIP logit scale.
+# Any path component containing "temperature" (gram_jax.models.temperature stores tau as
+# `.temperature` with a leaf `log_temperature` or `temperature`), or named like a CLIP logit scale.
 _TEMPERATURE_NAME = re.compile(r".*temperature.*|log_tau|tau|logit_scale", re.IGNORECASE)
 
 

@@ -126,29 +126,43 @@ def logical_to_spec(
 ) -> PartitionSpec:
     """Maps logical axis names of an array of `shape` to a PartitionSpec on `mesh`.
 
-    A mesh axis used by an earlier dimension, or one that does not divide the dimension, leaves that
-    dimension replicated, and so does a logical name without a rule (the models' convention).
+    The one mapping from logical names to mesh axes, for parameters (`state_shardings`) and
+    activations (`gram_jax.models.axes.constrain`). Rules are read in order, with the priority of
+    flax's `logical_to_mesh_axes`: a rule ``(name, mesh axes)`` assigns its mesh axes to the first
+    still unassigned dimension called `name` if none of them is used by another dimension, so an
+    earlier rule wins and a later rule for the same name is a fallback. Two differences from flax,
+    so that tiny test towers shard on any mesh: a rule whose mesh axes do not divide the dimension,
+    or whose axes all have size 1, is skipped too (the next rule for the name is tried); and a name
+    used twice is allowed (a later dimension can only take a later rule). A rule ``(name, None)``
+    and a name without any rule leave the dimension replicated.
+
+    Args:
+      names: one logical name (or None = replicated) per dimension; None or () = fully replicated.
+      shape: the array's shape (len(names) entries).
+      mesh: the mesh whose axis sizes decide divisibility.
+      rules: sequence of (logical name, mesh axis | tuple of mesh axes | None).
     """
     if not names:
         return PartitionSpec()
     if len(names) != len(shape):
         raise ValueError(f"logical axes {tuple(names)} do not match an array of shape {shape}")
-    table = dict(rules)
+    spec: list[Any] = [None] * len(names)
+    settled = [name is None for name in names]
     used: set[str] = set()
-    spec: list[Any] = []
-    for name, size in zip(names, shape, strict=True):
-        if name is None:
-            spec.append(None)
+    for rule_name, target in rules:
+        dim = next((i for i, n in enumerate(names) if n == rule_name and not settled[i]), None)
+        if dim is None:
             continue
-        target = table.get(name)
         axes = (target,) if isinstance(target, str) else tuple(target or ())
-        axes = tuple(a for a in axes if a not in used)
-        total = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
-        if not axes or total == 1 or size % total:
-            spec.append(None)
+        if not axes:
+            settled[dim] = True
             continue
+        total = int(np.prod([mesh.shape[a] for a in axes]))
+        if used.intersection(axes) or total == 1 or shape[dim] % total:
+            continue
+        spec[dim] = axes[0] if len(axes) == 1 else axes
+        settled[dim] = True
         used.update(axes)
-        spec.append(axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*spec)
 
 

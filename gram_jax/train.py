@@ -45,12 +45,31 @@ from gram_jax.train_step import make_train_step, split_model, term_names
 log = logging.getLogger(__name__)
 
 
-def build_model(model_config, seed: int):
+def build_model(model_config, seed: int | jax.Array):
     """A GramModel (call inside jit or eval_shape); flax's eager sharding off, we shard."""
     from gram_jax.models.gram import GramModel
 
     with nnx.use_eager_sharding(False):
         return GramModel(model_config, rngs=nnx.Rngs(seed))
+
+
+def init_train_state(model_config, tx, seed) -> dict:
+    """A fresh train state for `seed` (an int or a traced int32 scalar: jit/vmap over seeds).
+
+    Returns {'params', 'model_state' (nnx.State), 'opt_state' (tx.init), 'step' int32[],
+    'rng' uint32[2] (key data of `seed`)}, unsharded; `Trainer.init_state` shards it.
+    """
+    # A key, not the int: nnx.Rngs turns only Python ints into keys (equal to this one).
+    key = jax.random.key(seed)
+    model = build_model(model_config, key)
+    _, params, rest = split_model(model)
+    return dict(
+        params=params,
+        model_state=rest,
+        opt_state=tx.init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=jax.random.key_data(key),
+    )
 
 
 def _path_keys(path) -> tuple:
@@ -127,15 +146,7 @@ class Trainer:
         self.term_names = term_names(config)
 
     def _init_state(self) -> dict:
-        model = build_model(self.config.model, self.config.seed)
-        _, params, rest = split_model(model)
-        return dict(
-            params=params,
-            model_state=rest,
-            opt_state=self.tx.init(params),
-            step=jnp.zeros((), jnp.int32),
-            rng=jax.random.key_data(jax.random.key(self.config.seed)),
-        )
+        return init_train_state(self.config.model, self.tx, self.config.seed)
 
     def init_state(self) -> dict:
         """A fresh, sharded train state (initialised directly in its shardings)."""
@@ -387,7 +398,7 @@ def train_and_evaluate(
             # A restart of a finished run trains nothing and does not evaluate again.
             if config.evals and step > start:
                 evaluate(state, step)
-            if config.get("report") and step > start and is_main:
+            if config.get("report") and step > start:  # every process: the report gathers
                 _load_hook(config.report)(config, trainer, state, workdir)
             if is_main:
                 _summary(config, ckpt_dir, step, best, skipped)
@@ -447,7 +458,7 @@ def _evaluate(
 ) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator;
     keeps the state as the best checkpoint when config.best_metric improved."""
-    from gram_jax.evaluation import run_evaluations
+    from gram_jax.evaluators.runner import run_evaluations
 
     results = run_evaluations(config, trainer, state)
     if jax.process_index() == 0:

@@ -9,8 +9,9 @@ The train state is a plain dict pytree (checkpointed as is):
 - ``rng``: uint32[2] raw key of the run; step ``s`` uses ``fold_in(rng, s)``, so a resumed run draws
   the same hard negatives as an uninterrupted one.
 
-Loss = ``LOSSES[config.loss.name]`` (GRAM's volume contrastive loss by default)
-+ ``matching_weight`` x the matching (DAM) loss on hard negatives drawn from the contrastive logits.
+Loss = ``LOSSES[config.loss.name](LossInputs(...), **config.loss.options)`` (GRAM's volume
+contrastive loss by default) + ``matching_weight`` x the matching (DAM) loss on hard negatives drawn
+from the contrastive logits.
 The step is jitted with `jax.jit(..., donate_argnums=0)` and explicit in/out shardings (not
 `nnx.jit`: its graph traversal costs ~0.6 ms of Python per step, stack_notes).
 
@@ -38,7 +39,9 @@ import optax
 from flax import nnx
 
 from gram_jax import parallel
-from gram_jax.losses import LOSSES, build_matching_batch, matching_loss, sample_hard_negatives
+from gram_jax.losses import LOSSES, LossFn, LossInputs
+from gram_jax.losses.inputs import option_names
+from gram_jax.losses.matching import build_matching_batch, matching_loss, sample_hard_negatives
 from gram_jax.modalities import data_modalities
 from gram_jax.models.axes import logical_sharding
 
@@ -102,6 +105,7 @@ def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Call
         raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected one of {sorted(LOSSES)}")
     contrastive = LOSSES[loss_cfg.name]
     _check_loss_options(loss_cfg, contrastive)
+    options = _loss_options(loss_cfg)
     weight = float(loss_cfg.matching_weight)
 
     def loss_fn(params, model_state, batch, rng):
@@ -110,19 +114,19 @@ def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Call
         embeddings = encoded.embeddings
         present = {m: batch[f"present_{m}"] for m in embeddings if f"present_{m}" in batch}
         rng_loss, rng_negatives = jax.random.split(rng)
-        loss_c, aux = contrastive(
+        inputs = LossInputs(
             embeddings,
             present,
+            temperature=model.temperature(),
             anchor=loss_cfg.anchor,
             order=data_modalities(embeddings, loss_cfg.anchor),
-            temperature=model.temperature(),
+            label_smoothing=float(loss_cfg.label_smoothing),
             gather_mode=loss_cfg.gather_mode,
             mesh=mesh,
             batch_axes=parallel.BATCH_AXES,
-            label_smoothing=float(loss_cfg.label_smoothing),
             rng=rng_loss,
-            **_loss_options(loss_cfg),
         )
+        loss_c, aux = contrastive(inputs, **options)
         terms = {f"loss_{loss_cfg.name}": loss_c}
         total = loss_c
         if weight > 0:
@@ -238,18 +242,13 @@ def _loss_options(loss_cfg) -> dict:
     return options.to_dict() if hasattr(options, "to_dict") else dict(options)
 
 
-def _check_loss_options(loss_cfg, fn) -> None:
-    """Rejects config.loss.options keys the loss does not name (its **kwargs would hide them)."""
-    import inspect
-
-    named = {
-        name
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
+def _check_loss_options(loss_cfg, fn: LossFn) -> None:
+    """Rejects config.loss.options keys the loss does not name, before tracing, with the loss's
+    options in the message (calling it would fail later with a bare TypeError)."""
+    named = option_names(fn)
     unknown = sorted(set(_loss_options(loss_cfg)) - named)
     if unknown:
         raise ValueError(
             f"config.loss.options: {unknown} are not options of loss {loss_cfg.name!r}; "
-            f"it accepts {sorted(named - {'embeddings', 'present'})}"
+            f"it accepts {sorted(named)}"
         )

@@ -61,8 +61,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
-    # "module:function" called on process 0 after the last evaluation of a run that trained, as
-    # fn(config, trainer, state, workdir) (e.g. the quickstart's table and embedding plot).
+    # "module:function" called on every process (it may gather over them; it writes on process 0)
+    # after the last evaluation of a run that trained, as fn(config, trainer, state, workdir)
+    # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
     config.report = ""
     config.progress_bar = True
     # What a divergence (a non-finite value, or a loss above divergence_factor x the first loss)

@@ -17,7 +17,7 @@ Conventions (see docs/gram_reference.md section 1 and DESIGN section 4):
   volume of the remaining vectors); no vector is ever substituted.
 
 Public API: ``gram_volume``, ``pairwise_volume``, ``chunked_pairwise_volume``, ``matched_volume``,
-``alignment_score``, ``triangle_area``, ``pairwise_triangle_area``, ``safe_sqrt``.
+``alignment_score``, ``triangle_area``, ``pairwise_triangle_area``, ``safe_sqrt``, ``stack_others``.
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def _rowdot(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.sum(a * b, axis=-1)
 
 
-def _stack_others(others: Others, name: str = "others") -> jax.Array:
-    """Accept [m, B2, D] or a sequence of m [B2, D] arrays; return [m, B2, D]."""
+def stack_others(others: Others, name: str = "others") -> jax.Array:
+    """The k-1 vectors of each tuple as one array: float[k-1, B2, D] (k >= 2) from that array or
+    from a sequence of k-1 float[B2, D]; raises a ValueError naming `name` on any other shape."""
     if isinstance(others, (list, tuple)):
         if not others:
             raise ValueError(f"{name}: expected at least one [B2, D] array, got an empty sequence")
@@ -87,8 +88,8 @@ def _stack_others(others: Others, name: str = "others") -> jax.Array:
             )
         return jnp.stack([jnp.asarray(o) for o in others])
     others = jnp.asarray(others)
-    if others.ndim != 3:
-        raise ValueError(f"{name}: expected shape [k-1, B2, D], got {others.shape}")
+    if others.ndim != 3 or others.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape [k-1, B2, D] with k >= 2, got {others.shape}")
     return others
 
 
@@ -291,7 +292,7 @@ def pairwise_volume(
     Returns:
       float32[B1, B2] (float64 for float64 inputs), volumes >= 0.
     """
-    others = _stack_others(others)
+    others = stack_others(others)
     anchor = jnp.asarray(anchor)
     present = _check_pairwise(anchor, others, present)
     dtype = compute_dtype(anchor, others)
@@ -323,7 +324,7 @@ def chunked_pairwise_volume(
     For retrieval over very large candidate sets: the intermediates (orthonormal bases, projections)
     exist for one chunk at a time; B2 need not be a multiple of chunk_size.
     """
-    others = _stack_others(others)
+    others = stack_others(others)
     anchor = jnp.asarray(anchor)
     present = _check_pairwise(anchor, others, present)
     dtype = compute_dtype(anchor, others)
@@ -347,7 +348,7 @@ def matched_volume(
 
     anchor: float[B, D]; others: float[k-1, B, D] or k-1 float[B, D]; present: bool[k-1, B].
     """
-    others = _stack_others(others)
+    others = stack_others(others)
     anchor = jnp.asarray(anchor)
     present = _check_pairwise(anchor, others, present)
     if others.shape[1] != anchor.shape[0]:
@@ -416,7 +417,7 @@ def pairwise_triangle_area(
     pass, the same structure as the Schur volume.
     """
     if b is None:
-        pair = _stack_others(a, "a")
+        pair = stack_others(a, "a")
         if pair.shape[0] != 2:
             raise ValueError(f"a: a triangle needs exactly 2 data modalities, got {pair.shape}")
         a, b = pair[0], pair[1]

@@ -39,10 +39,9 @@ print(REPO, repr(ARG), WORKDIR)""",
     ("markdown", "## 1. Build TriDigits (about a minute the first time; cached afterwards)"),
     (
         "code",
-        """sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-from tridigits_common import load_experiment_module
+        """from gram_jax.config_loading import load_config_module
 
-quickstart = load_experiment_module("quickstart.py", "quickstart_config")
+quickstart = load_config_module(REPO / "experiments" / "quickstart.py")
 config = quickstart.get_config(ARG or None)  # builds the dataset when absent
 root = pathlib.Path(config.data.video_dir).parent
 import json
@@ -64,7 +63,7 @@ for line in (WORKDIR / "metrics.jsonl").read_text().splitlines()[-1:]:
     (
         "code",
         """from IPython.display import Image, display
-from gram_jax.alignment_report import report_run
+from gram_jax.evaluators.report import report_run
 
 report = report_run(config, Trainer(config), state, WORKDIR)
 display(Image(filename=report["plot"]))""",

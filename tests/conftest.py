@@ -17,13 +17,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "gram_reference"
+from data_pipelines.reference_media import REFERENCE_DATA_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> pathlib.Path:
-    """Path of ../shared/data/gram_reference (real annotations and media clips)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"real fixtures missing: expected the directory {SHARED_DATA}")
-    return SHARED_DATA
+def reference_data() -> pathlib.Path:
+    """data_pipelines/reference_data: the real annotations and 4 media clips (committed)."""
+    if not (REFERENCE_DATA_DIR / "media" / "videos").is_dir():
+        pytest.fail(f"the committed reference data is missing: expected {REFERENCE_DATA_DIR}")
+    return REFERENCE_DATA_DIR

@@ -3,7 +3,10 @@
 The tiny GRAM model takes tens of seconds to compile on 2 busy cores; the resume, multi-device and
 multi-process tests compile the same programs several times (in fresh processes), so they share
 compiled executables through JAX's persistent cache. Keys include the HLO fingerprint and the JAX
-version, so a stale entry is never used for a different program.
+version, so a stale entry is never used for a different program. Concurrent runs may share the
+folder: writers of one key write the same bytes, and an entry read while it is being written fails
+to deserialize, which JAX reports as a warning and answers by compiling (jax._src.compiler
+``_cache_read``), so a race costs a compilation, never a wrong program.
 """
 
 import contextlib

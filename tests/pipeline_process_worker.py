@@ -18,6 +18,9 @@ from absl import flags
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from data_pipelines import pipeline
+from data_pipelines.config import data_config
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -31,9 +34,6 @@ def main() -> None:
     jax.distributed.initialize(
         coordinator_address=args.coordinator, num_processes=2, process_id=args.process_id
     )
-    from data_pipelines import pipeline
-    from data_pipelines.config import data_config
-
     assert jax.process_count() == 2 and jax.local_device_count() == 4
     eval_config = data_config(
         dataset="msrvtt",

@@ -28,9 +28,9 @@ REAL_FILES = {
 
 
 @pytest.mark.parametrize("name", sorted(REAL_FILES))
-def test_every_real_annotation_file(shared_data, name):
+def test_every_real_annotation_file(reference_data, name):
     dataset = name.split("/")[0]
-    path = shared_data / "annotations" / name
+    path = reference_data / "annotations" / name
     records = ann.load_records(path, dataset=dataset)
     num_records, num_captions = REAL_FILES[name]
     assert len(records) == num_records
@@ -47,8 +47,8 @@ def test_every_real_annotation_file(shared_data, name):
     )
 
 
-def test_real_field_details(shared_data):
-    root = shared_data / "annotations"
+def test_real_field_details(reference_data):
+    root = reference_data / "annotations"
     test = ann.load_records(root / "msrvtt/descs_ret_test.json", dataset="msrvtt")
     assert test[0].id == "video9770" and test[0].captions == (
         "a person is connecting something to system",
@@ -60,8 +60,8 @@ def test_real_field_details(shared_data):
     assert sum("audio_caption" in r.extra for r in audio) == 884
 
 
-def test_reference_audio_filter_keeps_884_of_1000(shared_data):
-    root = shared_data / "annotations" / "msrvtt"
+def test_reference_audio_filter_keeps_884_of_1000(reference_data):
+    root = reference_data / "annotations" / "msrvtt"
     records = ann.load_records(root / "descs_ret_test.json", dataset="msrvtt")
     with_audio = msrvtt.reference_audio_ids(root)
     kept, dropped = ann.filter_by_media(records, {"audio": with_audio})
@@ -71,8 +71,8 @@ def test_reference_audio_filter_keeps_884_of_1000(shared_data):
     assert len(full) == 1000 and none == {}
 
 
-def test_didemo_corrupted_list(shared_data):
-    ids = didemo.corrupted_ids(shared_data / "annotations" / "didemo")
+def test_didemo_corrupted_list(reference_data):
+    ids = didemo.corrupted_ids(reference_data / "annotations" / "didemo")
     assert len(ids) == 3 and "18126407@N00_2819653811_28523093f2" in ids
 
 
@@ -134,11 +134,11 @@ def test_errors_pickle_with_their_fields():
     assert (media_err.path, media_err.reason) == ("v.mp4", "no video stream")
 
 
-def test_other_load_errors(tmp_path, shared_data):
+def test_other_load_errors(tmp_path, reference_data):
     with pytest.raises(ann.AnnotationError, match="does not exist"):
         ann.load_records(tmp_path / "absent.json")
     # A VATEX file read with the AudioCaps layout fails on the layout's required field.
-    vatex = shared_data / "annotations" / "vatex" / "descs_ret_test.json"
+    vatex = reference_data / "annotations" / "vatex" / "descs_ret_test.json"
     with pytest.raises(ann.AnnotationError, match="record 0, field 'caption': missing"):
         ann.load_records(vatex, dataset="audiocaps")
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):

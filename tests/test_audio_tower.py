@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gram_jax import parallel
 from gram_jax.models import layers
 from gram_jax.models.audio import AudioTransformer, audio_config, relative_position_buckets
 
@@ -161,8 +162,6 @@ def test_bad_inputs_are_named():
 
 def test_sharded_forward_on_eight_devices_matches_single_device():
     """Params sharded by their logical axes (fsdp x model), clips over (data, fsdp)."""
-    from gram_jax import parallel
-
     model = _model()
     fbank = _fbank(b=4, c=1)
     expected = _run(model, fbank).tokens

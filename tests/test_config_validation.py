@@ -91,11 +91,7 @@ def test_full_reference_includes_model_and_data_sections():
 
 
 def test_base_config_and_runlocal_validate():
-    import pathlib
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
-    import base_config
+    from experiments import base_config
 
     full = base_config.get_config()
     validate_config(full)

@@ -158,7 +158,7 @@ def test_prefix_weight_norm_names_and_errors():
 
 def _torch_parity(cfg_dict: dict, fbank: np.ndarray) -> float:
     torch = pytest.importorskip("torch")
-    from beats_torch_reference import BEATsReference
+    from beats_torch_reference import BEATsReference  # imports torch (optional extra)
 
     torch.manual_seed(0)
     reference = BEATsReference(cfg_dict).eval()

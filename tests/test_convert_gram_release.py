@@ -21,7 +21,7 @@ def _release_state_dict(max_frames=2):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     timm_eva = pytest.importorskip("timm.models.eva")
-    from beats_torch_reference import BEATsReference, beats_cfg
+    from beats_torch_reference import BEATsReference, beats_cfg  # imports torch (optional)
 
     torch.manual_seed(0)
     sd = {}

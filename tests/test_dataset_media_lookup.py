@@ -27,8 +27,8 @@ if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def _real_records(shared_data: pathlib.Path, dataset: str, n: int) -> list[dict]:
-    path = shared_data / "annotations" / dataset / "descs_ret_test.json"
+def _real_records(reference_data: pathlib.Path, dataset: str, n: int) -> list[dict]:
+    path = reference_data / "annotations" / dataset / "descs_ret_test.json"
     return json.loads(path.read_text())[:n]
 
 
@@ -38,16 +38,16 @@ def _link(link: pathlib.Path, target: pathlib.Path) -> None:
 
 
 @pytest.fixture
-def didemo(tmp_path, shared_data):
+def didemo(tmp_path, reference_data):
     """4 real DiDeMo test records; record k <-> real clip k+1.
 
     Records 0-2 have ``audio_<id>.mp3``; record 3 only a decoy ``<id>.mp3`` (the raw id), which
     the DiDeMo layout must not find.
     """
-    records = _real_records(shared_data, "didemo", 4)
+    records = _real_records(reference_data, "didemo", 4)
     ann = tmp_path / "didemo_test.json"
     ann.write_text(json.dumps(records))
-    clips = shared_data / "media"
+    clips = reference_data / "media"
     for k, record in enumerate(records):
         vid = record["video_id"]
         _link(tmp_path / "videos" / f"{vid}.mp4", clips / "videos" / f"video{k + 1}.mp4")
@@ -67,7 +67,7 @@ def didemo(tmp_path, shared_data):
     return records, overrides
 
 
-def test_didemo_audio_is_found_under_its_layout_name(didemo, shared_data):
+def test_didemo_audio_is_found_under_its_layout_name(didemo, reference_data):
     records, overrides = didemo
     split = samples.load_split(data_config(**overrides, bad_data="skip"), "test")
     audios = [None if p is None else pathlib.Path(p).name for p in split.media_paths["audio"]]
@@ -91,7 +91,7 @@ def test_didemo_missing_audio_names_the_layout_stem(didemo):
         samples.load_split(config, "test")
 
 
-def test_didemo_eval_batch_decodes_the_right_clips(didemo, shared_data):
+def test_didemo_eval_batch_decodes_the_right_clips(didemo, reference_data):
     records, overrides = didemo
     config = data_config(**overrides, filter_audio=True)
     (batch,) = list(pipeline.make_eval_iterator(config, "test", process_index=0, process_count=1))
@@ -101,11 +101,11 @@ def test_didemo_eval_batch_decodes_the_right_clips(didemo, shared_data):
     for row in range(3):
         clip = row + 1
         audio = media_audio.load_fbank_slices(
-            shared_data / "media" / "audios" / f"audio{clip}.mp3", num_clips=2, train=False
+            reference_data / "media" / "audios" / f"audio{clip}.mp3", num_clips=2, train=False
         )
         np.testing.assert_array_equal(batch["audio"][row], audio)
         frames = media_video.load_frames(
-            shared_data / "media" / "videos" / f"video{clip}.mp4",
+            reference_data / "media" / "videos" / f"video{clip}.mp4",
             num_frames=2,
             train=False,
             size=32,
@@ -115,14 +115,14 @@ def test_didemo_eval_batch_decodes_the_right_clips(didemo, shared_data):
     assert batch["present_audio"].tolist() == [True] * 3 + [False]
 
 
-def test_audiocaps_media_use_the_id_up_to_the_first_dot(tmp_path, shared_data):
-    records = _real_records(shared_data, "audiocaps", 3)
+def test_audiocaps_media_use_the_id_up_to_the_first_dot(tmp_path, reference_data):
+    records = _real_records(reference_data, "audiocaps", 3)
     ann = tmp_path / "audiocaps_test.json"
     ann.write_text(json.dumps(records))
     ids = [r["video_id"] for r in records]
     stems = [i.split(".")[0] for i in ids]
     assert all(stem != i for stem, i in zip(stems, ids, strict=True))  # e.g. X_100.000_110.000
-    clips = shared_data / "media"
+    clips = reference_data / "media"
     for k in range(3):
         _link(tmp_path / "videos" / f"{stems[k]}.mp4", clips / "videos" / f"video{k + 1}.mp4")
     # Records 0-1 under the AudioCaps name; record 2 only under its full id (not found).
@@ -150,14 +150,14 @@ def test_audiocaps_media_use_the_id_up_to_the_first_dot(tmp_path, shared_data):
     assert pathlib.Path(found).name == f"{ids[2]}.mp3"
 
 
-def test_audio_backend_is_validated_and_passed_to_the_filterbank(tmp_path, shared_data):
+def test_audio_backend_is_validated_and_passed_to_the_filterbank(tmp_path, reference_data):
     assert AUDIO_BACKENDS == media_audio.FBANK_BACKENDS
     with pytest.raises(ValueError, match=r"'audio.backend'.*'torch'"):
         data_config(audio=dict(backend="torch"))
     records = [{"video_id": "clip", "desc": "A dog is barking"}]
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps(records))
-    _link(tmp_path / "audios" / "clip.mp3", shared_data / "media" / "audios" / "audio1.mp3")
+    _link(tmp_path / "audios" / "clip.mp3", reference_data / "media" / "audios" / "audio1.mp3")
     base = dict(
         dataset=None,
         annotations={"test": str(ann)},

@@ -348,3 +348,24 @@ def test_zero_shot_classifier_against_brute_force():
     mbatches = [{"index": b["index"], "labels": multi[b["index"]]} for b in batches]
     got_m = ZeroShotClassifier(prompts=prompt_batch, label_key="labels").run(encode, mbatches)
     assert got_m["mAP"] == pytest.approx(100 * mean_average_precision(-vol, multi), abs=1e-3)
+
+
+def test_retrieval_evaluator_area_and_symile_scorings():
+    """Every tuple scoring of the one registry is a retrieval scoring (prefix = its name)."""
+    from gram_jax.evaluators import tuple_scores
+
+    rng = np.random.default_rng(9)
+    emb = {m: unit(rng.normal(size=(12, 6))).astype(np.float32) for m in ("text", "video", "audio")}
+    batch = {"index": np.arange(12)}
+    out = RetrievalEvaluator(scorings=("area", "symile"), modality_pairs=False).run(
+        lambda b: emb, [batch]
+    )
+    data = np.stack([emb["video"], emb["audio"]])
+    for name in ("area", "symile"):
+        scores = tuple_scores(emb["text"], data, name)
+        assert out[f"{name}/t2d/R@1"] == retrieval_metrics(scores, np.arange(12))["R@1"]
+        assert out[f"{name}/d2t/MnR"] == retrieval_metrics(scores.T, np.arange(12))["MnR"]
+    assert "t2d/R@1" not in out  # volume was not asked for
+    absent = {**batch, "present_audio": np.arange(12) != 3}
+    with pytest.raises(ValueError, match="'area'.*absent"):
+        RetrievalEvaluator(scorings=("area",)).run(lambda b: emb, [absent])

@@ -17,20 +17,17 @@ initialisation and checkpoint-slicing programs of set-ups with the same model ar
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import pathlib
 import struct
-import sys
 
 import jax
+import jax_cache
 import numpy as np
 import pytest
 
+from gram_jax.config_loading import load_config_module
 from gram_jax.config_validation import validate_config
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import jax_cache  # noqa: E402
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 PAPER_ROWS = {
@@ -45,13 +42,7 @@ ABLATIONS = ("loss", "modalities", "gather_mode", "temperature", "matching")
 
 
 def load(relative: str):
-    path = EXPERIMENTS / relative
-    name = "test_experiment_" + relative.replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_config_module(EXPERIMENTS / relative)
 
 
 def all_cases() -> list[tuple[str, str]]:
@@ -95,6 +86,7 @@ def distinct_setups() -> list[tuple[str, str]]:
 def test_every_paper_row_and_ablation_is_covered():
     files = {p.relative_to(EXPERIMENTS).as_posix() for p in EXPERIMENTS.glob("*/*.py")}
     files -= {"paper/paper_base.py", "ablations/ablation_base.py"}
+    files -= {"paper/__init__.py", "ablations/__init__.py"}
     files = {f for f in files if f.startswith(("paper/", "ablations/"))}
     assert files == {relative for relative, _ in CASES}
 
@@ -202,6 +194,8 @@ def test_setup_runs_two_real_steps(relative, arg, tmp_path):
     config = runlocal_config(relative, arg)
     config.total_steps = 2
     config.checkpoint_steps = 2
+    # The train step is under test here; evaluation of a runlocal run: tests/test_readme_howtos.py.
+    config.evals = {}
     state = train_and_evaluate(config, tmp_path)
     assert int(state["step"]) == 2
     for leaf in jax.tree.leaves(state["params"]):

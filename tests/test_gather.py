@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-from gram_jax import gather, losses
+from gram_jax import losses
+from gram_jax.losses import gather
+from gram_jax.losses.inputs import LossInputs
 
 
 def unit(x):
@@ -99,9 +101,10 @@ def test_baselines_local_equals_global(name):
 
     def run(mode):
         def f(e):
-            return losses.LOSSES[name](
+            inputs = LossInputs(
                 e, pres, temperature=0.1, gather_mode=mode, mesh=mesh, rng=jax.random.key(7)
-            )[0]
+            )
+            return losses.LOSSES[name](inputs)[0]
 
         return jax.jit(jax.value_and_grad(f))(emb)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gram_jax import parallel
 from gram_jax.models import layers
 
 
@@ -172,9 +173,8 @@ def test_stacked_layers_have_distinct_init_and_a_layers_axis_name():
 def test_constrain_shards_activations_by_logical_rules():
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     rules = (("batch", "data"), ("mlp", "model"), ("embed", None))
-    assert layers.logical_to_spec(("batch", "length", "mlp"), rules) == jax.sharding.PartitionSpec(
-        "data", None, "model"
-    )
+    spec = parallel.logical_to_spec(("batch", "length", "mlp"), (4, 3, 16), mesh, rules)
+    assert spec == jax.sharding.PartitionSpec("data", None, "model")
     mlp = layers.MLP(8, 16, rngs=nnx.Rngs(0))
     x = jnp.ones((4, 3, 8))
     plain = mlp(x)

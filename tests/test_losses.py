@@ -15,8 +15,9 @@ import pytest
 from flax import nnx
 
 from gram_jax import losses
-from gram_jax.contrastive import smoothed_cross_entropy
-from gram_jax.temperature import Temperature, is_temperature_path
+from gram_jax.losses.cross_entropy import smoothed_cross_entropy
+from gram_jax.losses.inputs import LossInputs
+from gram_jax.models.temperature import Temperature, is_temperature_path
 
 
 def unit(x):
@@ -280,7 +281,13 @@ def test_registry_volume_entry_equals_direct_call():
     emb = {"text": anchor, "video": others[0], "audio": others[1], "subtitle": others[2]}
     pres = {"video": present[0], "audio": present[1], "subtitle": present[2]}
     got, _ = losses.LOSSES["volume"](
-        emb, pres, order=("video", "audio", "subtitle"), temperature=0.07, rng=jax.random.key(0)
+        LossInputs(
+            emb,
+            pres,
+            order=("video", "audio", "subtitle"),
+            temperature=0.07,
+            rng=jax.random.key(0),
+        )
     )
     want, _ = losses.volume_contrastive_loss(anchor, others, temperature=0.07, present=present)
     np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -293,4 +300,4 @@ def test_registry_volume_entry_equals_direct_call():
         "area",
     }
     with pytest.raises(ValueError, match="'depth'"):
-        losses.LOSSES["volume"](emb, None, order=("video", "depth"), temperature=0.07)
+        losses.LOSSES["volume"](LossInputs(emb, order=("video", "depth"), temperature=0.07))

@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from gram_jax import losses
-from gram_jax.matching import hard_negative_log_weights
+from gram_jax.losses import matching
 
 
 def released_weights(logits, positive):
@@ -36,7 +36,7 @@ def test_draws_follow_the_released_distribution_and_skip_the_positive():
     keys = jax.random.split(jax.random.key(42), draws)
     sample = jax.jit(
         jax.vmap(
-            lambda k: losses.sample_hard_negatives(
+            lambda k: matching.sample_hard_negatives(
                 k, logits_a2d, logits_d2a, positive_index=positive
             )
         )
@@ -59,12 +59,12 @@ def test_no_nan_when_a_row_is_masked_except_one_entry():
     logits[0, 0] = 1.0  # only the positive is finite: uniform 1e-4 floor over the negatives
     logits[1, 4] = 1.0  # only a negative is finite: it takes (almost) all the mass
     # row 2 entirely -inf: softmax taken as 0, uniform floor
-    logw = np.asarray(hard_negative_log_weights(jnp.asarray(logits), jnp.arange(3)))
+    logw = np.asarray(matching.hard_negative_log_weights(jnp.asarray(logits), jnp.arange(3)))
     assert not np.isnan(logw).any()
     assert np.isneginf(logw[np.arange(3), np.arange(3)]).all()
     np.testing.assert_allclose(np.exp(logw[0, 1:]), 1e-4, rtol=1e-5)
     np.testing.assert_allclose(np.exp(logw[1, 4]), 1.0 + 1e-4, rtol=1e-5)
-    neg_data, neg_text = losses.sample_hard_negatives(
+    neg_data, neg_text = matching.sample_hard_negatives(
         jax.random.key(1), jnp.asarray(logits), jnp.asarray(logits)
     )
     assert np.all(np.asarray(neg_data) != np.arange(3))
@@ -76,7 +76,7 @@ def test_invalid_columns_are_never_drawn():
     valid = np.array([True] * 6 + [False] * 2)
     keys = jax.random.split(jax.random.key(3), 2000)
     neg, _ = jax.jit(
-        jax.vmap(lambda k: losses.sample_hard_negatives(k, logits, logits, column_valid=valid))
+        jax.vmap(lambda k: matching.sample_hard_negatives(k, logits, logits, column_valid=valid))
     )(keys)
     assert np.asarray(neg).max() < 6
 
@@ -92,7 +92,7 @@ def test_hard_negatives_from_volume_logits_prefer_close_tuples():
     _, aux = losses.volume_contrastive_loss(anchor, others, temperature=0.05)
     keys = jax.random.split(jax.random.key(5), 4000)
     neg_data, _ = jax.jit(
-        jax.vmap(lambda k: losses.sample_hard_negatives(k, aux["logits_a2d"], aux["logits_d2a"]))
+        jax.vmap(lambda k: matching.sample_hard_negatives(k, aux["logits_a2d"], aux["logits_d2a"]))
     )(keys)
     counts = np.bincount(np.asarray(neg_data)[:, 0], minlength=6)
     assert counts.argmax() == 1 and counts[0] == 0
@@ -101,7 +101,7 @@ def test_hard_negatives_from_volume_logits_prefer_close_tuples():
 def test_matching_batch_layout():
     neg_data = jnp.array([5, 6, 7], jnp.int32)
     neg_text = jnp.array([0, 1, 2], jnp.int32)
-    batch = losses.build_matching_batch(neg_data, neg_text, positive_index=jnp.arange(3, 6))
+    batch = matching.build_matching_batch(neg_data, neg_text, positive_index=jnp.arange(3, 6))
     np.testing.assert_array_equal(batch["text_index"], [3, 4, 5, 3, 4, 5, 0, 1, 2])
     np.testing.assert_array_equal(batch["data_index"], [3, 4, 5, 5, 6, 7, 3, 4, 5])
     np.testing.assert_array_equal(batch["labels"], [1, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -116,17 +116,17 @@ def test_matching_loss_matches_torch():
     want = torch.nn.functional.cross_entropy(
         torch.tensor(logits, dtype=torch.float64), torch.tensor(labels, dtype=torch.long)
     ).item()
-    np.testing.assert_allclose(losses.matching_loss(logits, labels), want, rtol=1e-5)
+    np.testing.assert_allclose(matching.matching_loss(logits, labels), want, rtol=1e-5)
 
 
 def test_sampler_and_matching_reject_bad_shapes():
     with pytest.raises(ValueError, match="N >= 2"):
-        losses.sample_hard_negatives(jax.random.key(0), jnp.zeros((1, 1)), jnp.zeros((1, 1)))
+        matching.sample_hard_negatives(jax.random.key(0), jnp.zeros((1, 1)), jnp.zeros((1, 1)))
     with pytest.raises(ValueError, match="one shape"):
-        losses.sample_hard_negatives(jax.random.key(0), jnp.zeros((2, 4)), jnp.zeros((2, 3)))
+        matching.sample_hard_negatives(jax.random.key(0), jnp.zeros((2, 4)), jnp.zeros((2, 3)))
     with pytest.raises(ValueError, match="positive_index"):
-        losses.sample_hard_negatives(
+        matching.sample_hard_negatives(
             jax.random.key(0), jnp.zeros((2, 4)), jnp.zeros((2, 4)), positive_index=jnp.arange(3)
         )
     with pytest.raises(ValueError, match=r"\[M, 2\]"):
-        losses.matching_loss(jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32))
+        matching.matching_loss(jnp.zeros((4, 3)), jnp.zeros(4, jnp.int32))

@@ -70,8 +70,10 @@ def kaldi_fbank_float64(
 
 
 @pytest.fixture(scope="module")
-def real_waves(shared_data):
-    return {name: audio.load_waveform(shared_data / "media" / name) for name in sorted(REAL_AUDIO)}
+def real_waves(reference_data):
+    return {
+        name: audio.load_waveform(reference_data / "media" / name) for name in sorted(REAL_AUDIO)
+    }
 
 
 def test_real_files_decode_whatever_the_extension(real_waves):
@@ -183,7 +185,7 @@ def test_downmix_and_resample_of_real_formats(tmp_path):
     assert abs(len(audio.load_waveform(mp3)) - 16000) < 1200
 
 
-def test_broken_audio_raises_media_error(tmp_path, shared_data):
+def test_broken_audio_raises_media_error(tmp_path, reference_data):
     empty = tmp_path / "empty.mp3"
     empty.write_bytes(b"")
     with pytest.raises(MediaError, match="empty"):
@@ -208,7 +210,7 @@ def test_broken_audio_raises_media_error(tmp_path, shared_data):
     with pytest.raises(MediaError, match="too short"):
         audio.load_fbank_slices(tiny, train=False)
     # A truncated real MP3: its header announces 14.74 s, half of that decodes.
-    src = (shared_data / "media" / "audios" / "audio2.mp3").read_bytes()
+    src = (reference_data / "media" / "audios" / "audio2.mp3").read_bytes()
     cut = tmp_path / "cut.mp3"
     cut.write_bytes(src[: len(src) // 2])
     with pytest.raises(MediaError, match="truncated: the container announces 14.74 s"):
@@ -255,8 +257,8 @@ def test_slices_groups_middle_and_short_audio():
 
 
 @pytest.mark.parametrize("clips,mel_bins", [(1, 64), (2, 128)])
-def test_load_fbank_slices_on_real_clips(shared_data, clips, mel_bins):
-    path = shared_data / "media" / "audios" / "audio2.mp3"  # 14.7 s: two slices of 1024
+def test_load_fbank_slices_on_real_clips(reference_data, clips, mel_bins):
+    path = reference_data / "media" / "audios" / "audio2.mp3"  # 14.7 s: two slices of 1024
     out = audio.load_fbank_slices(path, num_clips=clips, mel_bins=mel_bins, train=False)
     assert out.shape == (clips, 1024, mel_bins) and out.dtype == np.float32
     raw = audio.fbank(audio.load_waveform(path), mel_bins=mel_bins)

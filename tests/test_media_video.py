@@ -136,8 +136,8 @@ def test_public_crop_box_and_transform_frame():
 
 
 @pytest.mark.parametrize("clip", [1, 2, 3, 4])
-def test_real_clips(shared_data, clip):
-    path = shared_data / "media" / "videos" / f"video{clip}.mp4"
+def test_real_clips(reference_data, clip):
+    path = reference_data / "media" / "videos" / f"video{clip}.mp4"
     assert video.count_frames(path) == REAL_FRAMES[clip]
     frames = video.load_frames(path, num_frames=8, train=False)
     assert frames.shape == (8, 224, 224, 3) and frames.dtype == np.uint8
@@ -150,9 +150,9 @@ def test_real_clips(shared_data, clip):
     assert resized.shape == (4, 224, 224, 3)
 
 
-def test_real_clip_eval_frames_match_an_independent_decode(shared_data):
+def test_real_clip_eval_frames_match_an_independent_decode(reference_data):
     """The middle frames equal the frames an independent full decode holds at those positions."""
-    path = shared_data / "media" / "videos" / "video3.mp4"
+    path = reference_data / "media" / "videos" / "video3.mp4"
     with av.open(str(path)) as container:
         # swscale's own resize, independent of the PIL path under test.
         small = [
@@ -177,7 +177,7 @@ def test_normalize_frames():
         video.normalize_frames(frames.astype(np.float32))
 
 
-def test_broken_files_raise_media_error(tmp_path, shared_data):
+def test_broken_files_raise_media_error(tmp_path, reference_data):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(MediaError, match="empty"):
@@ -195,7 +195,7 @@ def test_broken_files_raise_media_error(tmp_path, shared_data):
         video.load_frames(audio_only, num_frames=2, train=False)
     # Truncated real clips: moov-first (video1) decodes partially; moov-last (video2) cannot open.
     for clip, pattern in [(1, "truncated"), (2, "cannot open")]:
-        src = shared_data / "media" / "videos" / f"video{clip}.mp4"
+        src = reference_data / "media" / "videos" / f"video{clip}.mp4"
         cut = tmp_path / f"cut{clip}.mp4"
         data = src.read_bytes()
         cut.write_bytes(data[: len(data) // 3])
@@ -204,7 +204,7 @@ def test_broken_files_raise_media_error(tmp_path, shared_data):
         assert str(cut) in str(info.value)
     # A copy with another extension still decodes (the container is sniffed, not the name).
     renamed = tmp_path / "video1.avi"
-    shutil.copy(shared_data / "media" / "videos" / "video1.mp4", renamed)
+    shutil.copy(reference_data / "media" / "videos" / "video1.mp4", renamed)
     assert video.load_frames(renamed, num_frames=2, train=False).shape == (2, 224, 224, 3)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pathlib
+import runpy
 import shutil
 
 import pytest
+
+from data_pipelines.datasets import tridigits
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
@@ -14,8 +17,6 @@ pytestmark = pytest.mark.media
 
 def test_notebook_is_generated_from_its_script():
     nbformat = pytest.importorskip("nbformat")
-    import runpy
-
     cells = runpy.run_path(str(REPO / "notebooks" / "make_quickstart_notebook.py"))["CELLS"]
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert [c.source for c in nb.cells] == [source for _, source in cells]
@@ -24,8 +25,6 @@ def test_notebook_is_generated_from_its_script():
 def test_notebook_executes(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    from data_pipelines.datasets import tridigits
-
     if not (tridigits.default_cache_dir() / "sources" / ".unpacked").exists() and not (
         shutil.which("apt-get") and shutil.which("dpkg-deb")
     ):

@@ -10,7 +10,7 @@ from flax import nnx
 
 from gram_jax import optim
 from gram_jax.models import layers
-from gram_jax.temperature import Temperature
+from gram_jax.models.temperature import Temperature
 from gram_jax.trainer_config import trainer_defaults
 
 

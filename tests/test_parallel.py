@@ -51,6 +51,29 @@ def test_logical_to_spec_maps_and_replicates_what_does_not_divide():
         parallel.logical_to_spec(("embed",), (2, 4), mesh)
 
 
+def test_logical_to_spec_rule_priority_is_flax_s():
+    """An earlier rule wins a mesh axis (whatever the dimension order); a later rule for the same
+    name is a fallback when the first one's axes are taken or do not divide."""
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    rules = (("mlp", "model"), ("heads", "model"), ("heads", "fsdp"), ("mlp", None))
+    # heads comes first in the array, but the mlp rule comes first in the rules
+    assert parallel.logical_to_spec(("heads", "mlp"), (4, 4), mesh, rules) == P("fsdp", "model")
+    # the first heads rule applies when model is free; the fallback is not used
+    assert parallel.logical_to_spec(("heads", "kv"), (4, 4), mesh, rules) == P("model", None)
+    # model does not divide 3, so the fallback fsdp does not either: replicated
+    assert parallel.logical_to_spec(("heads",), (3,), mesh, rules) == P(None)
+    # the first rule for a name wins (flax), not the last
+    first = (("embed", "fsdp"), ("embed", "model"))
+    assert parallel.logical_to_spec(("embed",), (4,), mesh, first) == P("fsdp")
+    # a rule to None is final: the later rule for the name is not tried
+    final = (("embed", None), ("embed", "model"))
+    assert parallel.logical_to_spec(("embed",), (4,), mesh, final) == P(None)
+    # mesh axes of size 1 do not shard and are not claimed
+    flat = parallel.make_mesh({"data": 8, "fsdp": 1, "model": 1})
+    assert parallel.logical_to_spec(("embed", "mlp"), (8, 8), flat) == P(None, None)
+    assert parallel.logical_to_spec(("batch", "embed"), (8, 8), flat) == P(("data", "fsdp"), None)
+
+
 class Block(nnx.Module):
     def __init__(self, rngs):
         self.up = layers.Dense(8, 16, axes=("embed", "mlp"), rngs=rngs)

@@ -27,8 +27,8 @@ if not flags.FLAGS.is_parsed():
 
 
 @pytest.fixture
-def clips(tmp_path, shared_data):
-    return clip_dataset(tmp_path, shared_data)
+def clips(tmp_path):
+    return clip_dataset(tmp_path)
 
 
 def _take(iterator, n):
@@ -235,8 +235,8 @@ def test_eval_sees_every_sample_once_padded(clips):
     _assert_batches_equal(batches, again)
 
 
-def test_caption_mode_first_and_labels(tmp_path, shared_data):
-    layout = clip_dataset(tmp_path, shared_data)
+def test_caption_mode_first_and_labels(tmp_path):
+    layout = clip_dataset(tmp_path)
     records = json.loads(open(layout["annotations"]["train"]).read())
     for digit, record in enumerate(records):
         record["label"] = digit
@@ -284,8 +284,8 @@ def test_missing_and_broken_media_follow_the_policy(clips, tmp_path):
         next(it)
 
 
-def test_real_msrvtt_annotations_two_process_eval_shards(shared_data):
-    ann = shared_data / "annotations" / "msrvtt" / "descs_ret_test.json"
+def test_real_msrvtt_annotations_two_process_eval_shards(reference_data):
+    ann = reference_data / "annotations" / "msrvtt" / "descs_ret_test.json"
     config = data_config(
         dataset="msrvtt",
         annotations={"test": str(ann)},

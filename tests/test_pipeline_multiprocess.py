@@ -28,9 +28,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_read_disjoint_covering_shards(tmp_path, shared_data):
-    layout = clip_dataset(tmp_path, shared_data)
-    msrvtt = shared_data / "annotations" / "msrvtt" / "descs_ret_test.json"
+def test_two_processes_read_disjoint_covering_shards(tmp_path, reference_data):
+    layout = clip_dataset(tmp_path)
+    msrvtt = reference_data / "annotations" / "msrvtt" / "descs_ret_test.json"
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     env["JAX_PLATFORMS"] = "cpu"

@@ -25,9 +25,9 @@ def _eval(config):
 
 
 @pytest.fixture
-def prepared(tmp_path, shared_data):
+def prepared(tmp_path):
     """The clips prepared in parts of 3 records (2 parts), plus the raw and prepared configs."""
-    layout = clip_dataset(tmp_path, shared_data)
+    layout = clip_dataset(tmp_path)
     out = tmp_path / "prepared"
     raw = small_config(layout, num_frames=3, eval_batch_size=4)
     manifest = prepare.prepare_split(
@@ -95,8 +95,8 @@ def test_prepared_training_shares_the_interface_and_restores(prepared):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_interrupted_prepare_resumes_at_the_unfinished_part(tmp_path, shared_data, monkeypatch):
-    layout = clip_dataset(tmp_path, shared_data)
+def test_interrupted_prepare_resumes_at_the_unfinished_part(tmp_path, monkeypatch):
+    layout = clip_dataset(tmp_path)
     out = tmp_path / "prepared"
     config = small_config(
         layout, num_frames=2, modalities=("video", "audio"), prepared_dir=str(out)
@@ -142,8 +142,8 @@ def test_interrupted_prepare_resumes_at_the_unfinished_part(tmp_path, shared_dat
     assert batches[0]["index"].tolist() == [0, 0, 1, 1] and batches[0]["present_video"].all()
 
 
-def test_bad_media_recorded_then_policy_applies(tmp_path, shared_data):
-    layout = clip_dataset(tmp_path, shared_data)
+def test_bad_media_recorded_then_policy_applies(tmp_path):
+    layout = clip_dataset(tmp_path)
     audio_dir = pathlib.Path(layout["audio_dir"])
     (audio_dir / "video2.mp3").unlink()
     out = tmp_path / "prepared"

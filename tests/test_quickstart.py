@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -16,10 +15,9 @@ pytestmark = pytest.mark.media
 
 
 def _load(relative: str):
-    sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-    from tridigits_common import load_experiment_module
+    from gram_jax.config_loading import load_config_module
 
-    return load_experiment_module(relative, "experiment_" + relative.replace("/", "_")[:-3])
+    return load_config_module(REPO / "experiments" / relative)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +42,7 @@ def test_quickstart_config_keys(runlocal_config):
 
 
 def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
-    from gram_jax.alignment_report import report_run
+    from gram_jax.evaluators.report import report_run
     from gram_jax.train import Trainer, train_and_evaluate
 
     config = runlocal_config

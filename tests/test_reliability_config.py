@@ -1,20 +1,15 @@
 """Issue 14, config probes: every bad value refused before compile; resume compares configs."""
 
 import json
-import pathlib
-import sys
 import time
 
 import ml_collections
 import pytest
 
+from experiments import base_config
 from gram_jax import resume_check
 from gram_jax.config_schema import rule_for
 from gram_jax.config_validation import ConfigError, reference_config, validate_config
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import base_config  # noqa: E402
 
 
 def _set(config, key, value):

@@ -12,22 +12,16 @@ lr=1e6 step is compiled here (once; the rollback test reuses it).
 import json
 import logging
 import pathlib
-import shutil
-import sys
 
 import jax
+import jax_cache
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from experiments import base_config
 from gram_jax.divergence import DivergenceError
 from gram_jax.train import train_and_evaluate
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-sys.path.insert(0, str(ROOT / "tests"))
-import base_config  # noqa: E402
-import jax_cache  # noqa: E402
 
 # lr 1e6 after one warm-up step at lr 0: state 1 is healthy, update 1 is the first at 1e6.
 HUGE_LR = {"optim.lr": 1e6, "schedule.warmup_steps": 1}
@@ -121,16 +115,20 @@ def test_rollback_restores_the_good_state_skips_the_batch_and_caps_retries(tmp_p
 
 
 def _clips_with_broken_videos(root: pathlib.Path, data) -> pathlib.Path:
-    """The 4 reference clips plus 4 records whose video files are not videos."""
-    source = pathlib.Path(data.annotations.train)
-    records = json.loads(source.read_text())
-    for sub in ("videos", "audios"):
-        shutil.copytree(pathlib.Path(data[f"{sub[:-1]}_dir"]), root / sub, symlinks=True)
+    """The 4 reference clips (linked) plus 4 records whose video files are not videos."""
+    from data_pipelines.datasets.reference_clips import LAYOUT
+
+    records = json.loads(pathlib.Path(data.annotations.train).read_text())
+    for sub in ("video", "audio"):
+        (root / f"{sub}s").mkdir(parents=True)
+        for src in pathlib.Path(data[f"{sub}_dir"]).iterdir():
+            (root / f"{sub}s" / src.name).symlink_to(src.resolve())
     for i, record in enumerate(list(records)):
-        records.append({"video_id": f"broken{i}", "desc": record["desc"]})
-        (root / "videos" / f"broken{i}.mp4").write_bytes(b"\x00not a video" * 100)
-        audio = next((root / "audios").glob(f"{record['video_id']}.*"))
-        (root / "audios" / f"broken{i}{audio.suffix}").symlink_to(audio.resolve())
+        new_id = f"broken{i}"
+        records.append({"video_id": new_id, "desc": record["desc"]})
+        (root / "videos" / f"{LAYOUT.video_prefix}{new_id}.mp4").write_bytes(b"\x00no video" * 99)
+        audio = root / "audios" / f"{LAYOUT.audio_prefix}{record['video_id']}.mp3"
+        (root / "audios" / f"{LAYOUT.audio_prefix}{new_id}.mp3").symlink_to(audio.resolve())
     (root / "annotations.json").write_text(json.dumps(records))
     return root
 

@@ -20,10 +20,10 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def real_texts(shared_data):
+def real_texts(reference_data):
     """file name -> unique texts: the captions of every annotation file, and the MSR-VTT test
     subtitles (noisy ASR text)."""
-    files = sorted((shared_data / "annotations").glob("*/*.json"))
+    files = sorted((reference_data / "annotations").glob("*/*.json"))
     assert len(files) == 10
     texts: dict[str, list[str]] = {}
     for path in files:

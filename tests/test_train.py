@@ -8,10 +8,12 @@ import sys
 import time
 
 import jax
+import jax_cache
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from experiments import base_config
 from gram_jax import parallel
 from gram_jax.eval_main import evaluate_checkpoint
 from gram_jax.exit_codes import EXIT_PREEMPTED
@@ -19,10 +21,6 @@ from gram_jax.train import Trainer, train_and_evaluate
 from gram_jax.train_step import NonFiniteLossError, check_finite
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-sys.path.insert(0, str(ROOT / "tests"))
-import base_config  # noqa: E402
-import jax_cache  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

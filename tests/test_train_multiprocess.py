@@ -5,12 +5,11 @@ import socket
 import subprocess
 import sys
 
+import jax_cache
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "train_worker.py"
-sys.path.insert(0, str(ROOT / "tests"))
-import jax_cache  # noqa: E402
 
 
 def _free_port() -> int:

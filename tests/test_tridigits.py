@@ -6,6 +6,7 @@ The packages are fetched with ``apt-get download`` (a package registry) into the
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -15,11 +16,12 @@ import av
 import numpy as np
 import pytest
 
+from data_pipelines import cli
+from data_pipelines.config import data_config
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets import tridigits as td
-from data_pipelines.datasets import tridigits_media as media
-from data_pipelines.datasets import tridigits_sources as sources
-from data_pipelines.datasets import tridigits_splits as splits
+from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.pipeline import make_eval_iterator
 
 pytestmark = pytest.mark.media
 
@@ -174,9 +176,6 @@ def test_build_is_deterministic(small_build, source_dir, tmp_path):
 
 
 def test_real_pipeline_reads_every_test_sample(small_build):
-    from data_pipelines.config import data_config
-    from data_pipelines.pipeline import make_eval_iterator
-
     out, _ = small_build
     assert get_layout("tridigits").name == "tridigits"
     config = data_config(**td.data_overrides(out, 1, SMALL), eval_batch_size=8)
@@ -212,9 +211,28 @@ def test_bad_inputs_name_the_problem(source_dir, tmp_path):
         media.decode_clip(bad)
 
 
-def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
-    from data_pipelines import cli
+def test_two_concurrent_builders_over_a_stale_partial_build(source_dir, tmp_path):
+    """The cache is shared by every process: a killed build's leftovers and a second builder at
+    the same time must both end in one complete build and no stray folders."""
+    tiny = td.BuildOptions(seed=1, folds=2, images_per_class=2, test_images_per_class=1, frames=2)
+    out = tmp_path / "tiny"
+    (out / "videos").mkdir(parents=True)
+    (out / "videos" / "half_written.mp4").write_bytes(b"\0" * 100)  # no manifest: not built
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(td.ensure_built, out, tiny, source_dir=source_dir, log=lambda *_: None)
+            for _ in range(2)
+        ]
+        assert [f.result() for f in futures] == [out, out]
+    assert td.is_built(out, tiny) and not (out / "videos" / "half_written.mp4").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny"]  # no staging or old folder left
+    manifest = json.loads((out / "manifest.json").read_text())
+    for group in ("annotations", "videos", "audios"):
+        for rel, item in manifest[group].items():
+            assert sources.sha256_file(out / rel) == item["sha256"], rel
 
+
+def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["--source-dir", str(source_dir), "--out", str(out), "--folds", "2"]
     argv += ["--images-per-class", "3", "--test-images-per-class", "1", "--frames", "2"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import sys
 
 import pytest
 
@@ -23,20 +22,18 @@ def sweep_module():
         shutil.which("apt-get") and shutil.which("dpkg-deb")
     ):
         pytest.skip("apt-get/dpkg-deb absent and no unpacked TriDigits sources in the cache")
-    sys.path.insert(0, str(TRIDIGITS))
-    import sweep
+    from experiments.tridigits import sweep
 
     return sweep
 
 
 def test_every_method_config_is_valid(sweep_module):
-    from tridigits_common import load_experiment_module
-
+    from gram_jax.config_loading import load_config_module
     from gram_jax.config_validation import validate_config
     from gram_jax.losses import LOSSES
 
     for method, loss in sweep_module.METHODS.items():
-        module = load_experiment_module(f"tridigits/{method}.py", f"experiment_td_{method}")
+        module = load_config_module(TRIDIGITS / f"{method}.py")
         config = module.get_config("runlocal,fold=3,seed=4")
         validate_config(config)
         assert config.loss.name == loss and loss in LOSSES

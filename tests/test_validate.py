@@ -15,9 +15,9 @@ pytestmark = pytest.mark.media
 
 
 @pytest.fixture
-def dataset(tmp_path, shared_data):
+def dataset(tmp_path, reference_data):
     """videos/ and audios/ with 2 good items (real clips), broken items, and the annotations."""
-    media = shared_data / "media"
+    media = reference_data / "media"
     videos, audios = tmp_path / "videos", tmp_path / "audios"
     videos.mkdir()
     audios.mkdir()
@@ -91,15 +91,15 @@ def test_validate_clean_subset_and_modes(dataset, tmp_path):
         assert {p.record_id for p in report.problems if p.kind == "bad_audio"} == bad
 
 
-def test_validate_real_annotations_with_layout(shared_data, tmp_path):
+def test_validate_real_annotations_with_layout(reference_data, tmp_path):
     report = validate.validate(
-        shared_data / "annotations" / "didemo" / "descs_ret_test.json", dataset="didemo"
+        reference_data / "annotations" / "didemo" / "descs_ret_test.json", dataset="didemo"
     )
     assert report.records == 1003 and report.problems == []
     # DiDeMo audio files are named audio_<id>; an empty folder reports each of them as missing.
     (tmp_path / "a").mkdir()
     report = validate.validate(
-        shared_data / "annotations" / "didemo" / "descs_ret_test.json",
+        reference_data / "annotations" / "didemo" / "descs_ret_test.json",
         audio_dir=tmp_path / "a",
         dataset="didemo",
     )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gram_jax import parallel
 from gram_jax.models import layers
 from gram_jax.models.vit import (
     VisionTransformer,
@@ -201,8 +202,6 @@ def test_bad_config_is_named():
 
 def test_sharded_forward_on_eight_devices_matches_single_device():
     """Params sharded by their logical axes (fsdp x model), batch over (data, fsdp)."""
-    from gram_jax import parallel
-
     model = _model()
     frames = _frames(b=4, f=1)
     expected = _run(model, frames).tokens

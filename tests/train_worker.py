@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import ast
 import pathlib
-import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
 
 
 def _flat(tree, prefix=""):
@@ -40,11 +38,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="dotted.key=python literal")
     args = parser.parse_args()
 
-    import base_config
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
 
+    from experiments import base_config
     from gram_jax.train import train_and_evaluate
 
     config = base_config.get_config("runlocal")

@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterable
 
 from data_pipelines.media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, find_media
 
-LAYOUT_NAMES = ("msrvtt", "didemo", "activitynet", "vatex", "audiocaps", "youcook", "vast")
+LAYOUT_NAMES = (
+    "msrvtt",
+    "didemo",
+    "activitynet",
+    "vatex",
+    "audiocaps",
+    "youcook",
+    "vast",
+    "reference_clips",
+)
 
 
 def identity_stem(record_id: str) -> str:

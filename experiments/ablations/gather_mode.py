@@ -1,4 +1,4 @@
-r"""Ablation of how the contrastive batch spans devices (gram_jax.gather, DESIGN section 5).
+r"""Ablation of how the contrastive batch spans devices (gram_jax.losses.gather, DESIGN section 5).
 
 Variants: `global` (default: exact loss and gradient over the global batch), `local` (shard_map:
 local rows against all-gathered columns, gradient through the all_gather; the same numbers up to
@@ -18,13 +18,7 @@ CPU smoke run: ``gather_mode.py:local,runlocal``.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-_HERE = str(pathlib.Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
-import ablation_base  # noqa: E402
+from experiments.ablations import ablation_base
 
 VARIANTS = ("global", "local", "reference")
 

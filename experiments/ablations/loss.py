@@ -21,13 +21,7 @@ CPU smoke run: ``loss.py:symile,runlocal``.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-_HERE = str(pathlib.Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
-import ablation_base  # noqa: E402
+from experiments.ablations import ablation_base
 
 VARIANTS = ("volume", "cosine_anchor", "cosine_all_pairs", "sigmoid", "symile", "area")
 

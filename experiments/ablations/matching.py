@@ -16,13 +16,7 @@ CPU smoke run: ``matching.py:off,runlocal``.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-_HERE = str(pathlib.Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
-import ablation_base  # noqa: E402
+from experiments.ablations import ablation_base
 
 VARIANTS = ("on", "off")
 

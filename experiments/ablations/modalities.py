@@ -18,13 +18,7 @@ Steps: 1,124 at global batch 32 (9,000 // 32 * 4); 4 x 80 GB GPUs. CPU smoke run
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-_HERE = str(pathlib.Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
-import ablation_base  # noqa: E402
+from experiments.ablations import ablation_base
 
 VARIANTS = ("tv", "tva", "tvas")
 

@@ -1,4 +1,4 @@
-r"""Ablation of the contrastive temperature (gram_jax.losses.Temperature).
+r"""Ablation of the contrastive temperature (gram_jax.models.temperature.Temperature).
 
 Variants: `log` (default: learnable log tau, init 0.07, clamped to [0.01, 1], no weight decay),
 `reference` (the released code: a plain learnable divisor init 0.07, unclamped; still excluded from
@@ -16,13 +16,7 @@ CPU smoke run: ``temperature.py:fixed,runlocal``.
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-_HERE = str(pathlib.Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
-import ablation_base  # noqa: E402
+from experiments.ablations import ablation_base
 
 VARIANTS = ("log", "reference", "fixed")
 

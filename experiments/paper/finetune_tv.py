@@ -29,13 +29,7 @@ here: the development machine has 2 CPU cores and none of the datasets. CPU smok
 
 from __future__ import annotations
 
-import pathlib
-import sys
-
-_HERE = str(pathlib.Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.append(_HERE)
-import paper_base  # noqa: E402
+from experiments.paper import paper_base
 
 
 def get_config(arg: str | None = None):

@@ -24,14 +24,13 @@ videos); ``--config.data.caption_mode=all --config.data.filter_audio=False`` giv
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
-import sys
 
 import ml_collections
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1]
+from experiments import base_config
+from gram_jax.config_loading import parse_config_arg
 
 # Data modalities of each table row (the anchor 'text' is always there), in Gram order.
 ROWS = {"tv": ("video",), "tva": ("video", "audio"), "tvas": ("video", "audio", "subtitle")}
@@ -69,17 +68,6 @@ def reference_steps(dataset: str) -> int:
     """The reference's step count: int(records // batch_size * epochs)."""
     run = REFERENCE_RUNS[dataset]
     return int(run.records // run.batch_size * run.epochs)
-
-
-def load_base_config():
-    """experiments/base_config.py (a config file, not an installed module), imported once."""
-    name = "gram_jax_experiments_base_config"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / "base_config.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def data_root() -> pathlib.Path:
@@ -153,8 +141,7 @@ def paper_config(*, row: str, train_dataset: str, eval_datasets: tuple[str, ...]
 
     modalities = ROWS[row]
     run = REFERENCE_RUNS[train_dataset]
-    base = load_base_config()
-    config = base.get_config()
+    config = base_config.get_config()
     config.model = model_config(
         "paper",
         modalities=("text", *modalities),
@@ -194,38 +181,38 @@ def zeroshot_config(row: str, arg: str | None):
 
 def finetune_config(row: str, arg: str | None, default: str = "msrvtt"):
     """Table 2 row: fine-tune on one dataset (a token of `arg`, default MSR-VTT), evaluate on it."""
-    tokens = [t for t in (arg or "").split(",") if t]
-    datasets = [t for t in tokens if t in REFERENCE_RUNS]
+    parsed = parse_config_arg(arg, source=f"paper row {row!r}", words=(*REFERENCE_RUNS, "runlocal"))
+    datasets = [t for t in parsed.words if t in REFERENCE_RUNS]
     if len(datasets) > 1 or any(d not in REPORTED[row] for d in datasets):
         raise ValueError(
             f"paper row {row!r}: expected at most one dataset of {REPORTED[row]}, got {datasets}"
         )
     dataset = datasets[0] if datasets else default
-    rest = ",".join(t for t in tokens if t not in datasets)
+    rest = parsed.join(t for t in parsed.words if t not in datasets)
     return paper_config(row=row, train_dataset=dataset, eval_datasets=(dataset,), arg=rest)
 
 
 def apply_args(config, arg: str | None, *, row: str | None = None):
     """Applies the remaining argument tokens; only 'runlocal' is known here."""
-    tokens = [t for t in (arg or "").split(",") if t]
-    unknown = [t for t in tokens if t != "runlocal"]
-    if unknown:
-        raise ValueError(f"paper config: unknown argument(s) {unknown}; expected 'runlocal'")
-    if "runlocal" in tokens:
+    source = f"paper row {row!r}" if row else "paper config"
+    if parse_config_arg(arg, source=source, words=("runlocal",)).has("runlocal"):
         runlocal(config, row=row)
     return config
 
 
 def runlocal(config, *, row: str | None = None):
-    """base_config.runlocal (tiny towers, the 4 real clips, 4 steps) keeping the row's modalities.
+    """base_config.runlocal (tiny towers, the 4 real clips, 4 steps, a retrieval evaluator on
+    them) keeping the row's modalities.
 
     The clips have video, audio and captions but no subtitles: a T-VAS run sees every subtitle as
     missing (present_subtitle=False), which the volume drops from each Gram matrix.
     """
-    base = load_base_config()
     modalities = config.model.modalities
-    base.runlocal(config)
-    config.data.modalities = (*[m for m in modalities if m != "text"], "text")
-    config.evals = ml_collections.ConfigDict()
+    base_config.runlocal(config)
+    data_modalities = [m for m in modalities if m != "text"]
+    config.data.modalities = (*data_modalities, "text")
+    # base_config's evaluator on the same 4 clips (so `gram-eval` of a runlocal run has work),
+    # scored on the row's tuple without subtitles (the clips have none).
+    config.evals.reference_clips.modalities = tuple(m for m in data_modalities if m != "subtitle")
     config.eval_at_start = False
     return config

@@ -1,6 +1,6 @@
 """Aggregate the TriDigits sweep: mean and 95 % confidence interval per method and metric.
 
-``python experiments/tridigits/aggregate.py --runs workdirs/tridigits_sweep/runs`` rewrites the
+``python -m experiments.tridigits.aggregate --runs workdirs/tridigits_sweep/runs`` rewrites the
 generated part of docs/results.md (between the ``tridigits-table`` markers); text outside the
 markers (the discussion) is kept.
 

@@ -5,12 +5,7 @@ Command (one fold and seed):
 The sweep (experiments/tridigits/sweep.py) runs it over 4 voice folds x 5 seeds.
 """
 
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-
-from tridigits_common import parse_arg, tridigits_config  # noqa: E402
+from experiments.tridigits.tridigits_common import parse_arg, tridigits_config
 
 LOSS = "volume"
 

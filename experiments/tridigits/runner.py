@@ -15,7 +15,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+
+from gram_jax.train_step import NonFiniteLossError, check_finite
 
 
 class SeedBatchRunner:
@@ -23,30 +24,15 @@ class SeedBatchRunner:
 
     def __init__(self, config):
         from gram_jax import parallel
-        from gram_jax.models.gram import GramModel
-        from gram_jax.train import Trainer
-        from gram_jax.train_step import split_model
+        from gram_jax.train import Trainer, init_train_state
 
         self.config = config
         # One device: the runs axis takes the place of data parallelism (and the states built by
         # `init` below live on the default device, as this mesh's shardings say).
         self.trainer = Trainer(config, mesh=parallel.make_mesh(config.mesh, jax.devices()[:1]))
         tx = self.trainer.tx
-
-        def init_one(seed):
-            # Trainer._init_state with the seed as an argument (one compilation for all seeds).
-            with nnx.use_eager_sharding(False):
-                model = GramModel(config.model, rngs=nnx.Rngs(jax.random.key(seed)))
-            _, params, rest = split_model(model)
-            return dict(
-                params=params,
-                model_state=rest,
-                opt_state=tx.init(params),
-                step=jnp.zeros((), jnp.int32),
-                rng=jax.random.key_data(jax.random.key(seed)),
-            )
-
-        self.init = jax.jit(jax.vmap(init_one))
+        # The trainer's initial state with the seed as an argument: one compilation for all seeds.
+        self.init = jax.jit(jax.vmap(lambda seed: init_train_state(config.model, tx, seed)))
         self.step = jax.jit(jax.vmap(self.trainer.train_step), donate_argnums=0)
         encode = self.trainer.encode_fn()
         # Each run encodes its own fold's test set (padded to one size): every argument is mapped.
@@ -82,8 +68,13 @@ class SeedBatchRunner:
             state, metrics = self.step(state, stacked)
             if (step + 1) % max(steps // 10, 1) == 0 or step + 1 == steps:
                 host = jax.device_get(metrics)
-                if np.any(np.asarray(host["nonfinite"])):
-                    raise FloatingPointError(f"runs {runs}: non-finite loss at step {step}")
+                for i, run in enumerate(runs):
+                    try:
+                        check_finite(
+                            [(step, {k: v[i] for k, v in host.items()})], self.trainer.term_names
+                        )
+                    except NonFiniteLossError as err:
+                        raise NonFiniteLossError(f"run (fold, seed) = {run}: {err}") from err
                 history.append({k: np.asarray(v).tolist() for k, v in host.items()})
                 log(
                     f"step {step + 1}/{steps} mean loss {float(np.mean(host['loss'])):.3f} "

@@ -1,8 +1,8 @@
 """TriDigits miniature reproduction: GRAM vs four baselines, K voice folds x seeds.
 
-Usage (from the repository root; resumable, every finished run is a JSON file):
+Usage (resumable, every finished run is a JSON file):
 
-    nohup python experiments/tridigits/sweep.py --workdir workdirs/tridigits_sweep \\
+    nohup python -m experiments.tridigits.sweep --workdir workdirs/tridigits_sweep \\
         > workdirs/tridigits_sweep.log 2>&1 &
 
 Each method's config is ``experiments/tridigits/<method>.py`` (the configs ``gram-train`` runs);
@@ -24,7 +24,6 @@ import time
 import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 METHODS = {  # method -> loss name; gram is the full recipe (matching loss, learnable temperature)
     "gram": "volume",
@@ -61,9 +60,9 @@ def parse_args(argv=None):
 
 def method_config(method: str, args):
     """The method's experiment config with the sweep's run length and sizes."""
-    from tridigits_common import load_experiment_module
+    from gram_jax.config_loading import load_config_module
 
-    module = load_experiment_module(f"tridigits/{method}.py", f"gram_jax_tridigits_{method}")
+    module = load_config_module(HERE / f"{method}.py")
     arg = f"steps={args.steps},batch_size={args.batch_size},frames={args.frames}"
     arg += ",small" if args.small else ""
     config = module.get_config(f"{arg},image_size={args.image_size}")
@@ -72,7 +71,7 @@ def method_config(method: str, args):
 
 
 def run_record(method: str, config, result: dict, settings: dict) -> dict:
-    from gram_jax import alignment_report as report
+    from gram_jax.evaluators import report
 
     scoring = report.scoring_for_loss(config.loss.name)
     emb, labels = result["embeddings"], result["labels"]
@@ -103,8 +102,8 @@ def main(argv=None) -> int:
     # which costs minutes per method on a small CPU.
     jax.config.update("jax_compilation_cache_dir", str(args.workdir / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from arrays import TriDigitsArrays
-    from runner import SeedBatchRunner
+    from experiments.tridigits.arrays import TriDigitsArrays
+    from experiments.tridigits.runner import SeedBatchRunner
 
     runs_dir = args.workdir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +138,7 @@ def main(argv=None) -> int:
             path = runs_dir / f"{method}_fold{result['fold']}_seed{result['seed']}.json"
             path.write_text(json.dumps(record, indent=1))
         print(f"{method}: done in {time.time() - start:.0f} s", flush=True)
-        import aggregate
+        from experiments.tridigits import aggregate
 
         aggregate.write_results(runs_dir, args.results)
     return 0

@@ -13,30 +13,16 @@ the mean of its patch tokens, and the text tower pools the mean of its tokens. W
 patchify stem and CLS pooling, every randomly initialised video (and text) embedding is almost the
 same vector (mean pairwise cosine 0.99-1.00), the contrastive loss is best served by keeping it
 so, and every method ends at chance.
-
-Config files live outside the installed packages, so this module loads ``base_config`` by path.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-import sys
 
 import ml_collections
 
-EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_experiment_module(relative: str, name: str):
-    """Import ``experiments/<relative>`` (a config file, not an installed module) once."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / relative)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from experiments import base_config
+from gram_jax.config_loading import parse_config_arg
 
 
 def build_options(small: bool = False):
@@ -79,8 +65,7 @@ def tridigits_config(
     from data_pipelines.datasets import tridigits
     from gram_jax.models.config import model_config
 
-    base = load_experiment_module("base_config.py", "gram_jax_experiments_base_config")
-    config = base.get_config()
+    config = base_config.get_config()
     options = build_options(small_data)
     root = pathlib.Path(data_root) if data_root else tridigits.default_out_dir(options)
     if build:
@@ -128,29 +113,34 @@ def tridigits_config(
     return config
 
 
+_INT_KEYS = ("fold", "seed", "steps", "batch_size", "frames", "image_size")
+
+
 def parse_arg(arg: str | None) -> dict:
     """``'fold=1,seed=2,steps=300,small'`` -> keyword arguments of ``tridigits_config``.
 
     ``steps`` sets total_steps; ``small`` selects the small dataset variant; ``runlocal`` is
     ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config).
     """
+    parsed = parse_config_arg(
+        arg,
+        source="TriDigits config",
+        words=("small", "runlocal"),
+        keys=(*_INT_KEYS, "data_root"),
+    )
     kwargs: dict = {}
-    for part in filter(None, (arg or "").split(",")):
-        key, sep, value = part.partition("=")
-        if not sep:
-            if key == "small":
-                kwargs["small_data"] = True
-            elif key == "runlocal":
-                kwargs.update(small_data=True, total_steps=2, batch_size=8, frames=2, image_size=28)
-            else:
-                raise ValueError(f"TriDigits config: unknown argument {part!r}")
-        elif key in ("fold", "seed", "steps", "batch_size", "frames", "image_size"):
-            kwargs["total_steps" if key == "steps" else key] = int(value)
-        elif key == "data_root":
+    if parsed.has("small"):
+        kwargs["small_data"] = True
+    if parsed.has("runlocal"):
+        kwargs.update(small_data=True, total_steps=2, batch_size=8, frames=2, image_size=28)
+    for key, value in parsed.values.items():
+        if key == "data_root":
             kwargs["data_root"] = value
-        else:
+            continue
+        try:
+            kwargs["total_steps" if key == "steps" else key] = int(value)
+        except ValueError:
             raise ValueError(
-                f"TriDigits config: unknown key {key!r} in {arg!r}; expected fold, seed, steps, "
-                "batch_size, frames, image_size, data_root, small or runlocal"
-            )
+                f"TriDigits config: {key}={value!r} in {arg!r} is not an integer"
+            ) from None
     return kwargs

@@ -21,7 +21,7 @@ import numpy as np
 from gram_jax import volume
 from gram_jax.evaluators.base import EncodeFn, MatchFn, collect
 from gram_jax.evaluators.ranking import metrics_from_ranks, ranks
-from gram_jax.evaluators.scoring import cosine_scores, volume_scores
+from gram_jax.evaluators.scoring import TUPLE_SCORINGS, tuple_scores
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -85,7 +85,8 @@ class ZeroShotClassifier:
         prompt per class, in class-id order; encoded once per run with encode_fn.
       anchor: the prompt modality; modalities: the data tuple.
       label_key: batch field with the labels: int[B] class ids or bool[B, C] multi-hot.
-      scoring: 'volume' (argmin volume) or 'cosine' (mean text-modality cosine).
+      scoring: a `scoring.TUPLE_SCORINGS` name: 'volume' (argmin volume), 'cosine' (mean
+        text-modality cosine), 'area' or 'symile'.
     """
 
     prompts: Mapping[str, np.ndarray]
@@ -96,8 +97,10 @@ class ZeroShotClassifier:
     chunk_size: int = 4096
 
     def __post_init__(self):
-        if self.scoring not in ("volume", "cosine"):
-            raise ValueError(f"scoring: expected 'volume' or 'cosine', got {self.scoring!r}")
+        if self.scoring not in TUPLE_SCORINGS:
+            raise ValueError(
+                f"scoring: expected one of {tuple(TUPLE_SCORINGS)}, got {self.scoring!r}"
+            )
 
     def run(
         self,
@@ -115,10 +118,9 @@ class ZeroShotClassifier:
         )
         data = np.stack([col.embeddings[m] for m in self.modalities])  # [k-1, N, D]
         present = np.stack([col.present[m] for m in self.modalities])
-        if self.scoring == "volume":
-            scores = volume_scores(classes, data, present, chunk_size=self.chunk_size).T
-        else:
-            scores = cosine_scores(classes, data, present).T  # [N, C]
+        scores = tuple_scores(
+            classes, data, self.scoring, present, chunk_size=self.chunk_size
+        ).T  # [N, C]
         labels = np.asarray(col.label)
         if labels.ndim == 2 and labels.shape[1] != classes.shape[0]:
             raise ValueError(

@@ -101,14 +101,38 @@ def ranks(scores: np.ndarray, gt) -> np.ndarray:
     return at_least_best - correct_at_least.astype(np.int64)
 
 
+def recall_at(rank: np.ndarray, k: int) -> float:
+    """Fraction (0..1) of queries whose best correct candidate is among the first k.
+
+    rank: int[Nq] 0-based ranks (`ranks`). Fractions are the unit of this module; percent appears
+    only where metrics are reported (`metrics_from_ranks`).
+    """
+    return float(np.mean(np.asarray(rank) < k))
+
+
 def metrics_from_ranks(rank: np.ndarray) -> dict[str, float]:
-    """R@1/5/10 (percent), their mean R@mean, median rank MdR and mean rank MnR (1-based)."""
+    """R@1/5/10 (percent), their mean R@mean, median rank MdR and mean rank MnR (1-based).
+
+    The evaluators' report edge (metrics.jsonl, TensorBoard): recalls in percent as in the paper.
+    """
     rank = np.asarray(rank)
-    out = {f"R@{k}": float(100.0 * np.mean(rank < k)) for k in RECALL_AT}
+    out = {f"R@{k}": 100.0 * recall_at(rank, k) for k in RECALL_AT}
     out["R@mean"] = float(np.mean([out[f"R@{k}"] for k in RECALL_AT]))
     out["MdR"] = float(np.median(rank) + 1)
     out["MnR"] = float(np.mean(rank) + 1)
     return out
+
+
+def class_at_1(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of queries whose top candidate shows the query's class, ties shared.
+
+    scores: float[N, N] of queries against candidates that carry the same labels int[N] (query i
+    and candidate i are record i). Among tied top candidates the fraction of the query's class
+    counts, so a collapsed modality (all scores equal) scores chance, never a lucky hit.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    top = scores >= scores.max(axis=1, keepdims=True)
+    return float(np.mean((top & (labels[None, :] == labels[:, None])).sum(1) / top.sum(1)))
 
 
 def retrieval_metrics(scores: np.ndarray, gt) -> dict[str, float]:

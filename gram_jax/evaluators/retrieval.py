@@ -3,6 +3,7 @@
 Metric names (R@1/5/10 and R@mean in percent, MdR/MnR 1-based ranks; see ranking.py):
   t2d/*, d2t/*                 volume scoring: text vs the whole data tuple (video, audio, ...)
   cosine/t2d/*, cosine/d2t/*   mean of the text-modality cosines
+  area/t2d/*, symile/t2d/*, ...    the other tuple scorings of scoring.py (and their d2t)
   matching/t2d/*, matching/d2t/*   top_k by volume, re-scored by match_fn
   t2v/*, v2t/*, v2a/*, ...     cosine between two single modalities (abbreviations: text t,
                                video v, audio a, subtitle s, depth dp; others by full name), when
@@ -28,6 +29,7 @@ from gram_jax.evaluators.scoring import (
     SCORINGS,
     cosine_scores,
     rerank_with_matching,
+    tuple_scores,
     volume_scores,
 )
 
@@ -102,7 +104,8 @@ class RetrievalEvaluator:
     Args:
       anchor: the text-like query modality.
       modalities: the data modalities forming a tuple, in Gram order (e.g. ('video', 'audio')).
-      scorings: any of 'volume', 'cosine', 'matching' ('matching' needs match_fn in run()).
+      scorings: any of `scoring.SCORINGS` ('volume', 'area', 'symile', 'cosine', 'matching';
+        'matching' needs match_fn in run()).
       top_k: candidates re-scored per query by 'matching' (reference: 50).
       chunk_size: candidate tuples per chunk of the volume scorer.
       modality_pairs: also report single-modality cosine retrieval for every ordered pair.
@@ -158,10 +161,12 @@ class RetrievalEvaluator:
             out |= prefixed("t2d", retrieval_metrics(base, lay.text_to_data))
             out |= prefixed("d2t", retrieval_metrics(base.T, d2t_gt))
             out["min_volume"] = float(np.mean(-base.max(axis=1)))
-        if "cosine" in self.scorings:
-            cos = cosine_scores(text, data, present)
-            out |= prefixed("cosine/t2d", retrieval_metrics(cos, lay.text_to_data))
-            out |= prefixed("cosine/d2t", retrieval_metrics(cos.T, d2t_gt))
+        for name in self.scorings:
+            if name in ("volume", "matching"):
+                continue
+            scores = tuple_scores(text, data, name, present)
+            out |= prefixed(f"{name}/t2d", retrieval_metrics(scores, lay.text_to_data))
+            out |= prefixed(f"{name}/d2t", retrieval_metrics(scores.T, d2t_gt))
         if "matching" in self.scorings:
             out |= self._matching(base, lay, match_fn)
         if self.modality_pairs:

@@ -1,6 +1,20 @@
-"""Score matrices for retrieval: volume, cosine and matching re-rank (higher score = better).
+"""The one scoring registry: score matrices of queries against data tuples (higher = better).
 
-All functions take host (NumPy) embeddings and return float NumPy matrices [N_query, N_candidate].
+Tuple scorings (``TUPLE_SCORINGS``), each ``fn(anchor, others, present=None) -> float[Nq, Nc]``
+with anchor float[Nq, D], others float[k-1, Nc, D] (tuple j = row j of every modality) and
+present bool[k-1, Nc] (False: that vector of tuple j is absent):
+
+  volume   -Vol(anchor_i, tuple_j), the Gram volume (GRAM); absent vectors leave the Gram matrix
+  area     -area of the triangle (anchor_i, a_j, b_j) (TRIANGLE); exactly 2 data modalities
+  symile   sum_d anchor_d * prod_m tuple_m,d, the multilinear inner product (Symile)
+  cosine   mean over the present data modalities of cos(anchor_i, m_j) (the cosine baselines)
+
+``matching`` is a re-rank, not a tuple score: the top_k candidates of the volume scores are
+re-scored by the matching head (`rerank_with_matching`). ``SCORINGS`` lists all five names.
+
+Zero vectors: `unit_rows` leaves a zero row zero (no NaN). A zero vector thus has cosine 0 with
+everything, and a tuple holding one spans volume 0, the rule of gram_jax/volume.py ("a zero-norm
+vector is linearly dependent on anything").
 """
 
 from __future__ import annotations
@@ -12,7 +26,35 @@ import numpy as np
 
 from gram_jax import volume
 
-SCORINGS = ("volume", "cosine", "matching")
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` (float[..., D]) scaled to unit norm; zero rows stay zero.
+
+    Computed in the input's float dtype, at least float32 (float64 stays float64).
+    """
+    x = np.asarray(x)
+    x = x.astype(np.promote_types(x.dtype, np.float32), copy=False)
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+def _weights(others: np.ndarray, present: np.ndarray | None) -> np.ndarray:
+    """float[k-1, Nc] weight of every data vector (1 present, 0 absent)."""
+    if present is None:
+        return np.ones(others.shape[:2], others.dtype)
+    present = np.asarray(present, bool)
+    if present.shape != others.shape[:2]:
+        raise ValueError(f"present: expected bool{list(others.shape[:2])}, got {present.shape}")
+    return present.astype(others.dtype)
+
+
+def _require_all_present(name: str, present: np.ndarray | None) -> None:
+    if present is not None and not np.all(present):
+        raise ValueError(
+            f"scoring {name!r}: {int(np.size(present) - np.sum(present))} data vectors are absent "
+            "(present == False) and this scoring has no rule for a missing modality; use 'volume' "
+            "or 'cosine', or require the modalities (retrieval `require`)"
+        )
 
 
 def volume_scores(
@@ -20,44 +62,95 @@ def volume_scores(
     others: np.ndarray,
     present: np.ndarray | None = None,
     *,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
 ) -> np.ndarray:
-    """-Vol(anchor_i, tuple_j): float32[Nq, Nc] through the chunked scorer (bounded memory).
+    """-Vol(anchor_i, tuple_j): float32[Nq, Nc] (module docstring for the arguments).
 
-    anchor: float[Nq, D]; others: float[k-1, Nc, D]; present: bool[k-1, Nc] (absent vectors are
-    dropped from the Gram matrix).
+    chunk_size: candidate tuples per chunk of the scorer (bounded memory); None or >= Nc scores
+    all candidates at once.
     """
-    chunk = max(1, min(int(chunk_size), others.shape[1]))
-    vol = volume.chunked_pairwise_volume(
+    vol = volume.pairwise_volume(
         jnp.asarray(anchor, jnp.float32),
         jnp.asarray(others, jnp.float32),
-        chunk,
         present=None if present is None else jnp.asarray(present, bool),
+        chunk_size=None if chunk_size is None else max(1, int(chunk_size)),
     )
     return -np.asarray(vol)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)  # zero vectors (absent modalities) stay zero
+def area_scores(
+    anchor: np.ndarray, others: np.ndarray, present: np.ndarray | None = None
+) -> np.ndarray:
+    """-Area(anchor_i, a_j, b_j) of the TRIANGLE objective: float32[Nq, Nc]; others [2, Nc, D]."""
+    _require_all_present("area", present)
+    if np.shape(others)[0] != 2:
+        raise ValueError(
+            f"scoring 'area': needs exactly 2 data modalities, got {np.shape(others)[0]}"
+        )
+    area = volume.pairwise_triangle_area(
+        jnp.asarray(anchor, jnp.float32), jnp.asarray(others, jnp.float32)
+    )
+    return -np.asarray(area)
+
+
+def symile_scores(
+    anchor: np.ndarray, others: np.ndarray, present: np.ndarray | None = None
+) -> np.ndarray:
+    """Symile's multilinear inner product of the unit vectors: float[Nq, Nc].
+
+    Computed in the inputs' float dtype (at least float32).
+    """
+    _require_all_present("symile", present)
+    prod = np.prod(unit_rows(others), axis=0)
+    return unit_rows(anchor) @ prod.T
 
 
 def cosine_scores(
     anchor: np.ndarray, others: np.ndarray, present: np.ndarray | None = None
 ) -> np.ndarray:
-    """Mean over the present data modalities of cos(anchor_i, m_j): float32[Nq, Nc].
+    """Mean over the present data modalities of cos(anchor_i, m_j): float[Nq, Nc].
 
-    A tuple with no present data modality scores 0 (no evidence either way).
+    Computed in the inputs' float dtype (at least float32). A tuple with no present data modality
+    scores 0 (no evidence either way).
     """
-    a = _unit(np.asarray(anchor, np.float32))
-    o = _unit(np.asarray(others, np.float32))
-    weight = (
-        np.ones(o.shape[:2], np.float32) if present is None else np.asarray(present, np.float32)
-    )
-    total = np.zeros((a.shape[0], o.shape[1]), np.float32)
+    a = unit_rows(anchor)
+    o = unit_rows(others)
+    weight = _weights(o, present)
+    total = np.zeros((a.shape[0], o.shape[1]), np.result_type(a, o))
     for m in range(o.shape[0]):
         total += (a @ o[m].T) * weight[m][None, :]
     return total / np.maximum(weight.sum(0), 1.0)[None, :]
+
+
+TUPLE_SCORINGS: dict[str, Callable[..., np.ndarray]] = {
+    "volume": volume_scores,
+    "area": area_scores,
+    "symile": symile_scores,
+    "cosine": cosine_scores,
+}
+SCORINGS = (*TUPLE_SCORINGS, "matching")
+
+
+def tuple_scores(
+    anchor: np.ndarray,
+    others: np.ndarray,
+    scoring: str,
+    present: np.ndarray | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """The ``scoring`` entry of `TUPLE_SCORINGS` (chunk_size goes to 'volume' only)."""
+    if scoring not in TUPLE_SCORINGS:
+        raise ValueError(f"scoring must be one of {tuple(TUPLE_SCORINGS)}, got {scoring!r}")
+    others = np.asarray(others)
+    if scoring == "volume":
+        return volume_scores(anchor, others, present, chunk_size=chunk_size)
+    return TUPLE_SCORINGS[scoring](anchor, others, present)
+
+
+def scoring_for_loss(loss_name: str) -> str:
+    """The tuple scoring that matches a `gram_jax.losses.LOSSES` name (cosine for the rest)."""
+    return loss_name if loss_name in ("volume", "area", "symile") else "cosine"
 
 
 def rerank_with_matching(

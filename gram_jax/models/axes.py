@@ -6,7 +6,9 @@ to mesh axes ('data', 'fsdp', 'model'); a name without a rule is replicated. The
 in the docstring of ``gram_jax.models.layers``.
 
 Activations are annotated with :func:`constrain`, a no-op unless a caller has entered
-:func:`logical_sharding` with a mesh and rules.
+:func:`logical_sharding` with a mesh and rules; names map to mesh axes by the same
+``gram_jax.parallel.logical_to_spec`` as parameters (a dimension the mesh axes do not divide stays
+replicated).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from gram_jax.parallel import logical_to_spec
 
 Array = jax.Array
 DType = Any
@@ -84,27 +88,11 @@ def logical_sharding(mesh: jax.sharding.Mesh, rules: Sequence[tuple[str, Any]]):
         _RULES.reset(token)
 
 
-def logical_to_spec(names: Sequence[str | None], rules: Sequence[tuple[str, Any]]):
-    """PartitionSpec for logical ``names`` under ``rules`` (first rule wins; a mesh axis once)."""
-    table = {}
-    for name, target in rules:
-        table.setdefault(name, target)
-    used: set[str] = set()
-    out = []
-    for name in names:
-        target = table.get(name) if name is not None else None
-        axes = (target,) if isinstance(target, str) else tuple(target or ())
-        axes = tuple(a for a in axes if a not in used)
-        used.update(axes)
-        out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
-    return jax.sharding.PartitionSpec(*out)
-
-
 def constrain(x: Array, names: Sequence[str | None]) -> Array:
     """Sharding constraint of activation ``x`` by logical ``names`` (no-op outside the context)."""
     ctx = _RULES.get()
     if ctx is None:
         return x
     mesh, rules = ctx
-    spec = logical_to_spec(names, rules)
+    spec = logical_to_spec(names, x.shape, mesh, rules)
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))

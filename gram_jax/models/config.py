@@ -25,7 +25,7 @@ Keys (a ``ml_collections.ConfigDict``):
 - ``matching``: ``enabled`` True (cross-attention in BERT + matching head),
   ``condition_modalities`` ('video', 'audio') (the reference always uses these two).
 - ``temperature``: ``init`` 0.07, ``parametrization`` 'log' | 'reference', ``min_value`` 0.01,
-  ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.losses.Temperature``).
+  ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.models.temperature.Temperature``).
 - ``video_mean`` / ``video_std``: the per-channel normalisation of uint8 frames (CLIP values).
 """
 

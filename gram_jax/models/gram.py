@@ -31,6 +31,7 @@ from flax import nnx
 from gram_jax.models import heads
 from gram_jax.models.bert import BertEncoder, bert_config
 from gram_jax.models.config import TEXT_LIKE, VISION_LIKE, model_config, tiny_model_config
+from gram_jax.models.temperature import Temperature
 
 __all__ = ["Encoded", "GramModel", "model_config", "tiny_model_config"]
 
@@ -69,8 +70,6 @@ class GramModel(nnx.Module):
     """Towers + heads of GRAM; see the module docstring and ``model_config`` for the config."""
 
     def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-        from gram_jax.losses import Temperature
-
         modalities = tuple(config.modalities)
         unknown = set(modalities) - set(TEXT_LIKE + VISION_LIKE + ("audio",))
         if unknown or not 2 <= len(modalities) <= 5 or len(set(modalities)) != len(modalities):
@@ -240,7 +239,7 @@ class GramModel(nnx.Module):
         return self.match_head(hidden[:, 0])
 
     def temperature(self) -> Array:
-        """The contrastive temperature tau, float32[] (``gram_jax.losses.Temperature``)."""
+        """The contrastive temperature tau, float32[] (``models.temperature.Temperature``)."""
         return self.contra_temperature()
 
 

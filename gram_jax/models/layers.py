@@ -49,7 +49,6 @@ from gram_jax.models.axes import (  # noqa: F401
     constrain,
     logical_axes_tree,
     logical_sharding,
-    logical_to_spec,
     param,
 )
 from gram_jax.models.stacking import REMAT_POLICIES, apply_layers, stack_layers  # noqa: F401

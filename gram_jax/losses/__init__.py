@@ -1,4 +1,4 @@
-"""GRAM's losses: the volume contrastive loss (A2D + D2A), the matching (DAM) loss, the registry.
+"""GRAM's losses: the volume contrastive loss (A2D + D2A) and the `LOSSES` registry.
 
 Reference: `model/gram.py` `forward_ret` of the released code (docs/gram_reference.md section 2).
 The volume loss:
@@ -12,71 +12,36 @@ pairwise_volume`; a modality missing from sample j (`present[m, j] = False`) is 
 Gram matrix of tuple j (never replaced by a fake vector). The released code labels the two terms the
 other way round ("d2a" for the anchor-row softmax); the sum is the same.
 
-Across devices the rows can be local and the columns gathered: see `gram_jax.gather` for the three
-modes ('global' exact, 'local' shard_map with gradient through all_gather, 'reference' the released
-code's detached gathers, where the A2D term trains only the anchor and the D2A term only the data).
+Across devices the rows can be local and the columns gathered: see `gram_jax.losses.gather` for the
+three modes ('global' exact, 'local' shard_map with gradient through all_gather, 'reference' the
+released code's detached gathers, where the A2D term trains only the anchor and the D2A term only
+the data).
 
-Other parts live in their own modules and are re-exported here: `Temperature` (temperature.py), the
-hard-negative sampler and matching loss (matching.py), the baselines (baseline_losses.py). `LOSSES`
-maps `config.loss.name` to a function with one signature (`volume_loss` below shows it).
+The package, one home for every objective:
+- here: `volume_contrastive_loss` (arrays in, the math) and the `LOSSES` registry;
+- `inputs.py`: the one signature of every registry entry, `fn(LossInputs, **options) -> (loss,
+  aux)` (`LossInputs`, `LossFn`, `option_names`);
+- `baselines.py`: cosine anchored / all pairs, SigLIP's sigmoid, Symile, TRIANGLE's area;
+- `cross_entropy.py`: the smoothed row-wise cross-entropy pieces the softmax losses share;
+- `gather.py`: how a loss sees the batch across devices; `matching.py`: DAM and its hard negatives.
+The temperature is a model parameter: `gram_jax.models.temperature.Temperature`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from gram_jax import baseline_losses
-from gram_jax.contrastive import (
-    positive_labels,
-    resolve_temperature,
-    select_modalities,
-    smoothed_cross_entropy,
-)
-from gram_jax.gather import GATHER_MODES, apply_gathered, check_gather_mode
-from gram_jax.matching import build_matching_batch, matching_loss, sample_hard_negatives
-from gram_jax.temperature import Temperature, is_temperature_path
-from gram_jax.volume import pairwise_volume
+from gram_jax.losses import baselines
+from gram_jax.losses.cross_entropy import positive_labels, smoothed_cross_entropy
+from gram_jax.losses.gather import apply_gathered, check_gather_mode
+from gram_jax.losses.inputs import LossFn, LossInputs, resolve_temperature
+from gram_jax.volume import pairwise_volume, stack_others
 
-__all__ = [
-    "GATHER_MODES",
-    "LOSSES",
-    "Temperature",
-    "build_matching_batch",
-    "is_temperature_path",
-    "matching_loss",
-    "sample_hard_negatives",
-    "stack_others",
-    "volume_contrastive_loss",
-    "volume_loss",
-]
-
-
-def stack_others(
-    others: jax.Array | Sequence[jax.Array], present: jax.Array | Sequence[jax.Array] | None
-) -> tuple[jax.Array, jax.Array | None]:
-    """Normalises `others` to float[k-1, B, D] and `present` to bool[k-1, B] (or None), checked."""
-    if isinstance(others, list | tuple):
-        others = jnp.stack([jnp.asarray(o) for o in others])
-    others = jnp.asarray(others)
-    if others.ndim != 3 or others.shape[0] < 1:
-        raise ValueError(
-            f"others: expected float[k-1, B, D] or a sequence of k-1 arrays [B, D] (k >= 2), "
-            f"got shape {others.shape}"
-        )
-    if present is not None:
-        if isinstance(present, list | tuple):
-            present = jnp.stack([jnp.asarray(p) for p in present])
-        present = jnp.asarray(present)
-        if present.shape != others.shape[:2]:
-            raise ValueError(
-                f"present: expected bool[k-1, B] = {others.shape[:2]}, got shape {present.shape}"
-            )
-        present = present.astype(bool)
-    return others, present
+__all__ = ["LOSSES", "LossFn", "LossInputs", "volume_contrastive_loss", "volume_loss"]
 
 
 def volume_contrastive_loss(
@@ -100,7 +65,7 @@ def volume_contrastive_loss(
       temperature: tau, a float / float32[] / `Temperature` module; logits = -volume / tau.
       present: optional bool[k-1, B]; False drops that modality of that sample from its Gram matrix.
       label_smoothing: eps of the smoothed cross-entropy (0.1 as released).
-      gather_mode: 'global' | 'local' | 'reference' (gram_jax.gather).
+      gather_mode: 'global' | 'local' | 'reference' (gram_jax.losses.gather).
       mesh, batch_axes: the mesh and the axes the batch is sharded over ('local' needs the mesh).
 
     Returns:
@@ -114,7 +79,17 @@ def volume_contrastive_loss(
     """
     check_gather_mode(gather_mode)
     anchor = jnp.asarray(anchor)
-    others, present = stack_others(others, present)
+    others = stack_others(others)
+    if present is not None:
+        present = jnp.asarray(
+            jnp.stack([jnp.asarray(p) for p in present])
+            if isinstance(present, list | tuple)
+            else present
+        ).astype(bool)
+        if present.shape != others.shape[:2]:
+            raise ValueError(
+                f"present: expected bool[k-1, B] = {others.shape[:2]}, got shape {present.shape}"
+            )
     if anchor.ndim != 2 or anchor.shape != others.shape[1:]:
         raise ValueError(
             f"anchor: expected float[B, D] matching others[k-1, B, D]={others.shape}, "
@@ -170,32 +145,11 @@ def volume_contrastive_loss(
     return 0.5 * (loss_a2d + loss_d2a), aux
 
 
-def volume_loss(
-    embeddings: Mapping[str, jax.Array],
-    present: Mapping[str, jax.Array] | None = None,
-    *,
-    anchor: str = "text",
-    order: Sequence[str] = ("video", "audio"),
-    temperature,
-    gather_mode: str = "global",
-    mesh: Mesh | None = None,
-    batch_axes: Sequence[str] = ("data",),
-    label_smoothing: float = 0.1,
-    **unused,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The registry form of `volume_contrastive_loss` (the signature of every `LOSSES` entry).
-
-    Args:
-      embeddings: modality name -> float[B, D] unit vectors (must hold `anchor` and every name of
-        `order`).
-      present: optional modality name -> bool[B] (a missing key means "always present"); the
-        anchor's presence is not used (the anchor is always present in GRAM's data).
-      anchor: the anchor modality; order: the data modalities in Gram order.
-      temperature, gather_mode, mesh, batch_axes, label_smoothing: as `volume_contrastive_loss`.
-      unused: other losses' keyword arguments (e.g. `rng`), accepted so callers can pass one set.
-    """
-    del unused
-    others, masks = select_modalities(embeddings, present, anchor, order)
+def volume_loss(inputs: LossInputs) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The registry form of `volume_contrastive_loss` (anchor = `inputs.anchor`, others in
+    `inputs.order`); aux as `volume_contrastive_loss`. The anchor's presence is not used (the
+    anchor is always present in GRAM's data)."""
+    others, masks = inputs.data_embeddings()
     stacked_present = None
     if any(m is not None for m in masks):
         stacked_present = jnp.stack(
@@ -205,22 +159,23 @@ def volume_loss(
             ]
         )
     return volume_contrastive_loss(
-        embeddings[anchor],
+        inputs.embeddings[inputs.anchor],
         others,
-        temperature=temperature,
+        temperature=inputs.temperature,
         present=stacked_present,
-        label_smoothing=label_smoothing,
-        gather_mode=gather_mode,
-        mesh=mesh,
-        batch_axes=batch_axes,
+        label_smoothing=inputs.label_smoothing,
+        gather_mode=inputs.gather_mode,
+        mesh=inputs.mesh,
+        batch_axes=inputs.batch_axes,
     )
 
 
-LOSSES = {
+# config.loss.name -> loss; every entry has the `LossFn` signature.
+LOSSES: dict[str, LossFn] = {
     "volume": volume_loss,
-    "cosine_anchor": baseline_losses.cosine_anchor_loss,
-    "cosine_all_pairs": baseline_losses.cosine_all_pairs_loss,
-    "sigmoid": baseline_losses.sigmoid_loss,
-    "symile": baseline_losses.symile_loss,
-    "area": baseline_losses.area_loss,
+    "cosine_anchor": baselines.cosine_anchor_loss,
+    "cosine_all_pairs": baselines.cosine_all_pairs_loss,
+    "sigmoid": baselines.sigmoid_loss,
+    "symile": baselines.symile_loss,
+    "area": baselines.area_loss,
 }

@@ -1,24 +1,9 @@
-"""TriDigits: a real tri-modal (text, video, audio) dataset built offline from Debian packages.
+"""Builds TriDigits from its sources into a folder (layout in the package docstring).
 
-Every record is (a short video of one real handwritten digit d, one real human recording of the
-word for d, the written word for d in that recording's language). The digit is the only thing all
-three share; language ties speech to text but not to the image. The video motion is synthetic
-(``motion: "synthetic"`` in every record); the pixels and the voices are real. See
-``tridigits_sources.py`` for the packages and ``tridigits_splits.py`` for the splits.
-
-On-disk layout (the VAST-style layout of the other datasets)::
-
-    <out>/annotations/fold{k}_{train,test}.json   records: id, desc, label, language, voice, split,
-                                                  fold, image_index, audio_source, motion
-    <out>/videos/<id>.mp4                         H.264, F frames of S x S RGB
-    <out>/audios/<id>.wav                         16-bit PCM, the clip's own rate and channels
-    <out>/media/{images,clips}/...                one file per image / clip; the two folders above
-                                                  hold hard links to these, one per record id
-    <out>/manifest.json                           build options, sha256 of every written file with
-                                                  its label, language, voice, split and fold
-
-Command line: ``gram-data build tridigits [--out DIR] [--cache-dir DIR] [--source-dir DIR] ...``
-(``build_main``). Default cache: ``$GRAM_JAX_TRIDIGITS_DIR`` or ``~/.cache/gram_jax/tridigits``.
+A build is written into a private sibling folder and renamed into place whole
+(``data_pipelines.atomic_dir``): a reader sees a complete build or none, a killed build leaves no
+half-written dataset under the final name, and two concurrent builders both succeed.
+Command line: ``gram-data build tridigits`` (``build_main``).
 """
 
 from __future__ import annotations
@@ -35,79 +20,17 @@ import time
 
 import numpy as np
 
-from data_pipelines.datasets import DatasetLayout
-from data_pipelines.datasets import tridigits_media as media
-from data_pipelines.datasets import tridigits_sources as sources
-from data_pipelines.datasets import tridigits_splits as splits
-
-REFERENCE_MANIFEST = pathlib.Path(__file__).with_name("tridigits_manifest.json")
-FORMAT_VERSION = 1
-# Clips last 0.22-1.45 s: one 160-frame (1.6 s) filterbank slice holds any of them whole.
-AUDIO_FRAMES = 160
-# The longest number word is 7 WordPieces (Belarusian "Дзевяць"); 9 with [CLS] and [SEP].
-TEXT_MAX_LEN = 12
-
-LAYOUT = DatasetLayout(
-    name="tridigits",
-    annotations={
-        f"fold{k}_{s}" if k else s: f"fold{k}_{s}.json" for k in range(4) for s in ("train", "test")
-    },
-    required_fields=("label", "language", "voice", "split", "fold"),
-    max_caption_len=TEXT_MAX_LEN,
-    resize="resize",
-    reference_requires=(),
+from data_pipelines.atomic_dir import publish_dir, staging_dir
+from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.datasets.tridigits.layout import (
+    DEFAULT_OPTIONS,
+    BuildOptions,
+    annotation_path,
+    default_cache_dir,
 )
 
-
-@dataclasses.dataclass(frozen=True)
-class BuildOptions:
-    """What a build depends on; a dataset is rebuilt when any of these changes."""
-
-    seed: int = 0
-    folds: int = 4
-    images_per_class: int = 500
-    test_images_per_class: int = 50
-    frames: int = 8
-    # 28x28 frames with the 20x20 digit centred: MNIST's own geometry.
-    size: int = 28
-    fps: int = 8
-
-
-def data_overrides(
-    root: pathlib.Path, fold: int = 0, options: BuildOptions = BuildOptions()
-) -> dict:
-    """Keyword arguments of ``data_pipelines.config.data_config`` reading fold ``fold`` of a build.
-
-    Frames are read at the built size (no crop: the digit must stay whole), audio as one 1.6 s
-    slice, text up to ``TEXT_MAX_LEN`` WordPieces; splits ``train`` and ``test``.
-    """
-    if not 0 <= fold < options.folds:
-        raise ValueError(f"tridigits: fold must be in [0, {options.folds}), got {fold}")
-    root = pathlib.Path(root)
-    return dict(
-        dataset="tridigits",
-        annotations={s: str(annotation_path(root, fold, s)) for s in ("train", "test")},
-        video_dir=str(root / "videos"),
-        audio_dir=str(root / "audios"),
-        modalities=("video", "audio", "text"),
-        num_frames=options.frames,
-        image_size=options.size,
-        resize="resize",
-        audio=dict(mel_bins=64, target_length=AUDIO_FRAMES),
-        text_max_len=dict(text=TEXT_MAX_LEN),
-        caption_mode="first",
-    )
-
-
-def default_cache_dir() -> pathlib.Path:
-    """``$GRAM_JAX_TRIDIGITS_DIR`` or ``~/.cache/gram_jax/tridigits``."""
-    env = os.environ.get("GRAM_JAX_TRIDIGITS_DIR")
-    return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "gram_jax" / "tridigits"
-
-
-def annotation_path(root: pathlib.Path, fold: int, split: str) -> pathlib.Path:
-    """Path of one fold's annotation file; ``split`` is ``train`` or ``test``."""
-    return pathlib.Path(root) / "annotations" / f"fold{fold}_{split}.json"
+REFERENCE_MANIFEST = pathlib.Path(__file__).with_name("manifest.json")
+FORMAT_VERSION = 1
 
 
 def _link(src: pathlib.Path, dst: pathlib.Path) -> None:
@@ -143,10 +66,9 @@ def verify_sources(checksums: dict[str, str], reference: pathlib.Path = REFERENC
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
+    # Only ever called inside a private staging folder, so a plain write is safe.
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _record(pair: splits.Pair, fold: int, words, source_dir: pathlib.Path) -> dict:
@@ -167,21 +89,26 @@ def _record(pair: splits.Pair, fold: int, words, source_dir: pathlib.Path) -> di
 
 def build(
     out: pathlib.Path,
-    options: BuildOptions = BuildOptions(),
+    options: BuildOptions = DEFAULT_OPTIONS,
     *,
     cache_dir: pathlib.Path | None = None,
     source_dir: pathlib.Path | None = None,
     verify: bool = True,
+    keep_complete: bool = False,
     log=print,
 ) -> dict:
     """Build TriDigits into ``out`` (replacing what is there); returns the written manifest.
 
+    The files are written into a private folder beside ``out`` and renamed into place whole.
+
     Args:
-      out: output root (layout in the module docstring).
+      out: output root (layout in the package docstring).
       options: splits, sizes and seed.
       cache_dir: where .debs are downloaded and unpacked (default ``default_cache_dir()``).
       source_dir: an already unpacked root holding ``usr/share/...``; skips apt entirely.
-      verify: check source sha256s against the committed ``tridigits_manifest.json``.
+      verify: check source sha256s against the committed ``manifest.json``.
+      keep_complete: if another process finished a build with the same options at ``out`` while
+        this one ran, keep that one (ours is discarded) instead of replacing it.
     """
     start = time.time()
     out = pathlib.Path(out)
@@ -208,83 +135,94 @@ def build(
         for k in range(options.folds)
     }
 
-    if out.exists():
-        shutil.rmtree(out)
-    for sub in ("annotations", "videos", "audios", "media/images", "media/clips"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    # Everything below writes into the private folder `out`; `final` receives it whole.
+    final, out = out, staging_dir(out)
+    try:
+        for sub in ("annotations", "videos", "audios", "media/images", "media/clips"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
 
-    items = {"videos": {}, "audios": {}}
-    split_of_image = {int(i): s for s, idx in image_split.items() for i in idx}
-    for image in sorted(split_of_image):
-        rng = np.random.default_rng([options.seed, 4, image])
-        poses = media.motion_path(rng, options.frames, options.size)
-        path = out / "media" / "images" / f"img{image:04d}.mp4"
-        media.write_mp4(path, media.animate_digit(images[image], poses, options.size), options.fps)
-        items["videos"][path.relative_to(out).as_posix()] = {
-            "sha256": sources.sha256_file(path),
-            "label": int(image_labels[image]),
-            "image_index": image,
-            "split": split_of_image[image],
-        }
-    log(f"tridigits: {len(split_of_image)} videos written ({time.time() - start:.1f} s)")
-    for clip in clips:
-        samples, rate = media.decode_clip(clip.path, clip.container)
-        path = out / "media" / "clips" / f"{clip.voice}_{clip.label}.wav"
-        media.write_wav(path, samples, rate)
-        fold = voice_fold[clip.voice]
-        items["audios"][path.relative_to(out).as_posix()] = {
-            "sha256": sources.sha256_file(path),
-            "label": clip.label,
-            "language": clip.language,
-            "voice": clip.voice,
-            "fold": fold,
-            "split": "train" if fold == splits.ALWAYS_TRAIN else f"test in fold {fold}",
-            "source": str(clip.path.relative_to(source_dir)),
-            "sample_rate": rate,
-            "channels": int(samples.shape[1]),
-        }
-    log(f"tridigits: {len(clips)} clips converted ({time.time() - start:.1f} s)")
-
-    annotations = {}
-    for k, pairs in folds.items():
-        for split, fold_list in pairs.items():
-            records = []
-            for pair in fold_list:
-                rid = pair.record_id
-                video = out / "videos" / f"{rid}.mp4"
-                if not video.exists():
-                    _link(out / "media" / "images" / f"img{pair.image_index:04d}.mp4", video)
-                    _link(
-                        out / "media" / "clips" / f"{pair.clip.voice}_{pair.clip.label}.wav",
-                        out / "audios" / f"{rid}.wav",
-                    )
-                records.append(_record(pair, k, words, source_dir))
-            path = annotation_path(out, k, split)
-            _write_json(path, records)
-            annotations[path.relative_to(out).as_posix()] = {
+        items = {"videos": {}, "audios": {}}
+        split_of_image = {int(i): s for s, idx in image_split.items() for i in idx}
+        for image in sorted(split_of_image):
+            rng = np.random.default_rng([options.seed, 4, image])
+            poses = media.motion_path(rng, options.frames, options.size)
+            path = out / "media" / "images" / f"img{image:04d}.mp4"
+            media.write_mp4(
+                path, media.animate_digit(images[image], poses, options.size), options.fps
+            )
+            items["videos"][path.relative_to(out).as_posix()] = {
                 "sha256": sources.sha256_file(path),
-                "records": len(records),
+                "label": int(image_labels[image]),
+                "image_index": image,
+                "split": split_of_image[image],
             }
-    manifest = {
-        "dataset": "tridigits",
-        "format_version": FORMAT_VERSION,
-        "options": dataclasses.asdict(options),
-        "note": "real digit images with synthetic motion; real speech; Tux Paint number words",
-        "sources": checksums,
-        # One sha256 per 20x20 cell (its raw uint8 bytes): the per-item checksum of the images.
-        "image_sha256": [hashlib.sha256(cell.tobytes()).hexdigest() for cell in images],
-        "image_split": {s: [int(i) for i in idx] for s, idx in image_split.items()},
-        "voice_fold": dict(sorted(voice_fold.items())),
-        "annotations": annotations,
-        **items,
-        "seconds": round(time.time() - start, 1),
-    }
-    _write_json(out / "manifest.json", manifest)  # written last: its presence marks a whole build
-    log(f"tridigits: built {out} in {manifest['seconds']} s")
+        log(f"tridigits: {len(split_of_image)} videos written ({time.time() - start:.1f} s)")
+        for clip in clips:
+            samples, rate = media.decode_clip(clip.path, clip.container)
+            path = out / "media" / "clips" / f"{clip.voice}_{clip.label}.wav"
+            media.write_wav(path, samples, rate)
+            fold = voice_fold[clip.voice]
+            items["audios"][path.relative_to(out).as_posix()] = {
+                "sha256": sources.sha256_file(path),
+                "label": clip.label,
+                "language": clip.language,
+                "voice": clip.voice,
+                "fold": fold,
+                "split": "train" if fold == splits.ALWAYS_TRAIN else f"test in fold {fold}",
+                "source": str(clip.path.relative_to(source_dir)),
+                "sample_rate": rate,
+                "channels": int(samples.shape[1]),
+            }
+        log(f"tridigits: {len(clips)} clips converted ({time.time() - start:.1f} s)")
+
+        annotations = {}
+        for k, pairs in folds.items():
+            for split, fold_list in pairs.items():
+                records = []
+                for pair in fold_list:
+                    rid = pair.record_id
+                    video = out / "videos" / f"{rid}.mp4"
+                    if not video.exists():
+                        _link(out / "media" / "images" / f"img{pair.image_index:04d}.mp4", video)
+                        _link(
+                            out / "media" / "clips" / f"{pair.clip.voice}_{pair.clip.label}.wav",
+                            out / "audios" / f"{rid}.wav",
+                        )
+                    records.append(_record(pair, k, words, source_dir))
+                path = annotation_path(out, k, split)
+                _write_json(path, records)
+                annotations[path.relative_to(out).as_posix()] = {
+                    "sha256": sources.sha256_file(path),
+                    "records": len(records),
+                }
+        manifest = {
+            "dataset": "tridigits",
+            "format_version": FORMAT_VERSION,
+            "options": dataclasses.asdict(options),
+            "note": "real digit images with synthetic motion; real speech; Tux Paint number words",
+            "sources": checksums,
+            # One sha256 per 20x20 cell (its raw uint8 bytes): the per-item checksum of the images.
+            "image_sha256": [hashlib.sha256(cell.tobytes()).hexdigest() for cell in images],
+            "image_split": {s: [int(i) for i in idx] for s, idx in image_split.items()},
+            "voice_fold": dict(sorted(voice_fold.items())),
+            "annotations": annotations,
+            **items,
+            "seconds": round(time.time() - start, 1),
+        }
+        # Written last: its presence marks a whole build.
+        _write_json(out / "manifest.json", manifest)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    complete = (lambda path: is_built(path, options)) if keep_complete else (lambda _: False)
+    if publish_dir(out, final, is_complete=complete):
+        log(f"tridigits: built {final} in {manifest['seconds']} s")
+    else:
+        log(f"tridigits: {final} was built meanwhile by another process; kept that build")
     return manifest
 
 
-def is_built(out: pathlib.Path, options: BuildOptions = BuildOptions()) -> bool:
+def is_built(out: pathlib.Path, options: BuildOptions = DEFAULT_OPTIONS) -> bool:
     """True when ``out`` holds a complete build with these options."""
     path = pathlib.Path(out) / "manifest.json"
     if not path.is_file():
@@ -295,21 +233,21 @@ def is_built(out: pathlib.Path, options: BuildOptions = BuildOptions()) -> bool:
     ) == dataclasses.asdict(options)
 
 
-def default_out_dir(options: BuildOptions = BuildOptions()) -> pathlib.Path:
+def default_out_dir(options: BuildOptions = DEFAULT_OPTIONS) -> pathlib.Path:
     """``<cache>/dataset`` for the default options, ``<cache>/dataset-<hash>`` for others."""
-    if options == BuildOptions():
+    if options == DEFAULT_OPTIONS:
         return default_cache_dir() / "dataset"
     key = json.dumps(dataclasses.asdict(options), sort_keys=True).encode()
     return default_cache_dir() / f"dataset-{hashlib.sha256(key).hexdigest()[:10]}"
 
 
 def ensure_built(
-    out: pathlib.Path | None = None, options: BuildOptions = BuildOptions(), **kwargs
+    out: pathlib.Path | None = None, options: BuildOptions = DEFAULT_OPTIONS, **kwargs
 ) -> pathlib.Path:
     """Build TriDigits into ``out`` (default ``default_out_dir``) unless it is already there."""
     out = pathlib.Path(out) if out else default_out_dir(options)
     if not is_built(out, options):
-        build(out, options, **kwargs)
+        build(out, options, keep_complete=True, **kwargs)
     return out
 
 

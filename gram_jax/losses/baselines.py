@@ -1,8 +1,5 @@
-"""Baseline alignment losses for the ablations, all with the `LOSSES` registry signature.
-
-    fn(embeddings: {modality: float[B, D] unit vectors}, present: {modality: bool[B]} | None, *,
-       anchor='text', order=('video', 'audio'), temperature, gather_mode='global', mesh=None,
-       batch_axes=('data',), label_smoothing=0.1, **kw) -> (loss float32[], aux dict)
+"""Baseline alignment losses for the ablations, all with the `LOSSES` registry signature
+`fn(inputs: LossInputs, *, <own options>) -> (loss float32[], aux dict)` (`gram_jax.losses.inputs`).
 
 - `cosine_anchor_loss`: symmetric cosine InfoNCE between the anchor and each data modality
   (text-video + text-audio: the "anchor everything to text" recipe of ImageBind, VAST...).
@@ -25,8 +22,8 @@ ablation changes only the alignment measure; pass 0.0 for the original papers' p
 Missing modalities (never replaced by a fake vector): a pair term (cosine, sigmoid) uses exactly the
 samples where both of its modalities are present, as rows and as columns; Symile and area use the
 samples with every modality present as rows, and candidates whose own rows are all present.
-Gather modes behave as for the volume loss (`gram_jax.gather`): each softmax term has local rows
-against gathered columns, so in 'reference' mode each direction trains only its row side.
+Gather modes behave as for the volume loss (`gram_jax.losses.gather`): each softmax term has local
+rows against gathered columns, so in 'reference' mode each direction trains only its row side.
 """
 
 from __future__ import annotations
@@ -35,16 +32,10 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
 
-from gram_jax.contrastive import (
-    masked_mean,
-    modality_inputs,
-    positive_labels,
-    resolve_temperature,
-    smoothed_cross_entropy,
-)
-from gram_jax.gather import apply_gathered, check_gather_mode
+from gram_jax.losses.cross_entropy import masked_mean, positive_labels, smoothed_cross_entropy
+from gram_jax.losses.gather import apply_gathered
+from gram_jax.losses.inputs import LossInputs
 from gram_jax.volume import pairwise_triangle_area
 
 
@@ -65,28 +56,15 @@ def _pair_terms(local, gathered, offset, pairs, tau, eps):
     return out
 
 
-def _pair_loss(
-    embeddings,
-    present,
-    anchor,
-    order,
-    pairs,
-    temperature,
-    gather_mode,
-    mesh,
-    batch_axes,
-    label_smoothing,
-):
-    check_gather_mode(gather_mode)
-    names = (anchor, *order)
-    tensors = modality_inputs(embeddings, present, anchor, order)
-    tau = resolve_temperature(temperature)
+def _pair_loss(inputs: LossInputs, pairs):
+    names = inputs.names
+    tau = inputs.tau()
     out = apply_gathered(
-        lambda lo, ga, off: _pair_terms(lo, ga, off, pairs, tau, label_smoothing),
-        tensors,
-        gather_mode=gather_mode,
-        mesh=mesh,
-        batch_axes=batch_axes,
+        lambda lo, ga, off: _pair_terms(lo, ga, off, pairs, tau, inputs.label_smoothing),
+        inputs.stacked(),
+        gather_mode=inputs.gather_mode,
+        mesh=inputs.mesh,
+        batch_axes=inputs.batch_axes,
     )
     aux, terms = {"temperature": tau}, []
     for p, q in pairs:
@@ -98,107 +76,45 @@ def _pair_loss(
     return jnp.mean(jnp.stack(terms)), aux
 
 
-def cosine_anchor_loss(
-    embeddings,
-    present=None,
-    *,
-    anchor="text",
-    order=("video", "audio"),
-    temperature,
-    gather_mode="global",
-    mesh: Mesh | None = None,
-    batch_axes=("data",),
-    label_smoothing=0.1,
-    **unused,
-):
+def cosine_anchor_loss(inputs: LossInputs):
     """Symmetric cosine InfoNCE of (anchor, m) for every m in `order`, averaged over pairs.
 
     aux: 'loss_<anchor>_<m>' per pair, 'temperature'.
     """
-    pairs = [(0, i + 1) for i in range(len(order))]
-    return _pair_loss(
-        embeddings,
-        present,
-        anchor,
-        order,
-        pairs,
-        temperature,
-        gather_mode,
-        mesh,
-        batch_axes,
-        label_smoothing,
-    )
+    return _pair_loss(inputs, [(0, i + 1) for i in range(len(inputs.order))])
 
 
-def cosine_all_pairs_loss(
-    embeddings,
-    present=None,
-    *,
-    anchor="text",
-    order=("video", "audio"),
-    temperature,
-    gather_mode="global",
-    mesh: Mesh | None = None,
-    batch_axes=("data",),
-    label_smoothing=0.1,
-    **unused,
-):
+def cosine_all_pairs_loss(inputs: LossInputs):
     """Symmetric cosine InfoNCE over every unordered pair of (anchor, *order), averaged.
 
     aux: 'loss_<m1>_<m2>' per pair, 'temperature'.
     """
-    pairs = list(itertools.combinations(range(len(order) + 1), 2))
-    return _pair_loss(
-        embeddings,
-        present,
-        anchor,
-        order,
-        pairs,
-        temperature,
-        gather_mode,
-        mesh,
-        batch_axes,
-        label_smoothing,
-    )
+    return _pair_loss(inputs, list(itertools.combinations(range(len(inputs.names)), 2)))
 
 
-def sigmoid_loss(
-    embeddings,
-    present=None,
-    *,
-    anchor="text",
-    order=("video", "audio"),
-    temperature,
-    bias=-10.0,
-    pairs="anchor",
-    gather_mode="global",
-    mesh: Mesh | None = None,
-    batch_axes=("data",),
-    **unused,
-):
+def sigmoid_loss(inputs: LossInputs, *, bias=-10.0, pairs="anchor"):
     """SigLIP's sigmoid loss per pair: -1/N sum_ij log sigmoid(z_ij (cos_ij / tau + bias)).
 
     Args:
       bias: float or float32[] (learnable in SigLIP, init -10).
       pairs: 'anchor' (anchor with each modality of `order`) or 'all' (every unordered pair).
-      Other arguments as the module docstring. Both directions are summed and halved, which equals
-      one direction in 'global' mode but lets 'reference' mode train both sides.
+      `inputs.label_smoothing` does not apply (no softmax). Both directions are summed and halved,
+      which equals one direction in 'global' mode but lets 'reference' mode train both sides.
 
     Returns:
       (loss, aux) with 'loss_<m1>_<m2>' per pair, 'temperature', 'bias'.
     """
-    check_gather_mode(gather_mode)
     if pairs not in ("anchor", "all"):
         raise ValueError(f"sigmoid_loss pairs={pairs!r}: expected 'anchor' or 'all'")
-    names = (anchor, *order)
+    names = inputs.names
     index_pairs = (
-        [(0, i + 1) for i in range(len(order))]
+        [(0, i + 1) for i in range(len(inputs.order))]
         if pairs == "anchor"
         else list(itertools.combinations(range(len(names)), 2))
     )
-    tau = resolve_temperature(temperature)
+    tau = inputs.tau()
     bias = jnp.asarray(bias, jnp.float32)
-    tensors = modality_inputs(embeddings, present, anchor, order)
+    tensors = inputs.stacked()
 
     def per_rows(local, gathered, offset):
         labels = positive_labels(offset, local["emb"].shape[0])
@@ -217,7 +133,11 @@ def sigmoid_loss(
         return out
 
     out = apply_gathered(
-        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+        per_rows,
+        tensors,
+        gather_mode=inputs.gather_mode,
+        mesh=inputs.mesh,
+        batch_axes=inputs.batch_axes,
     )
     aux, terms = {"temperature": tau, "bias": bias}, []
     for p, q in index_pairs:
@@ -230,37 +150,21 @@ def sigmoid_loss(
     return jnp.mean(jnp.stack(terms)), aux
 
 
-def symile_loss(
-    embeddings,
-    present=None,
-    *,
-    anchor="text",
-    order=("video", "audio"),
-    temperature,
-    rng=None,
-    negative_sampling="n",
-    gather_mode="global",
-    mesh: Mesh | None = None,
-    batch_axes=("data",),
-    label_smoothing=0.1,
-    **unused,
-):
+def symile_loss(inputs: LossInputs, *, negative_sampling="n"):
     """Symile: cross-entropy over multilinear inner products, each modality the anchor in turn.
 
     Args:
-      rng: PRNG key, required for negative_sampling='n': the candidates of anchor modality a take
-        modality i's rows in the order `jax.random.permutation(jax.random.split(rng, M * M)[a * M
-        + i], N)` (M modalities; the same key on every shard gives every shard the same global
-        permutation).
+      inputs: as the module docstring; logits = MIP / tau. `inputs.rng` is required for
+        negative_sampling='n': the candidates of anchor modality a take modality i's rows in the
+        order `jax.random.permutation(jax.random.split(rng, M * M)[a * M + i], N)` (M modalities;
+        the same key on every shard gives every shard the same global permutation).
       negative_sampling: 'n' (N-1 negatives per row, from independently permuted non-anchor rows) or
         'n_squared' (N^2 - 1 negatives: all combinations; needs exactly 3 modalities).
-      Other arguments as the module docstring; logits = MIP / tau.
 
     Returns:
       (loss, aux) with 'loss_anchor_<m>' per anchor modality and 'temperature'.
     """
-    check_gather_mode(gather_mode)
-    names = (anchor, *order)
+    names = inputs.names
     m = len(names)
     if negative_sampling not in ("n", "n_squared"):
         raise ValueError(
@@ -268,15 +172,18 @@ def symile_loss(
         )
     if negative_sampling == "n_squared" and m != 3:
         raise ValueError(f"symile negative_sampling='n_squared' needs 3 modalities, got {names}")
-    if negative_sampling == "n" and rng is None:
-        raise ValueError("symile negative_sampling='n': pass rng=<PRNG key> for the permutations")
-    tau = resolve_temperature(temperature)
-    tensors = modality_inputs(embeddings, present, anchor, order)
+    if negative_sampling == "n" and inputs.rng is None:
+        raise ValueError(
+            "symile negative_sampling='n': pass LossInputs(rng=<PRNG key>) for the permutations"
+        )
+    tau = inputs.tau()
+    label_smoothing = inputs.label_smoothing
+    tensors = inputs.stacked()
     n_total = tensors["emb"].shape[0]
     if negative_sampling == "n":
         # A fresh permutation per (anchor, modality), as Symile redraws them for every anchor;
         # stored [N, M*M] so it shards like the rest and is gathered back whole inside.
-        keys = jax.random.split(rng, m * m)
+        keys = jax.random.split(inputs.rng, m * m)
         tensors["perm"] = jnp.stack([jax.random.permutation(k, n_total) for k in keys], axis=1)
 
     def per_rows(local, gathered, offset):
@@ -317,7 +224,11 @@ def symile_loss(
         return out
 
     out = apply_gathered(
-        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+        per_rows,
+        tensors,
+        gather_mode=inputs.gather_mode,
+        mesh=inputs.mesh,
+        batch_axes=inputs.batch_axes,
     )
     aux = {"temperature": tau}
     terms = []
@@ -328,20 +239,7 @@ def symile_loss(
     return jnp.mean(jnp.stack(terms)), aux
 
 
-def area_loss(
-    embeddings,
-    present=None,
-    *,
-    anchor="text",
-    order=("video", "audio"),
-    temperature,
-    area_form="area",
-    gather_mode="global",
-    mesh: Mesh | None = None,
-    batch_axes=("data",),
-    label_smoothing=0.1,
-    **unused,
-):
+def area_loss(inputs: LossInputs, *, area_form="area"):
     """TRIANGLE: logits = -area(t_i, v_j, a_j) / tau, both directions as the volume loss.
 
     Args:
@@ -353,11 +251,13 @@ def area_loss(
       loss can draw hard negatives from them), 'loss_a2d', 'loss_d2a', 'positive_area',
       'temperature'.
     """
-    check_gather_mode(gather_mode)
-    if len(order) != 2:
-        raise ValueError(f"area loss needs exactly 2 data modalities (a triangle), got {order}")
-    tau = resolve_temperature(temperature)
-    tensors = modality_inputs(embeddings, present, anchor, order)
+    if len(inputs.order) != 2:
+        raise ValueError(
+            f"area loss needs exactly 2 data modalities (a triangle), got {inputs.order}"
+        )
+    tau = inputs.tau()
+    label_smoothing = inputs.label_smoothing
+    tensors = inputs.stacked()
 
     def per_rows(local, gathered, offset):
         labels = positive_labels(offset, local["emb"].shape[0])
@@ -392,7 +292,11 @@ def area_loss(
         }
 
     out = apply_gathered(
-        per_rows, tensors, gather_mode=gather_mode, mesh=mesh, batch_axes=batch_axes
+        per_rows,
+        tensors,
+        gather_mode=inputs.gather_mode,
+        mesh=inputs.mesh,
+        batch_axes=inputs.batch_axes,
     )
     loss_a2d = masked_mean(out["ce_a2d"], out["valid"])
     loss_d2a = masked_mean(out["ce_d2a"], out["valid"])

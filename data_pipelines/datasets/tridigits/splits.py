@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from data_pipelines.datasets.tridigits_sources import SpeechClip
+from data_pipelines.datasets.tridigits.sources import SpeechClip
 
 ALWAYS_TRAIN = -1  # fold of a voice that is never held out (its language has no second voice)
 

@@ -6,7 +6,7 @@ TriDigits joins three real things that share only the digit they show or say:
   ``tuxpaint-stamps-default`` (Ogg Vorbis) and the Asterisk voice prompt packages (WAV, raw GSM);
 - the number word in each clip's language, from Tux Paint's ``symbols/math/N.txt``.
 
-This module only finds and reads those files; ``tridigits.py`` turns them into a dataset. Nothing
+This module only finds and reads those files; ``build.py`` turns them into a dataset. Nothing
 here is downloaded from a model or dataset hub: ``apt-get download`` talks to the system's Debian
 (or Ubuntu) package mirror, a package registry.
 """
@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pathlib
 import re
 import shutil
 import subprocess
 
 import numpy as np
+from PIL import Image  # pillow comes with matplotlib, a dependency of gram_jax
+
+from data_pipelines.atomic_dir import publish_dir, staging_dir
 
 # Package -> the member glob (inside the package's file system tree) that TriDigits reads.
 PACKAGES: dict[str, str] = {
@@ -39,6 +43,8 @@ PACKAGES: dict[str, str] = {
 DIGITS_PNG = "usr/share/doc/opencv-doc/examples/data/digits.png"
 TUXPAINT_MATH = "usr/share/tuxpaint/stamps/symbols/math"
 ASTERISK_SOUNDS = "usr/share/asterisk/sounds"
+# Written last into an unpacked source tree: its presence marks a whole tree.
+UNPACKED_MARKER = ".unpacked"
 
 # Tux Paint names its clips N.ogg (English), N_<lang>.ogg and N_desc_<lang>.ogg (a second voice).
 _TUXPAINT_CLIP = re.compile(r"^(\d)(?:_(desc_)?(.+))?\.ogg$")
@@ -103,14 +109,21 @@ def download_packages(
     packages = list(PACKAGES) if packages is None else packages
     missing = [p for p in packages if not list(deb_dir.glob(f"{p}_*.deb"))]
     if missing:
+        # Download into a private folder, then move each whole .deb into deb_dir: a concurrent
+        # or killed download never leaves a truncated .deb under its final name.
+        staged = staging_dir(deb_dir / "download")
         try:
-            _run(["apt-get", "download", *missing], cwd=deb_dir)
+            _run(["apt-get", "download", *missing], cwd=staged)
+            for deb in staged.glob("*.deb"):
+                os.replace(deb, deb_dir / deb.name)
         except RuntimeError as e:
             raise RuntimeError(
                 f"apt-get download failed for {missing} into {deb_dir}: {e}\n"
                 "On a fresh machine run `sudo apt-get update` first, or download and unpack the "
                 "packages yourself and pass --source-dir DIR (the unpacked root holding usr/share)."
             ) from e
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
     debs = []
     for p in packages:
         found = sorted(deb_dir.glob(f"{p}_*.deb"))
@@ -145,17 +158,28 @@ def unpack_packages(debs: list[pathlib.Path], source_dir: pathlib.Path) -> pathl
     return source_dir
 
 
+def _is_unpacked(source_dir: pathlib.Path) -> bool:
+    return (source_dir / UNPACKED_MARKER).exists()
+
+
 def fetch_sources(cache_dir: pathlib.Path) -> pathlib.Path:
-    """Download and unpack (each once) all packages under ``cache_dir``; returns the source root."""
+    """Download and unpack (each once) all packages under ``cache_dir``; returns the source root.
+
+    The tree is unpacked into a private folder and renamed into place whole (``atomic_dir``), so a
+    concurrent fetch or a half-unpacked leftover of a killed run never yields a partial tree.
+    """
     source_dir = cache_dir / "sources"
-    done = source_dir / ".unpacked"
-    if done.exists():
+    if _is_unpacked(source_dir):
         return source_dir
-    if source_dir.exists():
-        shutil.rmtree(source_dir)  # a half-unpacked tree from an interrupted run
     debs = download_packages(cache_dir / "debs")
-    unpack_packages(debs, source_dir)
-    done.write_text("\n".join(d.name for d in debs) + "\n")
+    staged = staging_dir(source_dir)
+    try:
+        unpack_packages(debs, staged)
+        (staged / UNPACKED_MARKER).write_text("\n".join(d.name for d in debs) + "\n")
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    publish_dir(staged, source_dir, is_complete=_is_unpacked)
     return source_dir
 
 
@@ -166,8 +190,6 @@ def load_digit_images(source_dir: pathlib.Path) -> tuple[np.ndarray, np.ndarray]
       images: uint8[5000, 20, 20] (white digit on black, as in the file);
       labels: int32[5000]; the sheet has 50 rows of 100 cells, each block of 5 rows one digit.
     """
-    from PIL import Image  # pillow comes with matplotlib, a dependency of gram_jax
-
     path = source_dir / DIGITS_PNG
     if not path.is_file():
         raise FileNotFoundError(f"TriDigits images: expected {path} (package opencv-doc)")

@@ -1,5 +1,7 @@
 """Runs the evaluators of ``config.evals`` on a train state: builds the evaluators, feeds them the
 evaluation batches, and gives them an encoder and a matching scorer backed by the jitted model.
+The end-of-run report (report.py) embeds its split through the same loop (`global_batches`,
+`ModelScorer`).
 
 ``config.evals`` maps a name to a dict:
 
@@ -10,10 +12,11 @@ evaluation batches, and gives them an encoder and a matching scorer backed by th
   frame count, ``caption_mode``).
 - ``modalities``: the data modalities of the tuple (default: the model's, minus the anchor, in
   Gram order).
-- retrieval: ``scorings`` (subset of volume, cosine, matching), ``top_k`` (50), ``chunk_size``,
+- retrieval: ``scorings`` (subset of `scoring.SCORINGS`: volume, area, symile, cosine,
+  matching), ``top_k`` (50), ``chunk_size``,
   ``modality_pairs``, ``match_batch_size``, ``require``, ``captions`` ('all' | 'first').
 - classification: ``prompts`` (one text per class, in class-id order), ``label_key``
-  ('label'), ``scoring`` ('volume' | 'cosine'), ``chunk_size``.
+  ('label'), ``scoring`` (a `scoring.TUPLE_SCORINGS` name, default 'volume'), ``chunk_size``.
 
 Every process iterates its own shard of the evaluation batches; the rows of all processes are
 gathered into one host batch per step (`multihost_utils.process_allgather`), so each evaluator sees
@@ -30,6 +33,9 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from gram_jax import parallel
+from gram_jax.evaluators.classification import ZeroShotClassifier
+from gram_jax.evaluators.retrieval import RetrievalEvaluator
 from gram_jax.modalities import data_modalities
 
 _RETRIEVAL_KEYS = (
@@ -45,7 +51,8 @@ _CLASSIFICATION_KEYS = ("label_key", "scoring", "chunk_size")
 _COMMON_KEYS = ("type", "split", "data", "modalities", "prompts")
 
 
-def _data_config(config, ev: Mapping[str, Any]) -> ml_collections.ConfigDict:
+def eval_data_config(config, ev: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """``config.data`` with the ``data`` overrides of one ``config.evals`` entry applied."""
     from data_pipelines.config import data_config
 
     data = config.data.to_dict()
@@ -60,8 +67,6 @@ def _data_config(config, ev: Mapping[str, Any]) -> ml_collections.ConfigDict:
 
 def build_evaluator(name: str, ev: Mapping[str, Any], config):
     """The evaluator object of ``config.evals[name]``; errors name the key."""
-    from gram_jax import evaluators
-
     kind = ev.get("type")
     anchor = config.loss.anchor
     modalities = ev.get("modalities") or data_modalities(
@@ -76,7 +81,7 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
         for key in ("scorings", "require"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
-        return evaluators.RetrievalEvaluator(anchor=anchor, modalities=tuple(modalities), **kwargs)
+        return RetrievalEvaluator(anchor=anchor, modalities=tuple(modalities), **kwargs)
     if kind == "classification":
         prompts = ev.get("prompts")
         if not prompts:
@@ -86,7 +91,7 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
         max_len = int(config.data.text_max_len[anchor])
         ids, mask = Tokenizer().encode(list(prompts), max_len)
         kwargs = {k: ev[k] for k in _CLASSIFICATION_KEYS if k in ev}
-        return evaluators.ZeroShotClassifier(
+        return ZeroShotClassifier(
             prompts={f"{anchor}_ids": ids, f"{anchor}_mask": mask},
             anchor=anchor,
             modalities=tuple(modalities),
@@ -97,8 +102,9 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
     )
 
 
-def _global_batches(data_config, split: str) -> Iterator[dict[str, np.ndarray]]:
-    """This process's evaluation batches, each gathered over all processes (same on each)."""
+def global_batches(data_config, split: str) -> Iterator[dict[str, np.ndarray]]:
+    """The evaluation batches of ``split``: this process's shard of each batch, gathered over all
+    processes, so every process sees the whole batch (the one loop over the evaluation pipeline)."""
     from data_pipelines.pipeline import make_eval_iterator
 
     iterator = make_eval_iterator(
@@ -119,21 +125,23 @@ class ModelScorer:
 
     encode_fn(batch) returns {modality: float32[B, D]} and remembers, for every valid row in
     order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
-    feeds to the matching head (probability of "matched", float32[n]).
+    feeds to the matching head (probability of "matched", float32[n]). With
+    ``keep_match_rows=False`` (embedding only, e.g. the end-of-run report) nothing is remembered.
     """
 
-    def __init__(self, trainer, state, anchor: str):
+    def __init__(self, trainer, state, anchor: str, *, keep_match_rows: bool = True):
         self._trainer = trainer
         self._params = state["params"]
         self._model_state = state["model_state"]
         self._encode = trainer.encode_fn()
         self._match = trainer.match_fn()
         self._anchor = anchor
+        self._keep_match_rows = keep_match_rows  # False: no matching re-rank will follow
         self._rows: dict[str, list[np.ndarray]] = {}
 
     def _to_device(self, batch: Mapping[str, np.ndarray]):
         sharding = self._trainer.batch_sharding
-        divisor = int(np.prod([self._trainer.mesh.shape[a] for a in ("data", "fsdp")]))
+        divisor = parallel.batch_divisor(self._trainer.mesh)
         n = next(iter(batch.values())).shape[0]
         pad = (-n) % divisor  # evaluation batches may not split evenly over the batch axes
         out = {}
@@ -156,7 +164,7 @@ class ModelScorer:
             for m, e in embeddings.items()
         }
         valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(n, bool)
-        if condition is not None and f"{self._anchor}_ids" in batch:
+        if self._keep_match_rows and condition is not None and f"{self._anchor}_ids" in batch:
             rows = {
                 "ids": np.asarray(batch[f"{self._anchor}_ids"]),
                 "mask": np.asarray(batch[f"{self._anchor}_mask"]),
@@ -170,6 +178,8 @@ class ModelScorer:
         return out
 
     def match_fn(self, text_pos: np.ndarray, data_pos: np.ndarray) -> np.ndarray:
+        if not self._keep_match_rows:
+            raise ValueError("matching re-rank: this ModelScorer keeps no rows (keep_match_rows)")
         if not self._rows:
             raise ValueError("matching re-rank: the model has no matching head (condition tokens)")
         rows = {k: np.concatenate(v) for k, v in self._rows.items()}
@@ -200,8 +210,8 @@ def run_evaluations(config, trainer, state) -> dict[str, dict[str, float]]:
     for name, ev in config.evals.items():
         ev = ev.to_dict() if hasattr(ev, "to_dict") else dict(ev)
         evaluator = build_evaluator(name, ev, config)
-        data = _data_config(config, ev)
+        data = eval_data_config(config, ev)
         scorer = ModelScorer(trainer, state, config.loss.anchor)
-        batches = _global_batches(data, ev.get("split", "test"))
+        batches = global_batches(data, ev.get("split", "test"))
         results[name] = evaluator.run(scorer.encode_fn, batches, scorer.match_fn)
     return results

@@ -1,17 +1,15 @@
-"""gram_jax.alignment_report and gram_jax.plots on embeddings with known answers, and the
+"""gram_jax.evaluators.report, scoring and plots on embeddings with known answers, and the
 TriDigits sweep's aggregation (mean and 95 % CI)."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-from gram_jax import alignment_report as report
-from gram_jax import plots
+from gram_jax.evaluators import plots, report, retrieval_metrics, scoring
 from gram_jax.volume import gram_volume
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,27 +26,66 @@ def _clustered(rng, n_per_class=4, dim=16, noise=0.05):
 
 def test_volume_scores_match_the_gram_volume():
     rng = np.random.default_rng(0)
-    t, v, a = (rng.normal(size=(5, 8)).astype(np.float32) for _ in range(3))
-    scores = report.tuple_scores(t, [v, a], "volume")
-    t, v, a = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (t, v, a))
-    for i in range(5):
-        for j in range(5):
-            vol = float(gram_volume(np.stack([t[i], v[j], a[j]])))
-            assert scores[i, j] == pytest.approx(-vol, abs=2e-5)
+    t, v, a = (scoring.unit_rows(rng.normal(size=(5, 8)).astype(np.float32)) for _ in range(3))
+    for chunk_size in (None, 2):
+        scores = scoring.tuple_scores(t, np.stack([v, a]), "volume", chunk_size=chunk_size)
+        for i in range(5):
+            for j in range(5):
+                vol = float(gram_volume(np.stack([t[i], v[j], a[j]])))
+                assert scores[i, j] == pytest.approx(-vol, abs=2e-5)
 
 
-def test_symile_and_cosine_scores():
+def test_area_symile_and_cosine_scores():
     rng = np.random.default_rng(1)
     t, v, a = (rng.normal(size=(3, 4)) for _ in range(3))
     u = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in (t, v, a)]
     np.testing.assert_allclose(
-        report.tuple_scores(t, [v, a], "symile"), np.einsum("id,jd,jd->ij", *u), atol=1e-12
+        scoring.tuple_scores(t, np.stack([v, a]), "symile"),
+        np.einsum("id,jd,jd->ij", *u),
+        atol=1e-12,
     )
+    # The mean of the cosines (the sum over the 2 modalities, halved).
     np.testing.assert_allclose(
-        report.tuple_scores(t, [v, a], "cosine"), u[0] @ u[1].T + u[0] @ u[2].T, atol=1e-12
+        scoring.tuple_scores(t, np.stack([v, a]), "cosine"),
+        (u[0] @ u[1].T + u[0] @ u[2].T) / 2,
+        atol=1e-12,
     )
+    area = scoring.tuple_scores(u[0], np.stack(u[1:]), "area")
+    for i in range(3):
+        for j in range(3):
+            edges = np.stack([u[0][i] - u[1][j], u[0][i] - u[2][j]])
+            expected = 0.5 * np.sqrt(np.linalg.det(edges @ edges.T))
+            assert area[i, j] == pytest.approx(-expected, abs=1e-5)
     with pytest.raises(ValueError, match="scoring must be one of"):
-        report.tuple_scores(t, [v], "dot")
+        scoring.tuple_scores(t, v[None], "dot")
+    with pytest.raises(ValueError, match="exactly 2 data modalities"):
+        scoring.tuple_scores(t, v[None], "area")
+    absent = np.array([[True, False, True], [True, True, True]])
+    with pytest.raises(ValueError, match="'symile'.*absent"):
+        scoring.tuple_scores(t, np.stack([v, a]), "symile", absent)
+
+
+def test_zero_vectors_stay_zero_and_score_zero():
+    x = np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(scoring.unit_rows(x), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+    assert scoring.unit_rows(x).dtype == np.float32
+    assert scoring.unit_rows(x.astype(np.float64)).dtype == np.float64
+    cos = scoring.tuple_scores(x, x[None], "cosine")
+    np.testing.assert_allclose(cos, [[1.0, 0.0], [0.0, 0.0]], atol=1e-6)
+    # A tuple holding a zero vector spans volume 0 (gram_jax/volume.py's rule), never NaN.
+    vol = scoring.tuple_scores(x, x[None], "volume")
+    assert np.all(np.isfinite(vol)) and vol[0, 1] == 0.0 and vol[1, 0] == 0.0
+
+
+def test_report_recalls_are_the_evaluators_ranking_in_fractions():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(20, 20))
+    scores[3] = 0.0  # a tied row: pessimistic in both
+    table = report.rank_metrics(scores)
+    metrics = retrieval_metrics(scores, np.arange(20))
+    assert table["R@1"] * 100 == pytest.approx(metrics["R@1"])
+    assert table["R@5"] * 100 == pytest.approx(metrics["R@5"])
+    assert table["MdR"] == metrics["MdR"]
 
 
 def test_rank_metrics_known_values():
@@ -67,9 +104,9 @@ def test_aligned_clusters_retrieve_their_class_and_collapse_is_detected(tmp_path
     emb, labels = _clustered(np.random.default_rng(2))
     # Symile's multilinear score is not maximised by three equal vectors (it rewards large
     # same-sign coordinates), so only the geometric scorings are checked on plain clusters.
-    for scoring in ("volume", "area", "cosine"):
-        table = report.retrieval_table(emb, labels, scoring)
-        assert all(m["class@1"] == 1.0 for m in table.values()), scoring
+    for name in ("volume", "area", "cosine"):
+        table = report.retrieval_table(emb, labels, name)
+        assert all(m["class@1"] == 1.0 for m in table.values()), name
     emb["audio"] = np.tile(emb["audio"][:1], (len(labels), 1))  # audio collapsed to one vector
     collapse = report.collapse_metrics(emb)
     assert collapse["audio"]["mean_cos"] == pytest.approx(1.0)
@@ -94,8 +131,7 @@ def test_pca_2d():
 
 
 def test_sweep_aggregation(tmp_path):
-    sys.path.insert(0, str(REPO / "experiments" / "tridigits"))
-    import aggregate
+    from experiments.tridigits import aggregate
 
     mean, half = aggregate.mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / np.sqrt(3))

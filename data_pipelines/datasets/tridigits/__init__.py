@@ -1,0 +1,67 @@
+"""TriDigits: a real tri-modal (text, video, audio) dataset built offline from Debian packages.
+
+Every record is (a short video of one real handwritten digit d, one real human recording of the
+word for d, the written word for d in that recording's language). The digit is the only thing all
+three share; language ties speech to text but not to the image. The video motion is synthetic
+(``motion: "synthetic"`` in every record); the pixels and the voices are real. Modules:
+``sources`` (the packages), ``splits`` (folds and pairs), ``media`` (MP4/WAV writers), ``layout``
+(layout, options, config overrides), ``build`` (the builder and ``gram-data build tridigits``).
+
+On-disk layout (the VAST-style layout of the other datasets)::
+
+    <out>/annotations/fold{k}_{train,test}.json   records: id, desc, label, language, voice, split,
+                                                  fold, image_index, audio_source, motion
+    <out>/videos/<id>.mp4                         H.264, F frames of S x S RGB
+    <out>/audios/<id>.wav                         16-bit PCM, the clip's own rate and channels
+    <out>/media/{images,clips}/...                one file per image / clip; the two folders above
+                                                  hold hard links to these, one per record id
+    <out>/manifest.json                           build options, sha256 of every written file with
+                                                  its label, language, voice, split and fold
+
+Command line: ``gram-data build tridigits [--out DIR] [--cache-dir DIR] [--source-dir DIR] ...``
+(``build_main``). Default cache: ``$GRAM_JAX_TRIDIGITS_DIR`` or ``~/.cache/gram_jax/tridigits``.
+"""
+
+from data_pipelines.datasets.tridigits.build import (
+    FORMAT_VERSION,
+    REFERENCE_MANIFEST,
+    build,
+    build_main,
+    default_out_dir,
+    ensure_built,
+    is_built,
+    reference_manifest,
+    source_checksums,
+    verify_sources,
+)
+from data_pipelines.datasets.tridigits.layout import (
+    AUDIO_FRAMES,
+    DEFAULT_OPTIONS,
+    LAYOUT,
+    TEXT_MAX_LEN,
+    BuildOptions,
+    annotation_path,
+    data_overrides,
+    default_cache_dir,
+)
+
+__all__ = [
+    "AUDIO_FRAMES",
+    "DEFAULT_OPTIONS",
+    "FORMAT_VERSION",
+    "LAYOUT",
+    "REFERENCE_MANIFEST",
+    "TEXT_MAX_LEN",
+    "BuildOptions",
+    "annotation_path",
+    "build",
+    "build_main",
+    "data_overrides",
+    "default_cache_dir",
+    "default_out_dir",
+    "ensure_built",
+    "is_built",
+    "reference_manifest",
+    "source_checksums",
+    "verify_sources",
+]

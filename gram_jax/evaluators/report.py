@@ -1,0 +1,162 @@
+"""Retrieval table and per-modality collapse metrics of a labelled text/video/audio test set.
+
+Used by the quickstart and the TriDigits reproduction (experiments/tridigits). The tables work on
+host numpy embeddings ({modality: float[N, D] unit vectors} of the same N test records), so they
+are independent of the model and of how the embeddings were computed; `report_run` embeds a split
+through the evaluators' runner and writes the report.
+
+Directions (query -> candidates, candidate j = record j):
+- ``text->video+audio``: each text against every (video_j, audio_j) tuple, scored with the
+  method's own tuple score (`scoring.scoring_for_loss`, one of `scoring.TUPLE_SCORINGS`): the Gram
+  volume for GRAM, the triangle area for TRIANGLE, the multilinear product for Symile, the mean of
+  the cosines (ranks as their sum) for the cosine baselines;
+- ``video->audio``, ``audio->video``, ``text->video``, ``text->audio``: cosine similarity.
+
+Metrics per direction, from the one ranking of ranking.py (recalls as fractions 0..1 here; the
+evaluators write percent to metrics.jsonl): instance recall ``R@1``/``R@5`` (the candidate of the
+query's own record), ``MdR`` (median rank, 1-based) and ``class@1`` (the top candidate shows the
+same class). TriDigits
+test sets hold repeated texts (two voices of one language saying one digit share a word), so the
+instance recall of text queries has an upper bound below 1; ``class@1`` has none.
+
+Collapse metrics per modality: ``mean_cos`` (mean off-diagonal cosine; 1 = every item the same
+vector) and ``variance`` (total variance of the unit vectors, 0 = collapsed to a constant).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+from gram_jax.evaluators.base import collect
+from gram_jax.evaluators.plots import plot_embeddings
+from gram_jax.evaluators.ranking import class_at_1, ranks, recall_at
+from gram_jax.evaluators.runner import ModelScorer, eval_data_config, global_batches
+from gram_jax.evaluators.scoring import scoring_for_loss, tuple_scores, unit_rows
+from gram_jax.modalities import data_modalities
+
+PAIR_DIRECTIONS = (
+    ("video", "audio"),
+    ("audio", "video"),
+    ("text", "video"),
+    ("text", "audio"),
+)
+
+
+def rank_metrics(scores: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float]:
+    """R@1, R@5 (fractions), MdR (and class@1 when labels are given) of a square score matrix.
+
+    Row i's correct candidate is column i. Ties count against the query (pessimistic rank,
+    `ranking.ranks`), so a collapsed modality, whose scores are all equal, gets the worst rank.
+    """
+    scores = np.asarray(scores, np.float64)
+    n = len(scores)
+    if scores.shape != (n, n):
+        raise ValueError(f"rank_metrics: expected a square score matrix, got {scores.shape}")
+    rank = ranks(scores, np.arange(n))
+    out = {"R@1": recall_at(rank, 1), "R@5": recall_at(rank, 5), "MdR": float(np.median(rank + 1))}
+    if labels is not None:
+        out["class@1"] = class_at_1(scores, labels)
+    return out
+
+
+def retrieval_table(
+    embeddings: Mapping[str, np.ndarray], labels: np.ndarray | None, scoring: str = "volume"
+) -> dict[str, dict[str, float]]:
+    """{direction: metrics} for text->video+audio (``scoring``) and the cosine pair directions.
+
+    embeddings: {modality: float[N, D]} (normalised here, in float64); labels: int[N] or None.
+    """
+    unit = {m: unit_rows(np.asarray(x, np.float64)) for m, x in embeddings.items()}
+    table = {
+        "text->video+audio": rank_metrics(
+            tuple_scores(unit["text"], np.stack([unit["video"], unit["audio"]]), scoring), labels
+        )
+    }
+    for q, c in PAIR_DIRECTIONS:
+        table[f"{q}->{c}"] = rank_metrics(tuple_scores(unit[q], unit[c][None], "cosine"), labels)
+    return table
+
+
+def collapse_metrics(embeddings: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """{modality: {'mean_cos', 'variance'}} of unit-normalised embeddings (float[N, D] each)."""
+    out = {}
+    for m, x in embeddings.items():
+        u = unit_rows(np.asarray(x, np.float64))
+        n = len(u)
+        gram = u @ u.T
+        mean_cos = (gram.sum() - np.trace(gram)) / max(n * (n - 1), 1)
+        out[m] = {"mean_cos": float(mean_cos), "variance": float(u.var(axis=0).sum())}
+    return out
+
+
+def format_table(table: Mapping[str, Mapping[str, float]], collapse=None, title: str = "") -> str:
+    """A fixed-width text table of ``retrieval_table`` (and ``collapse_metrics``) output."""
+    cols = ["R@1", "R@5", "MdR", "class@1"]
+    lines = [title] if title else []
+    lines.append(f"{'direction':<20}" + "".join(f"{c:>9}" for c in cols))
+    for direction, metrics in table.items():
+        cells = "".join(
+            f"{'-':>9}" if c not in metrics else f"{metrics[c]:>9.{1 if c == 'MdR' else 3}f}"
+            for c in cols
+        )
+        lines.append(f"{direction:<20}{cells}")
+    if collapse:
+        lines.append(f"{'modality':<20}{'mean_cos':>9}{'variance':>9}")
+        for m, v in collapse.items():
+            lines.append(f"{m:<20}{v['mean_cos']:>9.3f}{v['variance']:>9.3f}")
+    return "\n".join(lines)
+
+
+def embed_split(config, trainer, state, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Embeddings and labels of every record of ``split``, through the evaluators' loop.
+
+    Uses `runner.global_batches` and `runner.ModelScorer`, the path of ``config.evals``.
+    Returns:
+      ({modality: float32[N, D]} in Gram order and annotation order, labels int[N]).
+    """
+    anchor = config.loss.anchor
+    modalities = (anchor, *data_modalities({m: None for m in config.model.modalities}, anchor))
+    scorer = ModelScorer(trainer, state, anchor, keep_match_rows=False)
+    batches = global_batches(eval_data_config(config, {}), split)
+    col = collect(scorer.encode_fn, batches, modalities, label_key="label")
+    order = np.argsort(col.index, kind="stable")
+    return {m: col.embeddings[m][order] for m in modalities}, np.asarray(col.label)[order]
+
+
+def report_run(config, trainer, state, workdir, *, split: str = "test", log=print) -> dict:
+    """Embed ``split``, print the retrieval table, write ``report.json`` and ``embeddings.png``.
+
+    The end-of-training report of the quickstart (and of any labelled tri-modal run). Every
+    process must call it (the embedding gathers over processes); process 0 logs and writes.
+
+    Args:
+      config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
+      trainer: a ``gram_jax.train.Trainer`` (its jitted ``encode_fn``).
+      state: the train state dict (``params``, ``model_state``).
+      workdir: where ``report.json`` and ``embeddings.png`` go.
+    Returns:
+      {'split', 'scoring', 'retrieval', 'collapse', 'plot': path or None off process 0}.
+    """
+    workdir = pathlib.Path(workdir)
+    embeddings, labels = embed_split(config, trainer, state, split)
+    scoring = scoring_for_loss(config.loss.name)
+    out = {
+        "split": split,
+        "scoring": scoring,
+        "retrieval": retrieval_table(embeddings, labels, scoring),
+        "collapse": collapse_metrics(embeddings),
+    }
+    if jax.process_index() != 0:
+        return {**out, "plot": None}
+    title = f"{split}: {len(labels)} records, text->video+audio scored by {scoring}"
+    log(format_table(out["retrieval"], out["collapse"], title))
+    plot = plot_embeddings(
+        embeddings, labels, workdir / "embeddings.png", title=f"{config.loss.name}, {split} split"
+    )
+    (workdir / "report.json").write_text(json.dumps(out, indent=1))
+    return {**out, "plot": str(plot)}
