@@ -147,6 +147,10 @@ def check_fresh_start(config, workdir: pathlib.Path) -> None:
             "from; starting again there would mix two runs. Use a fresh --workdir, or "
             "--config.overwrite=True to start over (the old metrics file is kept, renamed)."
         )
+    import jax
+
+    if jax.process_index() != 0:
+        return  # process 0 moves the file (a shared file system)
     target = metrics.with_name(f"metrics.replaced-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
     metrics.rename(target)
     log.warning("config.overwrite: starting over in %s; old metrics moved to %s", workdir, target)
