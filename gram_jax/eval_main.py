@@ -28,9 +28,11 @@ def evaluate_checkpoint(config, workdir, step: int | None = None) -> dict:
     from gram_jax import checkpoint, metric_writers, parallel
     from gram_jax.config_validation import validate_config
     from gram_jax.evaluators.runner import run_evaluations
+    from gram_jax.fidelity import finalize_config
     from gram_jax.train import Trainer
 
     parallel.maybe_initialize_distributed(config.get("distributed"))
+    finalize_config(config)
     validate_config(config)
     if not config.evals:
         raise ValueError("config.evals is empty: nothing to evaluate")

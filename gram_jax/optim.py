@@ -12,6 +12,10 @@ trains at 2e-5. Where the reference is accidental we fix it and say so:
   parameters named ``*embedding*``: position, type and frame embeddings; decaying them pulls rare
   tokens to zero and CLIP-style stacks exclude them too; ``decay_embeddings=True`` restores the
   reference) and the learnable temperature (decay would drag tau to 0).
+- ``decay_mask='released_names'`` reproduces the released code's rule instead (gram_jax.fidelity
+  row 9): it decays every parameter whose PyTorch name lacks ``bias``, ``LayerNorm.bias`` and
+  ``LayerNorm.weight``, so biases (BEATs' relative position bias included) and BERT's LayerNorms
+  are exempt while every other norm, the embedding tables and the temperature are decayed.
 - Gradient clipping is available (``grad_clip_norm``); the reference configures 2.0 but never calls
   it, so the paper configs keep it off (0).
 
@@ -102,8 +106,33 @@ def _unflatten(flat: Mapping[tuple, Any]) -> dict:
     return out
 
 
-def weight_decay_mask(model: nnx.Module, decay_embeddings: bool = False) -> dict:
-    """Pure-dict tree of bools (True = decayed) over the model's nnx.Params."""
+DECAY_MASKS = ("structural", "released_names")
+
+
+def released_name_decays(path: tuple, owner: Any) -> bool:
+    """The released code's decay rule on our parameter path (module docstring).
+
+    Its PyTorch names contain ``bias`` exactly for our biases and ``*_bias`` tables, and
+    ``LayerNorm`` only for the norms of its Hugging Face BERT (our ``bert`` subtree).
+    """
+    name = str(path[-1])
+    if name == "bias" or name.endswith("_bias"):
+        return False
+    return not (str(path[0]) == "bert" and _is_norm(owner))
+
+
+def weight_decay_mask(
+    model: nnx.Module, decay_embeddings: bool = False, decay_mask: str = "structural"
+) -> dict:
+    """Pure-dict tree of bools (True = decayed) over the model's nnx.Params.
+
+    ``decay_mask``: 'structural' (``decay_reason``) or 'released_names' (the released rule).
+    """
+    if decay_mask not in DECAY_MASKS:
+        raise ValueError(f"config.optim.decay_mask={decay_mask!r}: expected one of {DECAY_MASKS}")
+    if decay_mask == "released_names":
+        paths = param_paths(model).items()
+        return _unflatten({path: released_name_decays(path, owner) for path, (_, owner) in paths})
     return _unflatten(
         {
             path: decay_reason(path, p, owner, decay_embeddings) == "decay"
@@ -195,7 +224,11 @@ def make_optimizer(
     peaks = {"default": float(optim_config["lr"])}
     peaks.update({n: float(g["lr"]) for n, g in lr_groups.items()})
     labels = group_labels(model, lr_groups)
-    mask = weight_decay_mask(model, bool(optim_config.get("decay_embeddings", False)))
+    mask = weight_decay_mask(
+        model,
+        bool(optim_config.get("decay_embeddings", False)),
+        str(optim_config.get("decay_mask", "structural")),
+    )
     wd = float(optim_config.get("weight_decay", 0.01))
 
     schedules = {

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -40,6 +41,7 @@ from gram_jax.divergence import (
     divergence_message,
     lower_lr_command,
 )
+from gram_jax.fidelity import finalize_config
 from gram_jax.train_step import make_train_step, split_model, term_names
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,16 @@ class Trainer:
             self.schedules,
         )
         self.term_names = term_names(config)
+        # The evaluation towers may compute in another dtype (model.eval_dtype, fidelity row 7);
+        # the parameters are the same (param_dtype), only the module graph differs.
+        eval_dtype = config.model.get("eval_dtype", "")
+        self.eval_graphdef = self.graphdef
+        if eval_dtype and eval_dtype != config.model.dtype:
+            eval_model = ml_collections.ConfigDict(config.model.to_dict())
+            eval_model.dtype = eval_dtype
+            self.eval_graphdef = nnx.split(
+                nnx.eval_shape(lambda: build_model(eval_model, config.seed)), nnx.Param, ...
+            )[0]
 
     def _init_state(self) -> dict:
         return init_train_state(self.config.model, self.tx, self.config.seed)
@@ -155,7 +167,7 @@ class Trainer:
     def encode_fn(self) -> Callable:
         """Jitted eval-mode encoder: (params, model_state, batch) -> {modality: float32[B, D]}
         plus 'condition'/'condition_mask' tokens for matching re-rank."""
-        graphdef, ap, ar = self.graphdef, self.abstract_params, self.abstract_rest
+        graphdef, ap, ar = self.eval_graphdef, self.abstract_params, self.abstract_rest
 
         @jax.jit
         def encode(params, model_state, batch):
@@ -169,7 +181,7 @@ class Trainer:
 
     def match_fn(self) -> Callable:
         """Jitted eval-mode matching head: (params, model_state, ids, mask, cond, cond_mask)."""
-        graphdef, ap, ar = self.graphdef, self.abstract_params, self.abstract_rest
+        graphdef, ap, ar = self.eval_graphdef, self.abstract_params, self.abstract_rest
 
         @jax.jit
         def match(params, model_state, ids, mask, cond, cond_mask):
@@ -251,6 +263,7 @@ def train_and_evaluate(
     SIGTERM; CheckpointWriteError as soon as a save fails. See docs/reliability.md.
     """
     parallel.maybe_initialize_distributed(config.get("distributed"))
+    finalize_config(config)
     validate_config(config)
     config = resolve_run_length(config)
     workdir = pathlib.Path(workdir).absolute()

@@ -33,6 +33,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         eps=1e-6,
         weight_decay=0.01,
         decay_embeddings=False,
+        # 'structural' (above) or 'released_names' (the released rule; gram_jax.fidelity row 9).
+        decay_mask="structural",
         grad_clip_norm=0.0,
         accumulation_steps=1,
         # The vision tower (GramModel.vision) trains at the reference's clip_lr, which matched the
@@ -75,7 +77,11 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # Start from scratch in a workdir whose metrics.jsonl holds an earlier run (moved aside).
     config.overwrite = False
     # Keep the best checkpoint by an evaluation metric ("<eval name>/<metric>", e.g.
-    # "reference_clips/t2d/R@1") in W/best_checkpoint/, apart from the final state; "" = off.
+    # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
     config.best_metric = ""
     config.best_mode = "max"
+    # gram_jax.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
+    # fidelity_exceptions: dotted keys the switch leaves as set.
+    config.fidelity = ""
+    config.fidelity_exceptions = ()
     return config

@@ -44,6 +44,9 @@ def ablation_config(
     """`base_config` (with 'runlocal' if `arg` has it) after `change(config, variant)`."""
     variant, rest = split_variant(arg, choices, default, what)
     config = base_config(rest)
+    # Ablations compare variants of gram_jax's own choices, and the keys they vary are often
+    # fidelity keys (loss.gather_mode, model.temperature.*): the switch is off, keys stay as set.
+    config.fidelity = ""
     change(config, variant)
     return config
 

@@ -63,6 +63,7 @@ _CFG_FIELDS = {
     "attention_dropout": "attn_dropout_rate",
     "activation_dropout": "activation_dropout_rate",
     "layer_wise_gradient_decay_ratio": "layer_grad_scale",
+    "encoder_layerdrop": "layerdrop",
 }
 # Variants of the public code this tower does not implement: cfg key -> the only supported value.
 _REQUIRED = {
@@ -81,9 +82,12 @@ def audio_config_from_beats_cfg(cfg: Mapping[str, Any], **overrides: Any) -> Aud
     for key, value in _REQUIRED.items():
         if key in cfg and cfg[key] != value:
             raise ValueError(f"BEATs cfg[{key!r}] = {cfg[key]!r}: only {value!r} is supported")
-    for key in ("encoder_layerdrop", "dropout_input"):
-        if cfg.get(key, 0.0):
-            raise ValueError(f"BEATs cfg[{key!r}] = {cfg[key]!r}: only 0 is supported")
+    # Layer drop (public BEATs_iter3+ cfgs carry 0.05) is a training-time behaviour of the tower;
+    # an input dropout is not implemented.
+    if cfg.get("dropout_input", 0.0):
+        raise ValueError(
+            f"BEATs cfg['dropout_input'] = {cfg['dropout_input']!r}: only 0 is supported"
+        )
     fields = {ours: cfg[theirs] for theirs, ours in _CFG_FIELDS.items() if theirs in cfg}
     return AudioConfig(**{**fields, **overrides})
 

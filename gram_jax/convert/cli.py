@@ -16,6 +16,7 @@ A ``conversion_report.txt`` next to it names every unused source key and every u
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -33,8 +34,15 @@ def convert_file(
     size: str | None = None,
     modalities: Sequence[str] = ("text", "video", "audio"),
     allow_missing: bool = False,
+    model_overrides: dict | None = None,
 ):
-    """Reads ``input_path`` and converts it; returns (params nested dict, ConversionReport)."""
+    """Reads ``input_path`` and converts it; returns (params nested dict, ConversionReport).
+
+    ``model_overrides`` (``--format gram``): ``model_config`` keys for a model that is not one of
+    the named sizes, e.g. ``{"embed_dim": 64, "vision": {"image_size": 56, "max_frames": 4}}``.
+    """
+    if model_overrides and fmt != "gram":
+        raise ValueError("--model-overrides applies to --format gram only")
     from gram_jax.convert.state_files import read_state_dict
 
     if fmt not in FORMATS:
@@ -58,7 +66,7 @@ def convert_file(
     from gram_jax.convert.gram_release import convert_gram_release
     from gram_jax.models.gram import model_config
 
-    config = model_config(size, modalities=tuple(modalities))
+    config = model_config(size, modalities=tuple(modalities), **(model_overrides or {}))
     return convert_gram_release(state, config, allow_missing=allow_missing)
 
 
@@ -137,6 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allow-missing", action="store_true", help="write partial params instead of failing"
     )
+    parser.add_argument(
+        "--model-overrides",
+        default="",
+        help="for --format gram: JSON of model_config keys, e.g. '{\"embed_dim\": 64}'",
+    )
     args = parser.parse_args(argv)
     params, report = convert_file(
         args.format,
@@ -144,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         size=args.size,
         modalities=tuple(m for m in args.modalities.split(",") if m),
         allow_missing=args.allow_missing,
+        model_overrides=_json_overrides(args.model_overrides),
     )
     target = save_params(params, args.output)
     summary = report.summary()
@@ -152,6 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     (pathlib.Path(args.output) / "conversion_report.txt").write_text(summary + "\n")
     print(f"wrote {target}\n{summary}")
     return 0
+
+
+def _json_overrides(text: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--model-overrides: not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"--model-overrides: expected a JSON object, got {text!r}")
+    return value
 
 
 def run(argv: Sequence[str] | None = None) -> None:

@@ -78,6 +78,9 @@ class AudioConfig:
     dropout_rate: float = 0.1  # BEATs `dropout` (encoder input and residual branches)
     attn_dropout_rate: float = 0.1  # BEATs `attention_dropout`
     activation_dropout_rate: float = 0.0  # BEATs `activation_dropout`
+    # BEATs `encoder_layerdrop`: in training each layer is skipped (identity) with this
+    # probability, one draw per layer and batch; evaluation runs every layer.
+    layerdrop: float = 0.0
     # BEATs `layer_wise_gradient_decay_ratio`: the gradient entering each layer from the one above
     # is multiplied by this (forward unchanged), so lower layers learn more slowly.
     layer_grad_scale: float = 1.0
@@ -102,6 +105,8 @@ class AudioConfig:
             raise ValueError(
                 f"AudioConfig.conv_pos_impl {self.conv_pos_impl!r}: expected auto, conv or taps"
             )
+        if not 0.0 <= self.layerdrop < 1.0:
+            raise ValueError(f"AudioConfig.layerdrop {self.layerdrop}: expected a value in [0, 1)")
         if self.remat_policy not in layers.REMAT_POLICIES:
             raise ValueError(
                 f"AudioConfig.remat_policy {self.remat_policy!r}: expected one of "
@@ -297,13 +302,20 @@ class BeatsLayer(nnx.Module):
         )
         self.final_layer_norm = layers.LayerNorm(cfg.width, eps=cfg.eps, **kw)
         self.alpha = cfg.deep_norm_alpha
+        self.layerdrop = float(cfg.layerdrop)
+        if self.layerdrop:
+            self.layerdrop_rng = rngs["dropout"].fork()
 
     def __call__(self, x: Array, position_bias: Array, *, train: bool = False) -> Array:
         alpha = jnp.asarray(self.alpha, x.dtype)
         h = self.attn_dropout(self.self_attn(x, position_bias, train=train), train=train)
-        x = self.self_attn_layer_norm(x * alpha + h)
-        x = self.final_layer_norm(x * alpha + self.mlp(x, train=train))
-        return layers.constrain(x, ("batch", "length", "embed"))
+        y = self.self_attn_layer_norm(x * alpha + h)
+        y = self.final_layer_norm(y * alpha + self.mlp(y, train=train))
+        if train and self.layerdrop:
+            # BEATs runs the layer iff a uniform draw exceeds the rate (no rescaling).
+            keep = jax.random.uniform(self.layerdrop_rng()) > self.layerdrop
+            y = jnp.where(keep, y, x)
+        return layers.constrain(y, ("batch", "length", "embed"))
 
 
 class AudioTransformer(nnx.Module):

@@ -16,14 +16,32 @@ Keys (a ``ml_collections.ConfigDict``):
 - ``vision``: ``size`` ('tiny' | 'base' | 'large' | 'giant'), ``drop_path_rate`` (0.0; the
   reference trains with 0.4), ``image_size`` (0 = the size's default; sets the position table),
   ``max_frames`` 8 (rows of the fusion frame embedding; nearest-resized to the frame count),
+  ``frame_table`` 'train_frames' (a run's finalised config sizes ``max_frames`` and
+  ``audio.max_clips`` to the training frames/clips, as the released code does, so every row is
+  trained; 'max_frames' keeps ``max_frames`` as given, e.g. a table of 8 rows trained on 4 frames
+  leaves rows 1, 3, 5, 7 untrained yet read at 8-frame evaluation; gram_jax.fidelity row 4),
   ``patch_size`` (0 = the size's default), ``pool`` 'cls' (EVA-CLIP, the reference) or 'mean'
   (the mean of the patch tokens), ``stem_channels`` () (a convolutional stem: one 3x3 stride-2
   conv per entry; see ``gram_jax.models.vit.ViTConfig``). The TriDigits towers, trained from
   scratch, use the mean and a conv stem.
 - ``audio``: ``size`` ('tiny' | 'base'), ``dropout_rate`` 0.1, ``attn_dropout_rate`` 0.1,
-  ``max_clips`` 2 (rows of the fusion clip embedding).
+  ``max_clips`` 2 (rows of the fusion clip embedding), ``layerdrop`` 0.0 (BEATs
+  ``encoder_layerdrop``: each layer skipped in training with this probability),
+  ``layer_grad_scale`` 1.0 (BEATs ``layer_wise_gradient_decay_ratio``: gradient multiplier per
+  layer). The public BEATs_iter3+ checkpoint cfg, which the released code trains with, has
+  dropout 0, attention dropout 0, layer drop 0.05 and ratio 0.6 (gram_jax.fidelity row 9).
 - ``matching``: ``enabled`` True (cross-attention in BERT + matching head),
-  ``condition_modalities`` ('video', 'audio') (the reference always uses these two).
+  ``condition_modalities`` ('video', 'audio') (the training tokens; the reference always uses
+  these two), ``eval_condition`` 'train' (evaluation re-ranks with the same tokens) or 'data'
+  (every data modality of the model but depth, e.g. video + audio + subtitle: the released
+  evaluation takes the tokens of its task's last subtask, ``ret%tvas``; the subtitle adapter is
+  then built, converted and used), ``condition_padding`` 'mask' (cross-attention skips the padding
+  of text-like condition tokens) or 'attend' (the released all-ones encoder mask attends to them).
+- ``subtitle_if_annotated``: False; True adds 'subtitle' to the modalities whenever the dataset's
+  records carry a subtitle field, whatever the paper row (the released code picks its 4-modality
+  volume from the data; applied when a run's config is finalised, gram_jax.fidelity row 2).
+- ``eval_dtype``: '' (evaluate with ``dtype``) or a dtype name for the evaluation towers
+  (the released evaluation runs in float32; gram_jax.fidelity row 7).
 - ``temperature``: ``init`` 0.07, ``parametrization`` 'log' | 'reference', ``min_value`` 0.01,
   ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.models.temperature.Temperature``).
 - ``video_mean`` / ``video_std``: the per-channel normalisation of uint8 frames (CLIP values).
@@ -81,11 +99,26 @@ def model_config(
         image_size=0,
         patch_size=0,
         max_frames=8,
+        frame_table="train_frames",
         pool="cls",
         stem_channels=(),
     )
-    c.audio = dict(size=sizes["audio"], dropout_rate=0.1, attn_dropout_rate=0.1, max_clips=2)
-    c.matching = dict(enabled=True, condition_modalities=("video", "audio"))
+    c.audio = dict(
+        size=sizes["audio"],
+        dropout_rate=0.1,
+        attn_dropout_rate=0.1,
+        max_clips=2,
+        layerdrop=0.0,
+        layer_grad_scale=1.0,
+    )
+    c.matching = dict(
+        enabled=True,
+        condition_modalities=("video", "audio"),
+        eval_condition="train",
+        condition_padding="mask",
+    )
+    c.subtitle_if_annotated = False
+    c.eval_dtype = ""
     c.temperature = dict(
         init=0.07, parametrization="log", min_value=0.01, max_value=1.0, learnable=True
     )

@@ -79,6 +79,8 @@ class GramModel(nnx.Module):
             )
         self.modalities = modalities
         dtype = _dtype(config.dtype, "dtype")
+        if config.get("eval_dtype", ""):
+            _dtype(config.eval_dtype, "eval_dtype")
         param_dtype = _dtype(config.param_dtype, "param_dtype")
         common = dict(
             dtype=dtype,
@@ -89,10 +91,34 @@ class GramModel(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.dtype = dtype
         self.matching = bool(config.matching.enabled)
-        self.condition_modalities = tuple(
+        self.train_condition = tuple(
             m for m in config.matching.condition_modalities if m in modalities
         )
-        if self.matching and not self.condition_modalities:
+        if config.matching.eval_condition == "train":
+            self.eval_condition = self.train_condition
+        elif config.matching.eval_condition == "data":
+            # The released evaluation's last subtask: every data modality with tokens, Gram order.
+            self.eval_condition = tuple(
+                m for m in ("video", "audio", "subtitle") if m in modalities
+            )
+        else:
+            raise ValueError(
+                f"model config matching.eval_condition={config.matching.eval_condition!r}: "
+                "expected 'train' or 'data'"
+            )
+        if config.matching.condition_padding not in ("mask", "attend"):
+            raise ValueError(
+                f"model config matching.condition_padding={config.matching.condition_padding!r}: "
+                "expected 'mask' or 'attend'"
+            )
+        self.attend_condition_padding = config.matching.condition_padding == "attend"
+        # Every modality with a token adapter (training's and evaluation's), in Gram order.
+        self.condition_modalities = tuple(
+            m
+            for m in ("video", "audio", "subtitle", "depth")
+            if m in self.train_condition + self.eval_condition
+        )
+        if self.matching and not self.train_condition:
             raise ValueError(
                 f"model config matching.condition_modalities="
                 f"{tuple(config.matching.condition_modalities)} shares none of the modalities "
@@ -135,6 +161,8 @@ class GramModel(nnx.Module):
                 config.audio.size,
                 dropout_rate=config.audio.dropout_rate,
                 attn_dropout_rate=config.audio.attn_dropout_rate,
+                layerdrop=config.audio.layerdrop,
+                layer_grad_scale=config.audio.layer_grad_scale,
                 **common,
             )
             self.audio = AudioTransformer(self.audio_cfg, rngs=rngs)
@@ -185,7 +213,11 @@ class GramModel(nnx.Module):
         return frames.astype(jnp.float32)
 
     def encode(self, batch, *, train: bool) -> Encoded:
-        """Batch dict (docs/contracts.md) -> ``Encoded`` (unit embeddings + fusion tokens)."""
+        """Batch dict (docs/contracts.md) -> ``Encoded`` (unit embeddings + fusion tokens).
+
+        The fusion tokens are those of ``matching.condition_modalities`` in training and of the
+        evaluation condition (``matching.eval_condition``) otherwise.
+        """
         pooled: dict[str, Array] = {}
         tokens: dict[str, Array] = {}
         masks: dict[str, Array] = {}
@@ -207,12 +239,12 @@ class GramModel(nnx.Module):
         if not self.matching:
             return Encoded(embeddings, None, None)
         cond, cond_mask = [], []
-        for m in self.condition_modalities:
+        for m in self.train_condition if train else self.eval_condition:
             x = self.condition_tokens[m](tokens[m])
             cond.append(x)
-            if m in masks:
+            if m in masks and not self.attend_condition_padding:
                 cond_mask.append(masks[m])
-            else:  # the reference attends to every vision/audio token
+            else:  # the reference attends to every token (an all-ones encoder mask)
                 cond_mask.append(jnp.ones(x.shape[:2], jnp.int32))
         condition = jnp.concatenate(cond, axis=1).astype(self.dtype)
         return Encoded(embeddings, condition, jnp.concatenate(cond_mask, axis=1))
