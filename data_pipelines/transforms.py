@@ -149,9 +149,17 @@ class LoadSample(grain.transforms.Map):
                     f"{self._split.annotation_path}; bad_data='raise')",
                 ) from err
             self.skipped[(modality, err.reason)] += 1
-            logging.warning(
-                "bad_data='skip': %s of id %r masked: %s", modality, self._split.ids[record], err
-            )
+            # Once per modality and process: the trainer counts every masked item (metrics
+            # data/skipped_<m> and the end-of-run summary), so repeats would only flood the log.
+            if sum(n for (m, _), n in self.skipped.items() if m == modality) == 1:
+                logging.warning(
+                    "bad_data='skip': %s of id %r masked: %s (further masked %s items are "
+                    "counted in the metrics and the run summary, not logged)",
+                    modality,
+                    self._split.ids[record],
+                    err,
+                    modality,
+                )
             return self._zeros[modality], False
 
     def _text(self, modality: str, record: int, caption: int) -> tuple[str, bool]:

@@ -6,7 +6,8 @@ Usage: ``gram-train --config experiments/base_config.py[:runlocal] --workdir W``
 Units: ``total_steps`` counts train steps, each on one *global* batch of ``data.batch_size`` rows
 (split over all processes and devices). The reference counts ``len(dataset) // batch_size * epochs``
 steps with its batch size global over 4 GPUs, so a reference run of E epochs on N records at batch B
-is ``total_steps = N // B * E`` here, independent of the device count.
+is ``total_steps = N // B * E`` here, independent of the device count; ``num_epochs = E`` derives
+exactly that from the records actually kept (logged).
 
 Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unknown ones):
 
@@ -37,9 +38,16 @@ Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unk
 - ``mesh``: ``data`` (-1 = all remaining devices), ``fsdp`` (1), ``model`` (1) axis sizes.
 - ``distributed``: ``initialize`` (force `jax.distributed.initialize()`; SLURM/TPU pods are
   auto-detected), ``coordinator_address``, ``num_processes``, ``process_id`` (explicit local runs).
-- ``total_steps``, ``checkpoint_steps`` (save every K steps; also at the end and on SIGTERM),
-  ``keep_checkpoints`` (keep-N), ``async_checkpoints`` (True), ``log_every`` (train metrics every N
-  steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the reference evaluates first).
+- ``total_steps`` (or ``num_epochs``, None: epochs over the kept records, which then sets it),
+  ``checkpoint_steps`` (save every K steps; also at the end and on SIGTERM), ``keep_checkpoints``
+  (keep-N, plus always the newest known-good one), ``async_checkpoints`` (True), ``log_every``
+  (train metrics every N steps), ``eval_every`` (0 = only at the end), ``eval_at_start`` (the
+  reference evaluates first).
+- ``on_nonfinite`` ('stop' | 'rollback'), ``max_rollbacks`` (3), ``divergence_factor`` (100; a
+  loss above that x the first one counts as divergence, 0 = only NaN/inf): docs/reliability.md.
+- ``overwrite``: start over in a workdir that holds an earlier run's metrics (False: refused).
+- ``best_metric`` ('<eval>/<metric>', '' = off) and ``best_mode`` ('max' | 'min'): keep the best
+  state in ``W/best`` apart from the final one (the released code's ``--save_best``).
 - ``evals``: {name: dict(type='retrieval' | 'classification', split=..., ...)}; the keys of each
   entry are documented in `gram_jax.evaluators.runner` (run at the end, every ``eval_every``
   steps, and by ``gram-eval``).

@@ -4,13 +4,19 @@ Layout: ``W/checkpoints/<step>/{state, data, config}``; ``state`` is the train-s
 (params, opt_state, model_state, step, rng; sharded arrays saved by every process), ``data``
 holds one JSON file per process with its Grain iterator state, ``config`` the run config as JSON.
 
-Saves are asynchronous (the step loop continues while arrays are written) and keep the newest
-``keep`` checkpoints. Restoring takes abstract targets that carry the *current* mesh's shardings, so
-a checkpoint written on 8 devices restores onto 1 or 4 (orbax reshards on read).
+Saves are asynchronous (the step loop continues while arrays are written; `raise_save_errors`
+surfaces a failed write at the next step, in one line). Retention keeps the newest ``keep``
+checkpoints *and* the newest known-good one (`KeepStep`, fed by `gram_jax.divergence`), so a
+diverging run can never delete the state it must go back to.
 
-Resume order (`restore_or_initialize`): the workdir's latest checkpoint, then ``config.resume``
-(another run's checkpoint directory), then ``config.model_init`` (converted weights, possibly a
-subset of the parameters), then a fresh initialisation.
+Restoring takes abstract targets that carry the *current* mesh's shardings, so a checkpoint
+written on 8 devices restores onto 1 or 4 (orbax reshards on read). `restore_newest_intact` tries
+the newest checkpoint first; one that cannot be read is moved aside to ``W/checkpoints_set_aside/``
+(renamed, never deleted), named in one log line with its cause, and the next older one is tried.
+
+Resume order (`restore_or_initialize`): the workdir's newest readable checkpoint, then
+``config.resume`` (another run's checkpoint directory), then ``config.model_init`` (converted
+weights, possibly a subset of the parameters), then a fresh initialisation.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pathlib
+import re
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -30,6 +38,30 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 log = logging.getLogger(__name__)
+
+SET_ASIDE_DIR = "checkpoints_set_aside"
+
+
+class CheckpointWriteError(OSError):
+    """An (asynchronous) checkpoint save failed: disk full, permissions, a vanished directory."""
+
+
+class CheckpointReadError(RuntimeError):
+    """No checkpoint of a directory could be read (each unreadable one was moved aside)."""
+
+
+class PreemptedError(RuntimeError):
+    """The run stopped on a pre-emption signal after saving; rerunning continues it.
+
+    ``gram-train`` exits with `gram_jax.main.EXIT_PREEMPTED` (75) for it.
+    """
+
+    def __init__(self, step: int, directory):
+        super().__init__(
+            f"pre-empted at step {step}: saved {directory}/{step}; run the same command again "
+            "to continue"
+        )
+        self.step = step
 
 
 # ----------------------------------------------------------------------------- data iterator item
@@ -100,12 +132,44 @@ def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
     return pathlib.Path(workdir).absolute() / "checkpoints"
 
 
+@dataclasses.dataclass
+class KeepNewestGood:
+    """orbax preservation policy: never deletes the newest checkpoint at or below `bound_fn()`.
+
+    The trainer passes the newest confirmed-good state (`gram_jax.divergence.DivergenceGuard`),
+    so retention (keep-N) cannot delete the last known-good checkpoint while newer, unconfirmed
+    ones exist. `bound_fn()` returning None preserves nothing extra.
+    """
+
+    bound_fn: Callable[[], int | None]
+
+    def should_preserve(self, checkpoints, *, context) -> list[bool]:
+        bound = self.bound_fn()
+        good = [c.step for c in checkpoints if bound is not None and c.step <= bound]
+        newest = max(good) if good else None
+        return [c.step == newest for c in checkpoints]
+
+
 def make_manager(
-    directory: str | pathlib.Path, *, keep: int = 3, asynchronous: bool = True, read_only=False
+    directory: str | pathlib.Path,
+    *,
+    keep: int = 3,
+    asynchronous: bool = True,
+    read_only=False,
+    good_bound: Callable[[], int | None] | None = None,
 ) -> ocp.CheckpointManager:
-    """An orbax CheckpointManager over `directory` with items state, data and config."""
+    """An orbax CheckpointManager over `directory` with items state, data and config.
+
+    Keeps the newest `keep` checkpoints plus, when given, the newest one at or below
+    `good_bound()` (see KeepNewestGood).
+    """
+    if int(keep) < 1:
+        raise ValueError(f"keep_checkpoints={keep}: must be >= 1 (0 would delete every save)")
+    policies = [ocp.checkpoint_managers.LatestN(n=int(keep))]
+    if good_bound is not None:
+        policies.append(KeepNewestGood(good_bound))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=asynchronous,
         create=not read_only,
         read_only=read_only,
@@ -123,6 +187,77 @@ def save(manager, step: int, state, data_iterator=None, config=None, *, force=Fa
     if config is not None:
         items["config"] = ocp.args.JsonSave(json.loads(config.to_json_best_effort()))
     return manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+
+
+def raise_save_errors(manager) -> bool:
+    """Raises CheckpointWriteError (one line: directory and cause) if the last async save failed.
+
+    Returns False while a save is still being written (check again later), True once it is done
+    and fine. Cheap: the loop calls it every step after a save, so a full disk stops the run at
+    the next step instead of one checkpoint interval later.
+    """
+    if manager.is_saving_in_progress():
+        return False
+    try:
+        manager.check_for_errors()
+        manager.wait_until_finished()  # the save thread has ended: returns at once or re-raises
+    except Exception as exc:  # orbax re-raises the writer thread's error, often deeply wrapped
+        raise CheckpointWriteError(
+            f"saving a checkpoint to {manager.directory} failed: {one_line(exc)}"
+        ) from exc
+    return True
+
+
+def wait_for_saves(manager) -> None:
+    """Waits for the outstanding saves; a failed one raises CheckpointWriteError (one line)."""
+    try:
+        manager.wait_until_finished()
+    except Exception as exc:
+        raise CheckpointWriteError(
+            f"saving a checkpoint to {manager.directory} failed: {one_line(exc)}"
+        ) from exc
+
+
+def one_line(exc: BaseException, limit: int = 240) -> str:
+    """`exc` as one short line: the innermost cause's type and first message line; an OS error
+    reported by tensorstore (``[os_error_code='28']``) as its strerror and the file."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__
+    text = str(seen)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    if code:
+        where = re.search(r'(?:Failed writing|Failed reading|local file):? "([^"]+)"', text)
+        path = f" ({where.group(1)})" if where else ""
+        return f"{os.strerror(int(code.group(1)))} [errno {code.group(1)}]{path}"[:limit]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    text = f"{type(seen).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def set_aside(directory: str | pathlib.Path, step: int, reason: str) -> pathlib.Path:
+    """Renames checkpoint `step` of `directory` (``W/checkpoints``) to
+    ``W/checkpoints_set_aside/<step>.<reason>`` (``.1``, ``.2``... appended when taken); returns
+    the new path. Never deletes anything."""
+    directory = pathlib.Path(directory)
+    aside = directory.parent / SET_ASIDE_DIR
+    aside.mkdir(parents=True, exist_ok=True)
+    target = aside / f"{step}.{reason}"
+    n = 0
+    while target.exists():
+        n += 1
+        target = aside / f"{step}.{reason}.{n}"
+    (directory / str(step)).rename(target)
+    return target
+
+
+def saved_config(directory: str | pathlib.Path, step: int) -> dict | None:
+    """The run config saved with checkpoint `step` (its ``config`` item), or None."""
+    path = pathlib.Path(directory) / str(step) / "config" / "metadata"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def abstract_like(state, shardings) -> Any:
@@ -224,6 +359,41 @@ def merge_partial_params(params: Mapping, loaded: Mapping[tuple, Any], source: s
     return out, replaced, unexpected
 
 
+def restore_newest_intact(manager, abstract_state, data_iterator=None, *, set_aside_bad=True):
+    """Restores the newest readable checkpoint of `manager`: returns (state, iterator, step), or
+    None when the directory holds no checkpoint.
+
+    A checkpoint that fails to read (truncated or missing array files, a broken iterator JSON, a
+    state of another structure...) is moved aside with `set_aside` (when `set_aside_bad`; else only
+    skipped), logged in one line naming its step and the cause, and the next older one is tried.
+    Raises CheckpointReadError when checkpoints exist but none can be read.
+    """
+    from gram_jax import parallel
+
+    tried = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            state, data_iterator = restore(manager, step, abstract_state, data_iterator)
+            return state, data_iterator, step
+        except Exception as exc:  # orbax raises many types (ValueError, OSError, XlaRuntimeError)
+            cause = one_line(exc)
+            tried.append(f"step {step}: {cause}")
+            where = "left in place (read-only)"
+            if set_aside_bad:
+                if jax.process_index() == 0:
+                    where = f"moved to {set_aside(manager.directory, step, 'unreadable')}"
+                else:
+                    where = "moved aside by process 0"
+                parallel.barrier(f"gram_jax_set_aside_{step}")
+                manager.reload()
+            log.warning("checkpoint step %d is unreadable (%s); %s", step, cause, where)
+    if tried:
+        raise CheckpointReadError(
+            f"{manager.directory}: no checkpoint could be read ({'; '.join(tried)})"
+        )
+    return None
+
+
 def restore_or_initialize(
     manager,
     config,
@@ -232,10 +402,18 @@ def restore_or_initialize(
     data_iterator=None,
 ) -> tuple[Any, Any, str]:
     """Applies the resume order. Returns (state, data_iterator, source) where source is one of
-    'workdir:<step>', 'resume:<dir>:<step>', 'model_init:<path>', 'scratch'."""
-    if manager.latest_step() is not None:
-        step = manager.latest_step()
-        state, data_iterator = restore(manager, step, abstract_state, data_iterator)
+    'workdir:<step>', 'resume:<dir>:<step>', 'model_init:<path>', 'scratch'.
+
+    Unreadable workdir checkpoints are moved aside and the next older one is used (see
+    `restore_newest_intact`); when none is left, the resume order continues below the workdir.
+    """
+    try:
+        found = restore_newest_intact(manager, abstract_state, data_iterator)
+    except CheckpointReadError as exc:
+        log.warning("%s; continuing with the rest of the resume order", exc)
+        found = None
+    if found is not None:
+        state, data_iterator, step = found
         return state, data_iterator, f"workdir:{step}"
     if config.get("resume"):
         directory = pathlib.Path(config.resume)
@@ -244,11 +422,14 @@ def restore_or_initialize(
         if not directory.is_dir():
             raise FileNotFoundError(f"config.resume: {directory} is not a checkpoint directory")
         other = make_manager(directory, read_only=True)
-        step = other.latest_step()
-        if step is None:
+        try:
+            # Another run's directory: skip unreadable checkpoints, never rename them.
+            found = restore_newest_intact(other, abstract_state, data_iterator, set_aside_bad=False)
+        finally:
+            other.close()
+        if found is None:
             raise FileNotFoundError(f"config.resume: {directory} holds no checkpoint")
-        state, data_iterator = restore(other, step, abstract_state, data_iterator)
-        other.close()
+        state, data_iterator, step = found
         return state, data_iterator, f"resume:{directory}:{step}"
     state = init_fn()
     if config.get("model_init"):

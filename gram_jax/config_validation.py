@@ -1,10 +1,13 @@
-"""Checks a run config before anything is compiled: unknown keys (typos) and wrong value types.
+"""Checks a run config before anything is compiled: unknown keys, value types and value ranges.
 
 An unknown key gets an error naming its full dotted path and the nearest valid key (difflib), e.g.
 ``config.optim.learning_rate: unknown key; did you mean 'optim.lr'?``. The valid keys are those of
 the defaults: `gram_jax.trainer_config.trainer_defaults()` for the trainer's sections,
 `gram_jax.models.gram.model_config()` for ``model`` and `data_pipelines.config.data_config()` for
 ``data``. Sections listed in ``OPEN_SECTIONS`` hold user-chosen names and are not key-checked.
+
+Value ranges come from one table, `gram_jax.config_schema.RULES` (key pattern -> allowed range or
+choices), applied to every leaf: ``config.optim.lr: must be a number in (0, inf), got -0.002``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from gram_jax.config_schema import rule_for
 from gram_jax.trainer_config import OPEN_SECTIONS, trainer_defaults
 
 # Names from other stacks that difflib cannot relate to ours (too few shared letters).
@@ -108,27 +112,45 @@ def validate_config(config: Mapping[str, Any], reference: Mapping[str, Any] | No
                 walk(value, default, path + ".")
 
     walk(config, reference, "")
+    check_ranges(config)
     _check_values(config)
 
 
+def check_ranges(config: Mapping[str, Any]) -> None:
+    """Raises ConfigError for the first leaf outside its `config_schema` rule (key and range named).
+
+    Tuples and strings without a rule are not range-checked; every numeric key of the reference
+    config has a rule (tests/test_reliability_config.py walks them).
+    """
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if _is_mapping(value):
+                walk(value, path + ".")
+                continue
+            rule = rule_for(path)
+            if rule is None or isinstance(value, tuple | list):
+                continue
+            if not rule.choices and isinstance(value, str):
+                continue  # a type error, reported by the type check with the default named
+            if not rule.allows(value):
+                raise ConfigError(f"config.{path}: must be {rule.describe()}, got {value!r}")
+
+    walk(config, "")
+
+
 def _check_values(config: Mapping[str, Any]) -> None:
-    """Cross-key checks that would otherwise fail deep inside compilation."""
-    if int(config.get("total_steps", 1)) < 1:
-        raise ConfigError(f"config.total_steps: must be >= 1, got {config['total_steps']}")
-    if int(config.get("checkpoint_steps", 1)) < 1:
-        raise ConfigError(
-            f"config.checkpoint_steps: must be >= 1, got {config['checkpoint_steps']}"
-        )
-    loss = config.get("loss", {})
-    if loss.get("gather_mode", "global") not in ("global", "local", "reference"):
-        raise ConfigError(
-            f"config.loss.gather_mode: expected 'global', 'local' or 'reference', "
-            f"got {loss['gather_mode']!r}"
-        )
-    if float(loss.get("matching_weight", 0.0)) < 0:
-        raise ConfigError(
-            f"config.loss.matching_weight: must be >= 0, got {loss['matching_weight']}"
-        )
+    """Cross-key checks that would otherwise fail deep inside compilation or at the end."""
+    best = config.get("best_metric", "")
+    if best:
+        name, sep, metric = str(best).partition("/")
+        evals = dict(config.get("evals", {}) or {})
+        if not sep or not metric or name not in evals:
+            raise ConfigError(
+                f"config.best_metric={best!r}: expected '<eval name>/<metric>' with an eval name "
+                f"of config.evals ({sorted(evals)}), e.g. 'reference_clips/t2d/R@1'"
+            )
     for name, group in dict(config.get("optim", {}).get("lr_groups", {}) or {}).items():
         missing = {"pattern", "lr"} - set(group)
         extra = set(group) - {"pattern", "lr"}

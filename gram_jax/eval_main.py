@@ -68,7 +68,9 @@ def evaluate_checkpoint(config, workdir, step: int | None = None) -> dict:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger().setLevel(logging.INFO)
+    from gram_jax.metric_writers import configure_console
+
+    configure_console(FLAGS.verbosity)  # orbax/absl INFO lines only at --verbosity=1
     evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
 
 

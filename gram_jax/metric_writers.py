@@ -6,12 +6,17 @@ registers a module under that name whose `SummaryWriter` is `TensorboardXWriter`
 TensorBoard event files, written by tensorboardX) before clu is imported, so the rest of clu --
 `AsyncMultiWriter`, `LoggingWriter`, `create_default_writer`, `periodic_actions.ReportProgress` --
 works unchanged. When TensorFlow is importable, clu's own writer is used.
+
+The console: `configure_console(verbosity)` shows our own lines (`report_step`, summaries, warnings)
+at the default verbosity 0 and leaves orbax's, clu's and absl's INFO lines (checkpoint manager
+registrations, handler fallbacks, the clu scalar dumps) to ``--verbosity=1``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import pathlib
 import sys
@@ -120,6 +125,47 @@ def report_progress(total_steps: int, writer):
     from clu import periodic_actions
 
     return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+
+
+# Libraries whose INFO lines are chatter at the default verbosity (all log through these names).
+CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain")
+PROGRESS_KEYS = ("loss", "grad_norm", "temperature", "lr_default")
+
+
+def configure_console(verbosity: int = 0) -> None:
+    """Console levels: ours at INFO; the CHATTY_LOGGERS at WARNING unless `verbosity` >= 1."""
+    logging.getLogger().setLevel(logging.INFO)
+    for name in ("gram_jax", "data_pipelines"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    if verbosity < 1:
+        for name in CHATTY_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            if not any(isinstance(f, _NoTraceback) for f in logger.filters):
+                logger.addFilter(_NoTraceback())
+
+
+class _NoTraceback(logging.Filter):
+    """Keeps a library's error line but drops its traceback (ours follows, in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def report_step(step: int, total: int, scalars: Mapping[str, float], bar=None) -> str:
+    """One progress line ("step 40/400: loss 1.234, ..."): on the tqdm `bar` when there is one
+    (interactive), else logged. Returns the line."""
+    shown = {k: scalars[k] for k in PROGRESS_KEYS if k in scalars}
+    shown.update({k: v for k, v in scalars.items() if k.startswith("data/skipped_") and v})
+    text = ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+    if bar is not None:
+        bar.n = step
+        bar.set_postfix_str(text, refresh=True)
+    else:
+        logging.getLogger("gram_jax.train").info("step %d/%d: %s", step, total, text)
+    return text
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,8 +16,15 @@ The step is jitted with `jax.jit(..., donate_argnums=0)` and explicit in/out sha
 `nnx.jit`: its graph traversal costs ~0.6 ms of Python per step, stack_notes).
 
 Non-finite guard: metrics carry ``nonfinite``, an int32 bitmask over `term_names(config)` (bit i set
-= term i is NaN/inf this step); the loop checks it (`check_finite`) before logging or saving and
-stops with an error that names the step and the term.
+= term i is NaN/inf this step). The last name, ``STATE_TERM``, covers the *new* parameters and
+optimizer state: one fused all-finite reduction over them, so a state is known finite before it is
+ever saved (a finite loss can still produce an infinite update). The loop checks the mask
+(`check_finite`, `gram_jax.divergence`) before logging or saving.
+
+Skipped data: with ``data.bad_data='skip'`` a media item that cannot be decoded arrives with
+``present_<m>=False`` on a valid row; the step counts those rows per media modality
+(``skipped_<m>``, int32, summed over the global batch) so the loop can report them (under
+``bad_data='raise'`` such a row cannot exist and the counts are 0).
 """
 
 from __future__ import annotations
@@ -39,19 +46,44 @@ from gram_jax.losses.schedule import check_schedule, scheduled_contrastive, uses
 from gram_jax.modalities import data_modalities
 from gram_jax.models.axes import logical_sharding
 
+# The guard's name for "the new parameters or optimizer state hold NaN/inf".
+STATE_TERM = "params_or_opt_state"
+# Media modalities whose undecodable items bad_data='skip' masks (text is never "bad": an empty
+# caption or subtitle is a missing modality, not a decoding failure).
+MEDIA_MODALITIES = ("video", "audio")
+
 
 class NonFiniteLossError(FloatingPointError):
-    """A loss term or the gradient norm became NaN or infinite."""
+    """A loss term, the gradient norm or the new train state became NaN or infinite."""
 
 
 def term_names(config) -> tuple[str, ...]:
-    """The loss terms the step reports (and the guard checks), in bitmask order."""
+    """The values the guard checks, in bitmask order: loss terms, loss, grad_norm, STATE_TERM."""
     names = [f"loss_{config.loss.name}"]
     if uses_cosine_term(config.loss):
         names.append("loss_cosine")
     if float(config.loss.matching_weight) > 0:
         names.append("loss_matching")
-    return (*names, "loss", "grad_norm")
+    return (*names, "loss", "grad_norm", STATE_TERM)
+
+
+def all_finite(tree) -> jax.Array:
+    """bool[]: every element of every floating leaf of `tree` is finite (one fused reduction)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def skipped_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """{'skipped_<m>': int32[]} rows that are valid but lack media modality m (masked bad items)."""
+    valid = batch.get("valid")
+    counts = {}
+    for m in MEDIA_MODALITIES:
+        if f"present_{m}" in batch and valid is not None:
+            missing = jnp.logical_and(valid, jnp.logical_not(batch[f"present_{m}"]))
+            counts[f"skipped_{m}"] = missing.sum(dtype=jnp.int32)
+    return counts
 
 
 def split_model(model: nnx.Module):
@@ -161,8 +193,12 @@ def make_train_step(
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(terms, loss=total, grad_norm=optax.tree.norm(grads), **extras)
-        bits = [jnp.where(jnp.isfinite(metrics[n]), 0, 1 << i) for i, n in enumerate(names)]
+        finite = {n: jnp.isfinite(metrics[n]) for n in names if n != STATE_TERM}
+        finite[STATE_TERM] = all_finite((params, opt_state))
+        bits = [jnp.where(finite[n], 0, 1 << i) for i, n in enumerate(names)]
         metrics["nonfinite"] = jnp.asarray(sum(bits), jnp.int32)
+        # Always counted (two tiny reductions), so the program does not depend on bad_data.
+        metrics.update(skipped_counts(batch))
         for group, schedule in (lr_schedules or {}).items():
             metrics[f"lr_{group}"] = schedule(state["step"])
         new_state = dict(
@@ -182,16 +218,27 @@ def make_train_step(
     )
 
 
+def nonfinite_terms(metrics: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, float]:
+    """{name: value} of the terms whose `nonfinite` bit is set (STATE_TERM's value is nan)."""
+    mask = int(np.asarray(metrics["nonfinite"]))
+    return {
+        n: float(np.asarray(metrics[n])) if n in metrics else float("nan")
+        for i, n in enumerate(names)
+        if mask & (1 << i)
+    }
+
+
 def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]], names: tuple[str, ...]):
-    """Raises NonFiniteLossError naming the first step and term whose `nonfinite` bit is set."""
+    """Raises NonFiniteLossError naming the first bad step and term.
+
+    `step_metrics` holds (step index, metrics) pairs; the error names step index + 1, the step
+    number of the state that update produced (the numbering of the logs and checkpoints).
+    """
     for step, metrics in step_metrics:
-        mask = int(np.asarray(metrics["nonfinite"]))
-        if mask:
-            bad = [n for i, n in enumerate(names) if mask & (1 << i)]
-            values = {n: float(np.asarray(metrics[n])) for n in bad}
+        bad = nonfinite_terms(metrics, names)
+        if bad:
             raise NonFiniteLossError(
-                f"non-finite loss at step {step}: {', '.join(bad)} = {values}; stopping (the last "
-                "checkpoint precedes this step)"
+                f"non-finite values at step {step + 1}: {', '.join(bad)} = {bad}; stopping"
             )
 
 

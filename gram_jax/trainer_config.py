@@ -58,7 +58,11 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         initialize=False, coordinator_address="", num_processes=1, process_id=0
     )
     config.total_steps = 10_000
+    # Epochs over the records actually kept (after filters): when set, total_steps is derived as
+    # records // data.batch_size * num_epochs (logged) and the total_steps value is not used.
+    config.num_epochs = None
     config.checkpoint_steps = 1_000
+    # Keep the newest N checkpoints, plus always the newest known-good one (gram_jax.divergence).
     config.keep_checkpoints = 3
     config.async_checkpoints = True
     config.log_every = 50
@@ -73,6 +77,18 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
     config.report = ""
     config.progress_bar = True
+    # What a divergence (a non-finite value, or a loss above divergence_factor x the first loss)
+    # does: "stop" with an error naming the last good checkpoint, or "rollback" to it, skipping the
+    # offending batch, at most max_rollbacks times per process.
+    config.on_nonfinite = "stop"
+    config.max_rollbacks = 3
+    config.divergence_factor = 100.0
+    # Start from scratch in a workdir whose metrics.jsonl holds an earlier run (moved aside).
+    config.overwrite = False
+    # Keep the best checkpoint by an evaluation metric ("<eval name>/<metric>", e.g.
+    # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
+    config.best_metric = ""
+    config.best_mode = "max"
     # gram_jax.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
     # fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""

@@ -73,9 +73,9 @@ def test_open_sections_accept_user_names_but_check_their_shape():
 @pytest.mark.parametrize(
     "key, value, expected",
     [
-        ("loss.gather_mode", "globl", "config.loss.gather_mode: expected 'global'"),
-        ("total_steps", 0, "config.total_steps: must be >= 1"),
-        ("loss.matching_weight", -0.1, "matching_weight: must be >= 0"),
+        ("loss.gather_mode", "globl", r"config.loss.gather_mode: must be one of \('global'"),
+        ("total_steps", 0, r"config.total_steps: must be an int in \[1, inf\), got 0"),
+        ("loss.matching_weight", -0.1, r"matching_weight: must be a number in \[0, inf\)"),
     ],
 )
 def test_bad_values_are_named(key, value, expected):

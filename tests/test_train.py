@@ -16,6 +16,7 @@ import pytest
 from experiments import base_config
 from gram_jax import parallel
 from gram_jax.eval_main import evaluate_checkpoint
+from gram_jax.exit_codes import EXIT_PREEMPTED
 from gram_jax.train import Trainer, train_and_evaluate
 from gram_jax.train_step import NonFiniteLossError, check_finite
 
@@ -107,7 +108,8 @@ def test_nonfinite_loss_names_step_and_term():
     for step, batch in enumerate((good, bad)):
         state, metrics = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
         pending.append((step, metrics))
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 1: loss_volume, "):
+    # Step index 1 produced state 2: errors use the numbering of the logs and checkpoints.
+    with pytest.raises(NonFiniteLossError, match=r"non-finite values at step 2: loss_volume, "):
         check_finite(pending, trainer.term_names)
     check_finite(pending[:1], trainer.term_names)  # step 0 was fine
 
@@ -179,11 +181,17 @@ def test_kill9_and_sigterm_then_resume_is_bit_identical_to_uninterrupted(tmp_pat
     assert code == -signal.SIGKILL, "the run finished before it could be killed"
     assert 1 <= max(_steps_saved(run)) < steps
     # The restart resumes from step 1; SIGTERM (pre-emption) after its next checkpoint makes it
-    # save at the step it reached and exit cleanly.
+    # save at the step it reached and exit with 75 (EX_TEMPFAIL: requeue me), not 0.
     code = _start_and_signal(cmd, env, run / "checkpoints" / "2", signal.SIGTERM)
-    assert code == 0
+    assert code == EXIT_PREEMPTED == 75
     assert 2 <= max(_steps_saved(run)) < steps, "the run finished before SIGTERM arrived"
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT, timeout=900)
+    done = subprocess.run(
+        cmd, env=env, check=True, cwd=ROOT, timeout=900, capture_output=True, text=True
+    )
+    # The default console: our progress lines and summary, no orbax/absl INFO chatter.
+    assert f"finished at step {steps}: final state" in done.stderr
+    assert f"step {steps}/{steps}: loss " in done.stderr
+    assert "CheckpointManager" not in done.stderr, done.stderr[-3000:]
 
     a, b = _leaves(_final_params(straight, steps)), _leaves(_final_params(run, steps))
     assert a.keys() == b.keys()

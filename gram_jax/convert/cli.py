@@ -83,10 +83,12 @@ def _convert_beats(input_path: str, size: str, allow_missing: bool):
     else:
         import torch
 
+        from gram_jax.convert.state_files import torch_load_error
+
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable torch checkpoint: {exc}") from exc
+            raise torch_load_error(path, exc) from exc
         if isinstance(obj, dict) and "model" in obj and "cfg" in obj:
             state, cfg = obj["model"], audio_config_from_beats_cfg(obj["cfg"])
         elif isinstance(obj, dict):
@@ -178,9 +180,16 @@ def _json_overrides(text: str) -> dict:
     return value
 
 
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+def run(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: bad input ends in one line in our words and exit code 2."""
+    try:
+        code = main(argv)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        # The messages name the file and what was expected; a traceback adds nothing for a user.
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"gram-convert: error: {message}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,27 @@ def _unwrap(obj: Any, path: pathlib.Path) -> Mapping[str, Any]:
     return obj
 
 
+def torch_load_error(path, exc: BaseException) -> ValueError:
+    """Our words for a failed ``torch.load(weights_only=True)``.
+
+    torch's own message advises ``weights_only=False``, which would run arbitrary code from the
+    file: wrong advice for a converter of downloaded weights, so it is not passed on.
+    """
+    text = str(exc)
+    detail = f"{type(exc).__name__}: {text[:80]}"
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].strip()
+    if "Unsupported global" in detail:
+        reason = f"it holds Python objects other than tensors ({detail})"
+    else:
+        reason = f"it is not in torch.save format ({detail})"
+    return ValueError(
+        f"{path}: cannot be read as weights: {reason}. Expected a state dict of tensors saved "
+        "with torch.save, a .safetensors file or a Hugging Face model folder; pickled Python "
+        "objects are refused because loading them could run code."
+    )
+
+
 def read_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
     """Flat ``{name: array or tensor}`` from a safetensors file, a torch pickle or an HF folder.
 
@@ -73,7 +94,7 @@ def read_state_dict(path: str | pathlib.Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable torch checkpoint: {exc}") from exc
+        raise torch_load_error(path, exc) from exc
     state = _unwrap(obj, path)
     bad = [k for k, v in state.items() if not (hasattr(v, "shape") or isinstance(v, np.ndarray))]
     if bad:

@@ -1,0 +1,36 @@
+"""Exit codes of ``gram-train`` that a scheduler can act on (docs/reliability.md).
+
+- 0 ``EXIT_OK``: finished (or a finished run restarted: nothing left to do);
+- 1: an unexpected error (Python's default, with its traceback);
+- 2 ``EXIT_REFUSED``: the config or workdir was refused before anything ran (a value out of range,
+  a resume whose config changes a shape or data-order key, a workdir holding another run's metrics);
+- 3 ``EXIT_DIVERGED``: training diverged; the message names the last good checkpoint and the command
+  to resume it with a smaller learning rate;
+- 4 ``EXIT_CHECKPOINT_WRITE``: a checkpoint could not be written (disk full, permissions);
+- 75 ``EXIT_PREEMPTED`` (sysexits.h ``EX_TEMPFAIL``, "try again later"): pre-empted by SIGTERM; the
+  state was saved and running the same command again continues. A SLURM batch script requeues on
+  it: ``srun gram-train ...; [ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"``.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_REFUSED = 2
+EXIT_DIVERGED = 3
+EXIT_CHECKPOINT_WRITE = 4
+EXIT_PREEMPTED = 75
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code of an expected outcome (one of the classes above), None for anything else."""
+    from gram_jax.checkpoint import CheckpointWriteError, PreemptedError
+    from gram_jax.config_validation import ConfigError
+    from gram_jax.divergence import DivergenceError
+
+    outcomes = (
+        (PreemptedError, EXIT_PREEMPTED),
+        (DivergenceError, EXIT_DIVERGED),
+        (ConfigError, EXIT_REFUSED),
+        (CheckpointWriteError, EXIT_CHECKPOINT_WRITE),
+    )
+    return next((code for kind, code in outcomes if isinstance(exc, kind)), None)
