@@ -125,7 +125,10 @@ ROWS: tuple[Row, ...] = (
     Row(
         10,
         "steps from the records kept; best test checkpoint kept",
-        # Filled by the trainer row's owner (step count from kept records, save_best).
+        # Per-run keys, not fidelity settings: the epochs and the selection metric depend on the
+        # dataset and its evaluator. config.num_epochs derives the steps from the records kept;
+        # config.best_metric (+ best_mode) keeps the best-by-eval state in W/best apart from the
+        # final one (docs/reproduction.md, row 10).
         (),
         "gram_jax.train (row owner: trainer)",
     ),
