@@ -155,6 +155,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("model.*layer_grad_scale", POSITIVE),
     # Fallbacks by naming convention, so a new key is range-checked from the start.
     ("*_steps", NON_NEGATIVE_INT),
+    ("*_step", NON_NEGATIVE_INT),
     ("*_weight", NON_NEGATIVE),
     ("*dropout*", PROBABILITY_BELOW_ONE),
     ("*.lr", POSITIVE),
