@@ -36,6 +36,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import serialization
+from jax.experimental import multihost_utils
+
+from gram_jax import parallel
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +316,6 @@ def load_param_file(path: str | pathlib.Path) -> dict[tuple[str, ...], np.ndarra
         with np.load(path) as data:
             return {tuple(k.split("/")): data[k] for k in data.files}
     elif path.suffix == ".msgpack":
-        from flax import serialization
-
         tree = serialization.msgpack_restore(path.read_bytes())
     else:
         raise ValueError(
@@ -368,8 +370,6 @@ def restore_newest_intact(manager, abstract_state, data_iterator=None, *, set_as
     skipped), logged in one line naming its step and the cause, and the next older one is tried.
     Raises CheckpointReadError when checkpoints exist but none can be read.
     """
-    from gram_jax import parallel
-
     tried = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
@@ -469,8 +469,6 @@ class PreemptionWatcher:
 
     def should_stop(self, step: int) -> bool:
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             try:
                 return bool(multihost_utils.reached_preemption_sync_point(int(step)))
             except RuntimeError:  # preemption service not enabled for this runtime

@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from data_pipelines.config import data_config
 from gram_jax.config_schema import rule_for
 from gram_jax.trainer_config import OPEN_SECTIONS, trainer_defaults
 
@@ -41,8 +42,8 @@ class ConfigError(ValueError):
 
 def reference_config() -> ml_collections.ConfigDict:
     """Every valid key with its default value (trainer, model and data sections)."""
-    from data_pipelines.config import data_config
-    from gram_jax.models.gram import model_config
+    # lazy: models.gram imports flax/JAX; validating a config must not load them.
+    from gram_jax.models.gram import model_config  # noqa: PLC0415
 
     reference = trainer_defaults()
     reference.model = model_config()

@@ -13,6 +13,7 @@ import pathlib
 from absl import app, flags
 
 from gram_jax.config_loading import define_config_flag
+from gram_jax.metric_writers import configure_console
 
 FLAGS = flags.FLAGS
 define_config_flag("config", "Experiment config file (experiments/<name>.py[:arg]).")
@@ -23,13 +24,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def evaluate_checkpoint(config, workdir, step: int | None = None) -> dict:
     """Restores `step` (or the latest) of `workdir` and runs config.evals; returns the results."""
-    import jax
+    # lazy: `gram-eval --help` must not import JAX (all of these import it).
+    import jax  # noqa: PLC0415
 
-    from gram_jax import checkpoint, metric_writers, parallel
-    from gram_jax.config_validation import validate_config
-    from gram_jax.evaluators.runner import run_evaluations
-    from gram_jax.fidelity import finalize_config
-    from gram_jax.train import Trainer
+    from gram_jax import checkpoint, metric_writers, parallel  # noqa: PLC0415
+    from gram_jax.config_validation import validate_config  # noqa: PLC0415
+    from gram_jax.evaluators.runner import run_evaluations  # noqa: PLC0415
+    from gram_jax.fidelity import finalize_config  # noqa: PLC0415
+    from gram_jax.train import Trainer  # noqa: PLC0415
 
     parallel.maybe_initialize_distributed(config.get("distributed"))
     finalize_config(config)
@@ -68,8 +70,6 @@ def evaluate_checkpoint(config, workdir, step: int | None = None) -> dict:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from gram_jax.metric_writers import configure_console
-
     configure_console(FLAGS.verbosity)  # orbax/absl INFO lines only at --verbosity=1
     evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
 

@@ -14,6 +14,10 @@
 
 from __future__ import annotations
 
+from gram_jax.checkpoint import CheckpointWriteError, PreemptedError
+from gram_jax.config_validation import ConfigError
+from gram_jax.divergence import DivergenceError
+
 EXIT_OK = 0
 EXIT_REFUSED = 2
 EXIT_DIVERGED = 3
@@ -23,10 +27,6 @@ EXIT_PREEMPTED = 75
 
 def exit_code_for(exc: BaseException) -> int | None:
     """The exit code of an expected outcome (one of the classes above), None for anything else."""
-    from gram_jax.checkpoint import CheckpointWriteError, PreemptedError
-    from gram_jax.config_validation import ConfigError
-    from gram_jax.divergence import DivergenceError
-
     outcomes = (
         (PreemptedError, EXIT_PREEMPTED),
         (DivergenceError, EXIT_DIVERGED),

@@ -27,6 +27,8 @@ from typing import Any
 
 import ml_collections
 
+from data_pipelines.datasets import get_layout
+
 FIDELITIES = ("", "released", "improved")
 
 
@@ -196,8 +198,6 @@ def apply_fidelity(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def _has_subtitles(dataset: str) -> bool:
-    from data_pipelines.datasets import get_layout
-
     try:
         return bool(get_layout(dataset).has_subtitles)
     except (ValueError, ImportError):

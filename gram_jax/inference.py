@@ -33,6 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import serialization
 
 from data_pipelines.config import TEXT_MODALITIES, data_config
 from data_pipelines.media import audio as media_audio
@@ -207,8 +208,6 @@ class GramInference:
     def save_params(self, path: str | os.PathLike) -> pathlib.Path:
         """Writes the parameters as a .msgpack weights file (what gram-convert writes and
         :meth:`load` / ``config.model_init`` read); returns the path."""
-        from flax import serialization
-
         path = pathlib.Path(path)
         if path.suffix != ".msgpack":
             raise ValueError(f"save_params: expected a .msgpack path, got {path}")

@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 
 from gram_jax.config_loading import define_config_flag
+from gram_jax.metric_writers import configure_console
 
 FLAGS = flags.FLAGS
 define_config_flag("config", "Experiment config file (experiments/<name>.py[:arg]).")
@@ -26,12 +27,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from gram_jax.metric_writers import configure_console
-
     configure_console(FLAGS.verbosity)
-    # Imported here so that `--help` does not initialise JAX.
-    from gram_jax.exit_codes import exit_code_for
-    from gram_jax.train import train_and_evaluate
+    # lazy: `gram-train --help` must not import JAX (exit_codes and train both import it).
+    from gram_jax.exit_codes import exit_code_for  # noqa: PLC0415
+    from gram_jax.train import train_and_evaluate  # noqa: PLC0415
 
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir, command=sys.argv)

@@ -30,7 +30,8 @@ _SUMMARY_MODULE = "clu.metric_writers.summary_writer"
 
 
 def _tensorboardx_writer_class():
-    from tensorboardX import SummaryWriter as TBXSummaryWriter
+    # lazy: tensorboardX is only needed when TensorFlow is absent (the fallback backend).
+    from tensorboardX import SummaryWriter as TBXSummaryWriter  # noqa: PLC0415
 
     # Not a subclass of clu's MetricWriter: importing clu.metric_writers.interface runs the package
     # __init__, which needs this class first. It is registered as a virtual subclass afterwards.
@@ -101,7 +102,8 @@ def install_tensorboardx_backend() -> None:
     module = types.ModuleType(_SUMMARY_MODULE)
     module.SummaryWriter = _tensorboardx_writer_class()
     sys.modules[_SUMMARY_MODULE] = module
-    from clu.metric_writers import interface
+    # lazy: clu.metric_writers may only be imported after the backend module is registered.
+    from clu.metric_writers import interface  # noqa: PLC0415
 
     interface.MetricWriter.register(module.SummaryWriter)
 
@@ -112,7 +114,8 @@ def create_writer(workdir: str | pathlib.Path, *, just_logging: bool = False):
     `just_logging=True` for non-zero processes (only process 0 writes event files).
     """
     install_tensorboardx_backend()
-    from clu import metric_writers
+    # lazy: clu.metric_writers may only be imported after install_tensorboardx_backend().
+    from clu import metric_writers  # noqa: PLC0415
 
     return metric_writers.create_default_writer(
         str(workdir), just_logging=just_logging, asynchronous=True
@@ -122,7 +125,8 @@ def create_writer(workdir: str | pathlib.Path, *, just_logging: bool = False):
 def report_progress(total_steps: int, writer):
     """clu's ReportProgress (steps/s, ETA, uptime) writing to `writer`."""
     install_tensorboardx_backend()
-    from clu import periodic_actions
+    # lazy: clu.periodic_actions imports clu.metric_writers (after install_tensorboardx_backend()).
+    from clu import periodic_actions  # noqa: PLC0415
 
     return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
 

@@ -21,7 +21,8 @@ import sys
 from collections.abc import Sequence
 
 from data_pipelines.media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from gram_jax.inference import INFERENCE_SCORINGS
+from gram_jax.config_loading import load_config
+from gram_jax.inference import INFERENCE_SCORINGS, GramInference
 
 # Extensions that hold audio only: a video file's own extension (.mp4, .mkv) never pairs as audio.
 _AUDIO_ONLY = tuple(e for e in AUDIO_EXTENSIONS if e not in VIDEO_EXTENSIONS)
@@ -78,8 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.videos and args.audios and len(args.videos) != len(args.audios):
         parser.error(f"--videos has {len(args.videos)} files, --audios {len(args.audios)}")
 
-    from gram_jax.inference import GramInference
-
     if args.media_dir:
         try:
             videos, audios = folder_items(args.media_dir)
@@ -89,8 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         videos, audios = args.videos, args.audios
     config = None
     if args.config:
-        from gram_jax.config_loading import load_config
-
         config = load_config(args.config)
     gram = GramInference.load(args.checkpoint, config, step=args.step, batch_size=args.batch_size)
     if "audio" not in gram.data_modalities:

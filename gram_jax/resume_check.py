@@ -22,8 +22,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+
 from gram_jax import checkpoint
-from gram_jax.config_validation import ConfigError
+from gram_jax.config_validation import ConfigError, reference_config
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,6 @@ def _refused(path: str, old: Any, new: Any) -> bool:
 
 def compare_configs(saved: Mapping[str, Any], new) -> tuple[dict, dict]:
     """(refused, accepted): each {dotted key: (saved value, new value)} of the keys that differ."""
-    from gram_jax.config_validation import reference_config
-
     defaults = _flat(_jsonable(reference_config()))
     old, cur = _flat(_jsonable(saved)), _flat(_jsonable(new))
     refused, accepted = {}, {}
@@ -147,8 +147,6 @@ def check_fresh_start(config, workdir: pathlib.Path) -> None:
             "from; starting again there would mix two runs. Use a fresh --workdir, or "
             "--config.overwrite=True to start over (the old metrics file is kept, renamed)."
         )
-    import jax
-
     if jax.process_index() != 0:
         return  # process 0 moves the file (a shared file system)
     target = metrics.with_name(f"metrics.replaced-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")

@@ -18,6 +18,7 @@ import collections
 import copy
 import dataclasses
 import functools
+import importlib
 import logging
 import pathlib
 import sys
@@ -29,7 +30,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
+from tqdm import tqdm
 
+from data_pipelines.pipeline import make_train_iterator, steps_per_epoch
 from gram_jax import checkpoint, metric_writers, optim, parallel, resume_check
 from gram_jax.best_checkpoint import BestCheckpoint
 from gram_jax.config_validation import validate_config
@@ -41,16 +44,16 @@ from gram_jax.divergence import (
     divergence_message,
     lower_lr_command,
 )
+from gram_jax.evaluators.runner import run_evaluations
 from gram_jax.fidelity import finalize_config
-from gram_jax.train_step import make_train_step, split_model, term_names
+from gram_jax.models.gram import GramModel
+from gram_jax.train_step import make_train_step, merge_model, split_model, term_names
 
 log = logging.getLogger(__name__)
 
 
 def build_model(model_config, seed: int | jax.Array):
     """A GramModel (call inside jit or eval_shape); flax's eager sharding off, we shard."""
-    from gram_jax.models.gram import GramModel
-
     with nnx.use_eager_sharding(False):
         return GramModel(model_config, rngs=nnx.Rngs(seed))
 
@@ -171,8 +174,6 @@ class Trainer:
 
         @jax.jit
         def encode(params, model_state, batch):
-            from gram_jax.train_step import merge_model
-
             model = merge_model(graphdef, ap, ar, params, model_state)
             out = model.encode(batch, train=False)
             return dict(out.embeddings), out.condition, out.condition_mask
@@ -185,8 +186,6 @@ class Trainer:
 
         @jax.jit
         def match(params, model_state, ids, mask, cond, cond_mask):
-            from gram_jax.train_step import merge_model
-
             model = merge_model(graphdef, ap, ar, params, model_state)
             return model.match_logits(ids, mask, cond, cond_mask, train=False)
 
@@ -196,8 +195,6 @@ class Trainer:
 def _progress_bar(config, total: int, initial: int):
     if not (config.progress_bar and jax.process_index() == 0 and sys.stderr.isatty()):
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train")
 
 
@@ -229,7 +226,6 @@ def resolve_run_length(config):
     epochs = config.get("num_epochs")
     if epochs is None:
         return config
-    from data_pipelines.pipeline import steps_per_epoch
 
     per_epoch = steps_per_epoch(config.data)
     total = max(1, int(per_epoch * float(epochs)))
@@ -275,7 +271,6 @@ def train_and_evaluate(
         resume_check.check_fresh_start(config, workdir)
 
     trainer = Trainer(config)
-    from data_pipelines.pipeline import make_train_iterator
 
     train_iter = make_train_iterator(
         config.data, process_index=jax.process_index(), process_count=jax.process_count()
@@ -441,8 +436,6 @@ def _summary(config, ckpt_dir, step, best, skipped) -> None:
 
 def _load_hook(spec: str):
     """The callable named by a 'package.module:function' string (config.report)."""
-    import importlib
-
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"config.report={spec!r}: expected 'package.module:function'")
@@ -471,8 +464,6 @@ def _evaluate(
 ) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator;
     keeps the state as the best checkpoint when config.best_metric improved."""
-    from gram_jax.evaluators.runner import run_evaluations
-
     results = run_evaluations(config, trainer, state)
     if jax.process_index() == 0:
         for name, metrics in results.items():

@@ -42,6 +42,7 @@ from __future__ import annotations
 import ml_collections
 
 from data_pipelines.datasets import get_layout
+from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
 from experiments.paper import paper_base
 from gram_jax.config_loading import parse_config_arg
 
@@ -76,8 +77,6 @@ def classification_eval(dataset: str) -> dict:
 
 def runlocal_classification(config) -> None:
     """Replaces the evaluators with the released protocol on the 4 clips as dog / cat."""
-    from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
-
     annotations = str(MEDIA_DIR / LAYOUT.annotations["classification"])
     config.evals = ml_collections.ConfigDict(
         {

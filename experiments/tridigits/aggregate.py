@@ -152,10 +152,11 @@ def tables(by_method: dict[str, list[dict]]) -> str:
 
 def figures(by_method: dict[str, list[dict]], out_dir: pathlib.Path) -> list[pathlib.Path]:
     """The positive-pair cosine histograms (the mechanism) and the held-out learning curves."""
-    import matplotlib
+    # lazy: the Agg backend must be chosen before pyplot loads; only figure writing needs it.
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = [m for m in METHOD_ORDER if m in by_method]

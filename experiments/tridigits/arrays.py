@@ -18,10 +18,12 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines.config import data_config
+from data_pipelines.datasets import tridigits
+from data_pipelines.pipeline import make_eval_iterator
+
 
 def _eval_arrays(config, split: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    from data_pipelines.pipeline import make_eval_iterator
-
     out: dict[str, list] = {k: [] for k in keys}
     index = []
     for batch in make_eval_iterator(config, split, process_index=0, process_count=1):
@@ -34,9 +36,6 @@ def _eval_arrays(config, split: str, keys: tuple[str, ...]) -> dict[str, np.ndar
 
 
 def _media_config(root: pathlib.Path, listing: pathlib.Path, modality: str, frames: int, size: int):
-    from data_pipelines.config import data_config
-    from data_pipelines.datasets import tridigits
-
     base = tridigits.data_overrides(root)
     return data_config(
         dataset=None,
@@ -92,9 +91,6 @@ class TriDigitsArrays:
     def split(self, fold: int, split: str) -> dict[str, np.ndarray]:
         """Record table of one fold split: rows into videos/clips, text ids/mask, labels."""
         if (fold, split) not in self._folds:
-            from data_pipelines.config import data_config
-            from data_pipelines.datasets import tridigits
-
             path = tridigits.annotation_path(self.root, fold, split)
             records = json.loads(path.read_text(encoding="utf-8"))
             overrides = tridigits.data_overrides(self.root, fold)

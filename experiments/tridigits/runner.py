@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gram_jax import parallel
+from gram_jax.train import Trainer, init_train_state
 from gram_jax.train_step import NonFiniteLossError, check_finite
 
 
@@ -23,9 +25,6 @@ class SeedBatchRunner:
     """Compiles one method's init, step and encoder once; trains any fold for a list of seeds."""
 
     def __init__(self, config):
-        from gram_jax import parallel
-        from gram_jax.train import Trainer, init_train_state
-
         self.config = config
         # One device: the runs axis takes the place of data parallelism (and the states built by
         # `init` below live on the default device, as this mesh's shardings say).

@@ -21,7 +21,15 @@ import pathlib
 import sys
 import time
 
+import jax
 import numpy as np
+
+from experiments.tridigits import aggregate
+from experiments.tridigits.arrays import TriDigitsArrays
+from experiments.tridigits.runner import SeedBatchRunner
+from gram_jax.config_loading import load_config_module
+from gram_jax.evaluators import diagnostics, report
+from gram_jax.evaluators.scoring import scoring_for_loss
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -71,8 +79,6 @@ def parse_args(argv=None):
 
 def method_config(method: str, args):
     """The method's experiment config with the sweep's run length and sizes."""
-    from gram_jax.config_loading import load_config_module
-
     module = load_config_module(HERE / f"{method}.py")
     arg = f"steps={args.steps},batch_size={args.batch_size},frames={args.frames}"
     arg += ",small" if args.small else ""
@@ -84,8 +90,6 @@ def method_config(method: str, args):
 def split_record(scoring: str, embeddings: dict, labels) -> dict:
     """Retrieval table (the method's tuple scoring), cosine-sum tuple scoring, collapse and the
     sign / sign-invariant diagnostics of one split's embeddings."""
-    from gram_jax.evaluators import diagnostics, report
-
     pairs = [("text", "video"), ("text", "audio"), ("video", "audio")]
     return {
         "retrieval": report.retrieval_table(embeddings, labels, scoring),
@@ -100,8 +104,6 @@ def split_record(scoring: str, embeddings: dict, labels) -> dict:
 
 
 def run_record(method: str, config, result: dict, settings: dict, curve: list) -> dict:
-    from gram_jax.evaluators import diagnostics, report
-
     scoring = report.scoring_for_loss(config.loss.name)
     splits = {
         name: split_record(scoring, s["embeddings"], s["labels"])
@@ -131,8 +133,6 @@ def run_record(method: str, config, result: dict, settings: dict, curve: list) -
 
 def curve_point(step: int, split: str, scoring: str, embeddings: dict, labels) -> dict:
     """class@1 of the headline directions and the video collapse at one evaluation step."""
-    from gram_jax.evaluators import report
-
     table = report.retrieval_table(embeddings, labels, scoring)
     out = {"step": step, "split": split}
     out |= {f"{d}/class@1": table[d]["class@1"] for d in table}
@@ -142,15 +142,10 @@ def curve_point(step: int, split: str, scoring: str, embeddings: dict, labels) -
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import jax
-
     # Compiled programs are cached on disk: a re-run (or a resumed sweep) skips XLA compilation,
     # which costs minutes per method on a small CPU.
     jax.config.update("jax_compilation_cache_dir", str(args.workdir / "jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    from experiments.tridigits.arrays import TriDigitsArrays
-    from experiments.tridigits.runner import SeedBatchRunner
-
     runs_dir = args.workdir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
@@ -176,8 +171,6 @@ def main(argv=None) -> int:
         start = time.time()
         print(f"{method}: {len(todo)} runs, compiling", flush=True)
         runner = SeedBatchRunner(config)
-        from gram_jax.evaluators.scoring import scoring_for_loss
-
         scoring = scoring_for_loss(config.loss.name)
         curves: dict[int, list] = {i: [] for i in range(len(todo))}
         every = max(args.steps // max(args.curve_points, 1), 1)
@@ -198,8 +191,6 @@ def main(argv=None) -> int:
             path = runs_dir / f"{method}_fold{result['fold']}_seed{result['seed']}.json"
             path.write_text(json.dumps(record, indent=1))
         print(f"{method}: done in {time.time() - start:.0f} s", flush=True)
-        from experiments.tridigits import aggregate
-
         aggregate.write_results(runs_dir, args.results)
     return 0
 

@@ -21,14 +21,16 @@ import pathlib
 
 import ml_collections
 
+from data_pipelines.config import data_config
+from data_pipelines.datasets import tridigits
 from experiments import base_config
 from gram_jax.config_loading import parse_config_arg
+from gram_jax.convert.pretrained import minilm_params
+from gram_jax.models.config import model_config
 
 
 def build_options(small: bool = False):
     """TriDigits build options: the full default set, or a small one for smoke tests."""
-    from data_pipelines.datasets import tridigits
-
     if small:
         return tridigits.BuildOptions(folds=4, images_per_class=12, test_images_per_class=4)
     return tridigits.BuildOptions()
@@ -92,10 +94,6 @@ def tridigits_config(
       frames, image_size: frames per video read from the 8 stored ones, and their side (a
         multiple of the stem's 4-pixel stride; the dataset stores 28x28).
     """
-    from data_pipelines.config import data_config
-    from data_pipelines.datasets import tridigits
-    from gram_jax.models.config import model_config
-
     config = base_config.get_config()
     options = build_options(small_data)
     root = pathlib.Path(data_root) if data_root else tridigits.default_out_dir(options)
@@ -142,8 +140,6 @@ def tridigits_config(
     config.seed = seed
     config.progress_bar = True
     if text_init == "minilm":
-        from gram_jax.convert.pretrained import minilm_params
-
         config.model_init = str(minilm_params())
         config.optim.lr_groups.text = dict(pattern=r"^bert/", lr=5e-5)
     elif text_init != "scratch":

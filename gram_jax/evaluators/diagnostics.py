@@ -77,7 +77,8 @@ def pair_diagnostics(
       pairs: (a, b) modality pairs; both directions a->b and b->a are reported for retrieval.
       labels: optional int[N] class of each record (class-level metrics when given).
     """
-    from gram_jax.evaluators.retrieval import abbreviation
+    # lazy: import cycle (evaluators.retrieval imports this module at load).
+    from gram_jax.evaluators.retrieval import abbreviation  # noqa: PLC0415
 
     out: dict[str, float] = {}
     same_class = None

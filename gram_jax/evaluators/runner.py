@@ -40,9 +40,10 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from data_pipelines.config import data_config
+from data_pipelines.config import TEXT_MODALITIES, data_config
 from data_pipelines.media.text import Tokenizer
 from data_pipelines.pipeline import make_eval_iterator
+from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.evaluators.classification import ZeroShotClassifier
 from gram_jax.evaluators.retrieval import RetrievalEvaluator
@@ -198,9 +199,6 @@ class ModelScorer:
     def _complete(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``batch`` plus zero inputs for the model modalities it lacks (e.g. a batch of class
         prompts has text only): the jitted encoder runs every tower; those outputs are unused."""
-        from data_pipelines.config import TEXT_MODALITIES
-        from data_pipelines.transforms import placeholder_batch
-
         model_modalities = self._trainer.config.model.modalities
         missing = [
             m for m in model_modalities if (f"{m}_ids" if m in TEXT_MODALITIES else m) not in batch

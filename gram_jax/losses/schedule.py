@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from gram_jax.losses import LOSSES
+
 COSINE_PAIRS = {"anchor": "cosine_anchor", "all_pairs": "cosine_all_pairs"}
 
 
@@ -61,8 +63,6 @@ def uses_cosine_term(loss_cfg) -> bool:
 
 def cosine_loss_fn(loss_cfg) -> Callable:
     """The `LOSSES` entry of the cosine term named by ``config.loss.cosine_pairs``."""
-    from gram_jax.losses import LOSSES
-
     check_schedule(loss_cfg)
     return LOSSES[COSINE_PAIRS[loss_cfg.get("cosine_pairs", "anchor")]]
 
