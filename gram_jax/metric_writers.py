@@ -132,7 +132,8 @@ def report_progress(total_steps: int, writer):
 
 
 # Libraries whose INFO lines are chatter at the default verbosity (all log through these names).
-CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain")
+# tensorboardX logs one INFO line per metric whose tag it renames (every "R@1" becomes "R_1").
+CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain", "tensorboardX")
 PROGRESS_KEYS = ("loss", "grad_norm", "temperature", "lr_default")
 
 
