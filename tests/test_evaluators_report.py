@@ -166,3 +166,38 @@ def test_sweep_aggregation(tmp_path):
     for name in ("tridigits_positive_cos.png", "tridigits_curves.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
     assert "- gram: folds [0], seeds [0, 1]" in text  # what each method ran, from its records
+
+
+def _run(method: str, seed: int, va: float, av: float, tv: float, fold: int = 0) -> dict:
+    """A run record whose test split has the given class@1 values (the rest 0.5)."""
+    names = ("text->video+audio", "video->audio", "audio->video", "text->video", "text->audio")
+    retrieval = {d: {"class@1": 0.5} for d in names}
+    retrieval["video->audio"]["class@1"] = va
+    retrieval["audio->video"]["class@1"] = av
+    retrieval["text->video"]["class@1"] = tv
+    return {
+        "method": method,
+        "fold": fold,
+        "seed": seed,
+        "splits": {"test": {"retrieval": retrieval}},
+    }
+
+
+def test_paired_differences_match_seeds_and_average_video_audio():
+    base = [_run("cosine_anchor", s, 0.1 * s, 0.2, 0.3) for s in range(3)]
+    # Seed 3 has no baseline run and fold 1 a different test set: neither is paired.
+    gram = [_run("gram", s, 0.1 * s + 0.05 * (s + 1), 0.2 + 0.1, 0.2) for s in range(4)]
+    gram.append(_run("gram", 0, 0.9, 0.9, 0.9, fold=1))
+    va = aggregate.paired_differences(gram, base, "test", "video->audio")
+    assert va == pytest.approx([0.05, 0.10, 0.15])
+    both = aggregate.paired_differences(gram, base, "test", "video<->audio")
+    assert both == pytest.approx([(0.05 + 0.1) / 2, (0.10 + 0.1) / 2, (0.15 + 0.1) / 2])
+    assert aggregate.paired_differences(gram, base, "test_seen", "video->audio") == []
+    lines = aggregate._paired_table(
+        {"cosine_anchor": base, "gram": gram}, ["cosine_anchor", "gram"], "test"
+    )
+    mean, half = aggregate.mean_ci([0.075, 0.1, 0.125])
+    row = lines[-1]
+    assert row.startswith("| gram | 3 | ")
+    assert f"{mean:+.3f} ± {half:.3f} **+**" in row  # V↔A: the interval excludes 0
+    assert "-0.100 ± 0.000 **−**" in row  # T→V: 0.2 - 0.3 in every pair

@@ -68,6 +68,67 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.3f} ± {half:.3f}"
 
 
+# The paired comparison: every method against this baseline, run for run.
+BASELINE = "cosine_anchor"
+# Headline directions of the paired table; "video<->audio" is the mean of V→A and A→V.
+PAIRED_DIRECTIONS = [
+    ("video<->audio", "V↔A"),
+    ("video->audio", "V→A"),
+    ("audio->video", "A→V"),
+    ("text->video", "T→V"),
+    ("text->audio", "T→A"),
+]
+
+
+def direction_score(retrieval: dict, direction: str, metric: str = "class@1") -> float:
+    """``metric`` of one retrieval direction; "video<->audio" averages both directions."""
+    if direction == "video<->audio":
+        return (retrieval["video->audio"][metric] + retrieval["audio->video"][metric]) / 2
+    return retrieval[direction][metric]
+
+
+def paired_differences(
+    runs: list[dict], baseline: list[dict], split: str, direction: str
+) -> list[float]:
+    """class@1 differences (method - baseline) of the runs both have, matched by (fold, seed).
+
+    A seed fixes the data order of every method, and a fold its test voices, so the paired
+    difference removes what the two runs share; its interval is tighter than two separate ones.
+    """
+    base = {(r["fold"], r["seed"]): _split(r, split) for r in baseline}
+    diffs = []
+    for r in runs:
+        mine, other = _split(r, split), base.get((r["fold"], r["seed"]))
+        if mine and other:
+            diffs.append(
+                direction_score(mine["retrieval"], direction)
+                - direction_score(other["retrieval"], direction)
+            )
+    return diffs
+
+
+def _paired_table(by_method, methods, split: str) -> list[str]:
+    head = "| method | pairs | " + " | ".join(label for _, label in PAIRED_DIRECTIONS) + " |"
+    lines = [head, "|" + "---|" * (len(PAIRED_DIRECTIONS) + 2)]
+    for m in methods:
+        if m == BASELINE:
+            continue
+        diffs = [
+            paired_differences(by_method[m], by_method[BASELINE], split, d)
+            for d, _ in PAIRED_DIRECTIONS
+        ]
+        if not diffs[0]:
+            continue
+        cells = []
+        for values in diffs:
+            mean, half = mean_ci(values)
+            # Marked where the interval excludes 0 (needs >= 2 pairs for an interval at all).
+            mark = " **+**" if mean - half > 0 else " **−**" if mean + half < 0 else ""
+            cells.append(f"{mean:+.3f} ± {half:.3f}{mark}" if len(values) > 1 else f"{mean:+.3f}")
+        lines.append(f"| {m} | {len(diffs[0])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def load_runs(runs_dir: pathlib.Path) -> dict[str, list[dict]]:
     by_method: dict[str, list[dict]] = collections.defaultdict(list)
     for path in sorted(pathlib.Path(runs_dir).glob("*.json")):
@@ -108,6 +169,18 @@ def tables(by_method: dict[str, list[dict]]) -> str:
             *_retrieval_table(by_method, methods, split, "class@1"),
             "",
         ]
+    if BASELINE in by_method:
+        for split in ("test", "test_seen"):
+            table = _paired_table(by_method, methods, split)
+            if len(table) > 2:
+                lines += [
+                    f"**Paired difference to {BASELINE}, {SPLIT_TITLES[split]}** (`{split}`): "
+                    "class@1 of the method minus that of the baseline run with the same fold and "
+                    "seed, mean ± 95 % CI over the pairs; **+** / **−**: the interval excludes 0",
+                    "",
+                    *table,
+                    "",
+                ]
     lines += [
         "**Sign and collapse diagnostics** (unseen-voice test split): fraction of positive pairs "
         "with a negative cosine (0.5 = random sign), class@1 scored by abs(cos) (sign-invariant), "
