@@ -166,6 +166,11 @@ def test_sweep_aggregation(tmp_path):
     for name in ("tridigits_positive_cos.png", "tridigits_curves.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
     assert "- gram: folds [0], seeds [0, 1]" in text  # what each method ran, from its records
+    # A second named block (a longer budget) lives beside the first, with its own figures.
+    aggregate.write_results(runs, results, name="long")
+    text = results.read_text()
+    assert text.count(aggregate.START) == 1 and text.count("<!-- long-table:start -->") == 1
+    assert (tmp_path / "figures" / "long_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def _run(method: str, seed: int, va: float, av: float, tv: float, fold: int = 0) -> dict:

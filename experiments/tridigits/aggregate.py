@@ -1,7 +1,8 @@
 """Aggregate the TriDigits sweep: mean and 95 % confidence interval per method and metric.
 
 ``python -m experiments.tridigits.aggregate --runs workdirs/tridigits_sweep/runs`` rewrites the
-generated part of docs/results.md (between the ``tridigits-table`` markers); text outside the
+generated part of docs/results.md (between the ``tridigits-table`` markers; ``--name long`` writes
+the ``long-table`` block and ``long_*.png`` figures instead); text outside the
 markers (the discussion) is kept.
 
 The interval is mean +- t(0.975, n-1) * sd / sqrt(n) over the n (fold, seed) runs of a method.
@@ -16,7 +17,17 @@ import json
 import math
 import pathlib
 
-START, END = "<!-- tridigits-table:start -->", "<!-- tridigits-table:end -->"
+# A results file may hold several generated blocks (e.g. the main sweep and a longer budget), each
+# between its own markers and with its own figures; "tridigits" is the main sweep's.
+DEFAULT_NAME = "tridigits"
+
+
+def markers(name: str = DEFAULT_NAME) -> tuple[str, str]:
+    """The (start, end) comment lines around the generated block called ``name``."""
+    return f"<!-- {name}-table:start -->", f"<!-- {name}-table:end -->"
+
+
+START, END = markers()
 # Two-sided 95 % Student t quantiles by degrees of freedom (1..30); 1.96 beyond.
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -223,8 +234,11 @@ def tables(by_method: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def figures(by_method: dict[str, list[dict]], out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """The positive-pair cosine histograms (the mechanism) and the held-out learning curves."""
+def figures(
+    by_method: dict[str, list[dict]], out_dir: pathlib.Path, name: str = DEFAULT_NAME
+) -> list[pathlib.Path]:
+    """The positive-pair cosine histograms (the mechanism) and the held-out learning curves,
+    written as ``<out_dir>/<name>_positive_cos.png`` and ``<name>_curves.png``."""
     # lazy: the Agg backend must be chosen before pyplot loads; only figure writing needs it.
     import matplotlib  # noqa: PLC0415
 
@@ -249,7 +263,7 @@ def figures(by_method: dict[str, list[dict]], out_dir: pathlib.Path) -> list[pat
     axes[0].set_ylabel("density")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out_dir / "tridigits_positive_cos.png")
+    paths.append(out_dir / f"{name}_positive_cos.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
@@ -272,7 +286,7 @@ def figures(by_method: dict[str, list[dict]], out_dir: pathlib.Path) -> list[pat
         ax.set_xlabel("step")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out_dir / "tridigits_curves.png")
+    paths.append(out_dir / f"{name}_curves.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
@@ -287,21 +301,22 @@ TEMPLATE = f"""# Results
 """
 
 
-def write_results(runs_dir: pathlib.Path, results: pathlib.Path):
-    """Rewrite the generated table of ``results`` from the run JSON files in ``runs_dir``
-    (each run records its own settings; the table lists them per method)."""
+def write_results(runs_dir: pathlib.Path, results: pathlib.Path, name: str = DEFAULT_NAME):
+    """Rewrite the generated block ``name`` of ``results`` from the run JSON files in ``runs_dir``
+    (each run records its own settings; the table lists them per method), and its figures."""
     by_method = load_runs(runs_dir)
     if not by_method:
         raise FileNotFoundError(f"no run JSON files in {runs_dir}")
     results = pathlib.Path(results)
+    start, end = markers(name)
     text = results.read_text(encoding="utf-8") if results.exists() else TEMPLATE
-    if START not in text or END not in text:
-        text = text.rstrip() + "\n\n" + START + "\n" + END + "\n"
+    if start not in text or end not in text:
+        text = text.rstrip() + "\n\n" + start + "\n" + end + "\n"
     body = tables(by_method)
-    figures(by_method, results.parent / "figures")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    results.write_text(f"{head}{START}\n{body}\n{END}{tail}", encoding="utf-8")
+    figures(by_method, results.parent / "figures", name)
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    results.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
     return results
 
 
@@ -312,8 +327,11 @@ def main(argv=None) -> int:
     )
     here = pathlib.Path(__file__).resolve().parents[2]
     p.add_argument("--results", type=pathlib.Path, default=here / "docs" / "results.md")
+    p.add_argument(
+        "--name", default=DEFAULT_NAME, help="which generated block (markers, figure names)"
+    )
     args = p.parse_args(argv)
-    print(write_results(args.runs, args.results))
+    print(write_results(args.runs, args.results, args.name))
     return 0
 
 

@@ -74,6 +74,11 @@ def parse_args(argv=None):
     )
     p.add_argument("--small", action="store_true", help="the small TriDigits variant (tests)")
     p.add_argument("--results", type=pathlib.Path, default=HERE.parents[1] / "docs" / "results.md")
+    p.add_argument(
+        "--table-name",
+        default=aggregate.DEFAULT_NAME,
+        help="the generated block of --results this sweep rewrites (and its figures' names)",
+    )
     return p.parse_args(argv)
 
 
@@ -191,7 +196,7 @@ def main(argv=None) -> int:
             path = runs_dir / f"{method}_fold{result['fold']}_seed{result['seed']}.json"
             path.write_text(json.dumps(record, indent=1))
         print(f"{method}: done in {time.time() - start:.0f} s", flush=True)
-        aggregate.write_results(runs_dir, args.results)
+        aggregate.write_results(runs_dir, args.results, args.table_name)
     return 0
 
 
