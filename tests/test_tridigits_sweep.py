@@ -39,12 +39,14 @@ def test_every_method_config_is_valid(sweep_module):
         validate_config(config)
         assert config.loss.name == loss and loss in LOSSES
         assert config.data.annotations.test.endswith("fold3_test.json") and config.seed == 4
-        # Only GRAM's full recipe has the matching loss; baselines train their own loss alone.
-        assert (config.loss.matching_weight > 0) == method.startswith("gram")
+        # GRAM's recipe has the matching loss (unless its config drops it); baselines train
+        # their own loss alone.
+        matching = method.startswith("gram") and getattr(module, "MATCHING", True)
+        assert (config.loss.matching_weight > 0) == matching
+        assert config.model.matching.enabled == matching
         # GRAM + a symmetry breaker: the breaker's keys on top of GRAM's recipe.
-        breaker = method.removeprefix("gram").removeprefix("_") or "none"
         if method.startswith("gram"):
-            for key, value in tridigits_common.BREAKERS.get(breaker, {}).items():
+            for key, value in tridigits_common.BREAKERS[getattr(module, "BREAKER", "none")].items():
                 steps = config.total_steps
                 want = round(value * steps) if key in tridigits_common.STEP_KEYS else value
                 assert config.loss[key] == want, (method, key)

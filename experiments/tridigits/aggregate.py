@@ -47,6 +47,7 @@ METHOD_ORDER = [
     "gram",
     "gram_hybrid",
     "gram_hybrid_all",
+    "gram_hybrid_all_no_matching",
     "gram_staged",
     "gram_matching_late",
     "gram_minilm",

@@ -37,6 +37,7 @@ METHODS = {  # method -> loss name; gram* keep GRAM's recipe (matching loss, lea
     "gram": "volume",
     "gram_hybrid": "volume",  # + 1.0 x cosine InfoNCE anchored on text (config.loss.cosine_weight)
     "gram_hybrid_all": "volume",  # + 1.0 x cosine InfoNCE over all pairs
+    "gram_hybrid_all_no_matching": "volume",  # the same without the matching loss (the quickstart)
     "gram_staged": "volume",  # cosine-only warm-up for the first third of the steps, then GRAM
     "gram_matching_late": "volume",  # matching weight 0 for a third of the steps, then ramped
     "gram_minilm": "volume",  # the text tower warm-started from real all-MiniLM-L6-v2 weights

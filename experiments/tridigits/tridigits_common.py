@@ -64,6 +64,7 @@ def tridigits_config(
     loss: str = "volume",
     breaker: str = "none",
     text_init: str = "scratch",
+    matching: bool | None = None,
     fold: int = 0,
     seed: int = 0,
     total_steps: int = 400,
@@ -81,6 +82,8 @@ def tridigits_config(
         baselines train their own contrastive loss only (matching weight 0), as their papers do.
       breaker: a ``BREAKERS`` name: the symmetry breaker added to the loss ('none': the paper's
         recipe).
+      matching: train GRAM's matching (DAM) head and loss; default: for 'volume' only. False
+        drops the head (it doubles the step's cost and learns nothing from scratch here).
       text_init: 'scratch' (the 2x64 text tower, random) or 'minilm' (the real all-MiniLM-L6-v2
         text tower, 6x384, via ``config.model_init``; converted once into a cache by
         `gram_jax.convert.pretrained.minilm_params`), trained at lr 5e-5 (the from-scratch rate
@@ -94,6 +97,8 @@ def tridigits_config(
       frames, image_size: frames per video read from the 8 stored ones, and their side (a
         multiple of the stem's 4-pixel stride; the dataset stores 28x28).
     """
+    if matching is None:
+        matching = loss == "volume"
     config = base_config.get_config()
     options = build_options(small_data)
     root = pathlib.Path(data_root) if data_root else tridigits.default_out_dir(options)
@@ -112,7 +117,7 @@ def tridigits_config(
             pool="mean",
         ),
         audio=dict(max_clips=1),
-        matching=dict(enabled=loss == "volume"),
+        matching=dict(enabled=matching),
     )
     overrides = tridigits.data_overrides(root, fold, options)
     # The dataset's 28x28 frames may also be read at 56x56 (exact 2x upsampling).
@@ -126,7 +131,7 @@ def tridigits_config(
         worker_count=0,
     )
     config.loss.name = loss
-    config.loss.matching_weight = 0.1 if loss == "volume" else 0.0
+    config.loss.matching_weight = 0.1 if matching else 0.0
     config.optim.lr = 5e-4
     config.optim.lr_groups = ml_collections.ConfigDict()
     config.optim.grad_clip_norm = 1.0
