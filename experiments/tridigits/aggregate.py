@@ -269,23 +269,25 @@ def figures(
     plt.close(fig)
 
     keys = ("text->video/class@1", "text->audio/class@1", "video->audio/class@1")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-    for ax, key in zip(axes, keys, strict=True):
-        for m in methods:
-            points = collections.defaultdict(list)
-            for r in by_method[m]:
-                for p in r.get("curve", []):
-                    if p["split"] == "test":
-                        points[p["step"]].append(p[key])
-            if points:
-                steps = sorted(points)
-                ax.plot(
-                    steps, [sum(points[s]) / len(points[s]) for s in steps], marker="o", label=m
-                )
-        ax.axhline(0.1, color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{key.split('/')[0]} class@1 (unseen voices)")
-        ax.set_xlabel("step")
-    axes[-1].legend(fontsize=7)
+    curve_splits = ("test", "test_seen")
+    fig, grid = plt.subplots(len(curve_splits), 3, figsize=(13, 3.4 * len(curve_splits)))
+    colors = plt.get_cmap("tab20").colors
+    for row, split in zip(grid, curve_splits, strict=True):
+        for ax, key in zip(row, keys, strict=True):
+            for i, m in enumerate(methods):
+                points = collections.defaultdict(list)
+                for r in by_method[m]:
+                    for p in r.get("curve", []):
+                        if p["split"] == split:
+                            points[p["step"]].append(p[key])
+                if points:
+                    steps = sorted(points)
+                    means = [sum(points[s]) / len(points[s]) for s in steps]
+                    ax.plot(steps, means, marker="o", ms=3, color=colors[i % 20], label=m)
+            ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+            ax.set_title(f"{key.split('/')[0]} class@1 ({SPLIT_TITLES[split].split(', ')[1]})")
+            ax.set_xlabel("step")
+    grid[0][-1].legend(fontsize=7)
     fig.tight_layout()
     paths.append(out_dir / f"{name}_curves.png")
     fig.savefig(paths[-1], dpi=110)
