@@ -206,3 +206,13 @@ def test_paired_differences_match_seeds_and_average_video_audio():
     assert row.startswith("| gram | 3 | ")
     assert f"{mean:+.3f} ± {half:.3f} **+**" in row  # V↔A: the interval excludes 0
     assert "-0.100 ± 0.000 **−**" in row  # T→V: 0.2 - 0.3 in every pair
+
+
+def test_paired_table_against_another_baseline_keeps_the_named_methods():
+    base = [_run("cosine_all_pairs", s, 0.2, 0.2, 0.3) for s in range(2)]
+    gram = [_run("gram_hybrid_all", s, 0.3, 0.2, 0.3) for s in range(2)]
+    area = [_run("area", s, 0.1, 0.2, 0.3) for s in range(2)]
+    by_method = {"cosine_all_pairs": base, "gram_hybrid_all": gram, "area": area}
+    lines = aggregate._paired_table(by_method, list(by_method), "test", "cosine_all_pairs", "gram")
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| gram_hybrid_all"]
+    assert "+0.100 ± 0.000 **+**" in lines[-1]  # V→A: 0.3 - 0.2 in both pairs
