@@ -38,7 +38,7 @@ def get_config(arg: str | None = None):
         kwargs["total_steps"] = int(os.environ["GRAM_JAX_QUICKSTART_STEPS"])
     # 2 frames of the 8 stored: the video tower costs half, and the 10 minutes buy more steps.
     kwargs = {"frames": 2, **kwargs}
-    # No matching (DAM) loss: it doubles the step's cost and learned nothing from scratch here
+    # No matching (DAM) loss: it adds ~45 % to the step's cost and learned nothing from scratch here
     # (docs/results.md); the quickstart spends its 10 minutes on the contrastive objective.
     config = tridigits_config(loss="volume", breaker=BREAKER, matching=False, **kwargs)
     config.optim.lr = 2e-3

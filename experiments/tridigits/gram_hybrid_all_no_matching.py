@@ -1,7 +1,8 @@
 """TriDigits: the quickstart's recipe, GRAM + `hybrid_all` (`BREAKERS`) without the matching loss.
 
 The volume contrastive loss plus a cosine InfoNCE term over every modality pair, with no matching
-(DAM) head: from scratch that head learns nothing and doubles the step's cost (docs/results.md).
+(DAM) head: from scratch that head learns nothing and adds ~45 % to the step's cost
+(docs/results.md).
 
 Command (one fold and seed):
     gram-train --config experiments/tridigits/gram_hybrid_all_no_matching.py:fold=0,seed=0 \

@@ -83,7 +83,7 @@ def tridigits_config(
       breaker: a ``BREAKERS`` name: the symmetry breaker added to the loss ('none': the paper's
         recipe).
       matching: train GRAM's matching (DAM) head and loss; default: for 'volume' only. False
-        drops the head (it doubles the step's cost and learns nothing from scratch here).
+        drops the head (it adds ~45 % to the step's cost and learns nothing from scratch here).
       text_init: 'scratch' (the 2x64 text tower, random) or 'minilm' (the real all-MiniLM-L6-v2
         text tower, 6x384, via ``config.model_init``; converted once into a cache by
         `gram_jax.convert.pretrained.minilm_params`), trained at lr 5e-5 (the from-scratch rate
