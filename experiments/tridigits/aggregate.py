@@ -257,16 +257,26 @@ def figures(
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = [m for m in METHOD_ORDER if m in by_method]
     paths = []
+    # One colour per method, the same in both figures.
+    colors = plt.get_cmap("tab20").colors
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
     for ax, (a, b) in zip(
         axes, (("text", "video"), ("text", "audio"), ("video", "audio")), strict=True
     ):
-        for m in methods:
+        for i, m in enumerate(methods):
             values = [
                 v for r in by_method[m] for v in r.get("positive_cos", {}).get(f"{a}_{b}", [])
             ]
             if values:
-                ax.hist(values, bins=40, range=(-1, 1), histtype="step", density=True, label=m)
+                ax.hist(
+                    values,
+                    bins=40,
+                    range=(-1, 1),
+                    histtype="step",
+                    density=True,
+                    color=colors[i % 20],
+                    label=m,
+                )
         ax.set_title(f"cos({a}, {b}) of positive pairs")
         ax.set_xlabel("cosine")
     axes[0].set_ylabel("density")
@@ -279,7 +289,6 @@ def figures(
     keys = ("text->video/class@1", "text->audio/class@1", "video->audio/class@1")
     curve_splits = ("test", "test_seen")
     fig, grid = plt.subplots(len(curve_splits), 3, figsize=(13, 3.4 * len(curve_splits)))
-    colors = plt.get_cmap("tab20").colors
     for row, split in zip(grid, curve_splits, strict=True):
         for ax, key in zip(row, keys, strict=True):
             for i, m in enumerate(methods):
