@@ -70,11 +70,11 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
-            "gram-train=gram_jax.main:run",
-            "gram-eval=gram_jax.eval_main:run",
-            "gram-convert=gram_jax.convert.cli:run",
+            "gram-train=gram_jax.cli.train:run",
+            "gram-eval=gram_jax.cli.eval:run",
+            "gram-convert=gram_jax.cli.convert:run",
             "gram-data=data_pipelines.cli:run",
-            "gram-rank=gram_jax.rank_main:run",
+            "gram-rank=gram_jax.cli.rank:run",
         ]
     },
     # Data files inside the packages: the TriDigits source checksums (read by every build) and the

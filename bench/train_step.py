@@ -26,6 +26,7 @@ import numpy as np
 
 from experiments import base_config
 from gram_jax import parallel
+from gram_jax.config import prepare
 from gram_jax.models.gram import model_config
 from gram_jax.train import Trainer
 
@@ -96,6 +97,7 @@ def main() -> None:
     config.loss.matching_weight = args.matching_weight
     config.mesh.update(dict(data=-1, fsdp=1, model=1))
 
+    config = prepare(config, count_data=False)  # the same preparation as gram-train
     t0 = time.perf_counter()
     trainer = Trainer(config)
     if args.flops_only:

@@ -9,7 +9,7 @@ steps with its batch size global over 4 GPUs, so a reference run of E epochs on 
 is ``total_steps = N // B * E`` here, independent of the device count; ``num_epochs = E`` derives
 exactly that from the records actually kept (logged).
 
-Keys (every one is read by the trainer; `gram_jax.config_validation` rejects unknown ones):
+Keys (every one is read by the trainer; `gram_jax.config.validation` rejects unknown ones):
 
 - ``model``: `gram_jax.models.config.model_config('base', dtype='bfloat16')` (ViT-B/16 frames,
   BEATs-base, BERT-base; see gram_jax/models/config.py for its keys).
@@ -65,9 +65,9 @@ import ml_collections
 
 from data_pipelines.config import data_config
 from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
-from gram_jax.config_loading import parse_config_arg
+from gram_jax.config.defaults import trainer_defaults
+from gram_jax.config.loading import parse_config_arg
 from gram_jax.models.config import model_config, tiny_model_config
-from gram_jax.trainer_config import trainer_defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "train_and_evaluate": "gram_jax.train",
-    "Trainer": "gram_jax.train",
+    "train_and_evaluate": "gram_jax.train.loop",
+    "Trainer": "gram_jax.train.state",
     "make_optimizer": "gram_jax.optim",
     "make_mesh": "gram_jax.parallel",
     "GramModel": "gram_jax.models.gram",

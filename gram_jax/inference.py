@@ -40,10 +40,13 @@ from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 from data_pipelines.media.text import Tokenizer
 from data_pipelines.transforms import placeholder_batch
-from gram_jax import checkpoint, parallel
+from gram_jax import parallel
+from gram_jax.config import prepare
 from gram_jax.evaluators import scoring as scoring_registry
-from gram_jax.modalities import data_modalities
-from gram_jax.train import Trainer
+from gram_jax.evaluators.model import matched_probability
+from gram_jax.models.modalities import data_modalities
+from gram_jax.train import checkpoint
+from gram_jax.train.state import Trainer
 
 INFERENCE_SCORINGS = ("volume", "cosine", "matching")
 
@@ -124,6 +127,7 @@ def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | N
                 raise FileNotFoundError(f"checkpoint: {directory} holds no checkpoint")
             if config is None:
                 config = saved_config(manager, at)
+            config = prepare(config, count_data=False)
             trainer = Trainer(config, mesh=_single_device_mesh())
             state, _ = checkpoint.restore(manager, at, trainer.abstract_state)
         finally:
@@ -134,6 +138,7 @@ def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | N
             f"checkpoint: {path} is a weights file; pass the experiment config it belongs to "
             "(GramInference.load(path, config=...) or gram-rank --config)"
         )
+    config = prepare(config, count_data=False)
     trainer = Trainer(config, mesh=_single_device_mesh())
     state = trainer.init_state()
     params, _, _ = checkpoint.merge_partial_params(
@@ -164,8 +169,8 @@ class GramInference:
             data_modalities({m: None for m in self.modalities}, self.anchor)
         )
         self._params, self._model_state = state["params"], state["model_state"]
-        self._encode = trainer.encode_fn()
-        self._match = trainer.match_fn()
+        self._encode = trainer.eval_model.encode
+        self._match = trainer.eval_model.match
         self._tokenizer = Tokenizer()
 
     @classmethod
@@ -200,6 +205,7 @@ class GramInference:
     def initialize(cls, config, *, batch_size: int = 8) -> GramInference:
         """A model of ``config`` with freshly initialised (random, seed ``config.seed``) weights:
         for trying the API without a checkpoint; its scores mean nothing."""
+        config = prepare(config, count_data=False)
         trainer = Trainer(config, mesh=_single_device_mesh())
         return cls(
             config, trainer, trainer.init_state(), source="random init", batch_size=batch_size
@@ -363,20 +369,15 @@ class GramInference:
         for start in range(0, text_rows.shape[0], self.batch_size):
             t = text_rows[start : start + self.batch_size]
             c = media_rows[start : start + self.batch_size]
-            logits = np.asarray(
-                self._match(
-                    self._params,
-                    self._model_state,
-                    texts.ids[t],
-                    texts.mask[t],
-                    media.condition[c],
-                    media.condition_mask[c],
-                ),
-                np.float32,
+            logits = self._match(
+                self._params,
+                self._model_state,
+                texts.ids[t],
+                texts.mask[t],
+                media.condition[c],
+                media.condition_mask[c],
             )
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
-            out.append(probs[:, 1])
+            out.append(matched_probability(logits))
         return np.concatenate(out)
 
     def score(

@@ -50,7 +50,7 @@ print(REPO, repr(CHECKPOINT), WORKDIR)""",
 if CHECKPOINT:
     config = None
     if CONFIG:
-        from gram_jax.config_loading import load_config
+        from gram_jax.config.loading import load_config
 
         config = load_config(CONFIG)
     gram = GramInference.load(CHECKPOINT, config)
@@ -93,7 +93,7 @@ print("clip with the smallest volume per caption:", [media.names[j] for j in vol
     ("markdown", "## 4. Rankings per caption: volume, cosine, matching re-rank"),
     (
         "code",
-        """from gram_jax.rank_main import format_ranking
+        """from gram_jax.cli.rank import format_ranking
 
 for scoring in ("volume", "cosine", "matching"):
     print(f"== {scoring}")

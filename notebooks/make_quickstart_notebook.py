@@ -42,7 +42,7 @@ print(REPO, repr(ARG), WORKDIR)""",
     ("markdown", "## 1. Build TriDigits (about a minute the first time; cached afterwards)"),
     (
         "code",
-        """from gram_jax.config_loading import load_config_module
+        """from gram_jax.config.loading import load_config_module
 
 quickstart = load_config_module(REPO / "experiments" / "quickstart.py")
 config = quickstart.get_config(ARG or None)  # builds the dataset when absent

@@ -50,7 +50,7 @@ def state_dict() -> dict[str, np.ndarray]:
 def model_overrides() -> dict:
     """``model_config`` overrides: the reduced released shapes, dropout off, released matching.
 
-    The matching and temperature keys are those ``gram_jax.fidelity`` sets for 'released'
+    The matching and temperature keys are those ``gram_jax.config.fidelity`` sets for 'released'
     (tests/test_fidelity.py checks that they agree).
     """
     m = meta()

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from gram_jax import checkpoint, parallel
+from gram_jax import parallel
+from gram_jax.train import checkpoint
 
 
 def _state(mesh):

@@ -132,7 +132,7 @@ def test_classification_config_runs_both_protocols_with_the_real_model():
     import jax
 
     from gram_jax import parallel
-    from gram_jax.config_loading import load_config
+    from gram_jax.config.loading import load_config
     from gram_jax.evaluators.runner import run_evaluations
     from gram_jax.train import Trainer
 

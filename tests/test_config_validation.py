@@ -5,10 +5,10 @@ import pytest
 
 from data_pipelines.config import data_config
 from experiments import base_config
-from gram_jax.config_validation import ConfigError, reference_config, validate_config
+from gram_jax.config.defaults import trainer_defaults
+from gram_jax.config.validation import ConfigError, reference_config, validate_config
 from gram_jax.losses import LOSSES
-from gram_jax.train_step import _check_loss_options, _loss_options
-from gram_jax.trainer_config import trainer_defaults
+from gram_jax.train.step import _check_loss_options, _loss_options
 
 
 def _reference():

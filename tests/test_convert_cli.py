@@ -1,14 +1,14 @@
 """gram-convert: real MiniLM weights and a synthesised GRAM release -> orbax params that the
-trainer's model_init loader (gram_jax.checkpoint) reads into a GramModel."""
+trainer's model_init loader (gram_jax.train.checkpoint) reads into a GramModel."""
 
 import numpy as np
 import pytest
 from flax import nnx
 from test_convert_gram_release import _release_state_dict
 
-from gram_jax import checkpoint
-from gram_jax.convert.cli import load_params, main
+from gram_jax.cli.convert import load_params, main
 from gram_jax.models.gram import GramModel, model_config
+from gram_jax.train import checkpoint
 
 pytestmark = pytest.mark.torch
 

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from tensorboardX.proto import event_pb2
 
-from gram_jax.config_loading import load_config_module
-from gram_jax.config_validation import validate_config
+from gram_jax.config.loading import load_config_module
+from gram_jax.config.validation import validate_config
 from gram_jax.train import train_and_evaluate
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
@@ -100,7 +100,11 @@ def test_config_loads_and_validates(relative, arg):
     full = module.get_config(arg or None)
     validate_config(full)
     doc = module.__doc__
-    for needed in ("Command", "python -m gram_jax.main", "Hardware" if "paper" in relative else ""):
+    for needed in (
+        "Command",
+        "python -m gram_jax.cli.train",
+        "Hardware" if "paper" in relative else "",
+    ):
         assert needed in doc, (relative, needed)
     local = module.get_config(",".join(t for t in (arg, "runlocal") if t))
     validate_config(local)

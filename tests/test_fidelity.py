@@ -14,9 +14,10 @@ import pytest
 from flax import nnx
 from released_golden import model_overrides, zeros_model
 
-from gram_jax import fidelity, optim
-from gram_jax.config_loading import load_config
-from gram_jax.config_validation import reference_config, validate_config
+from gram_jax import optim
+from gram_jax.config import fidelity
+from gram_jax.config.loading import load_config
+from gram_jax.config.validation import reference_config, validate_config
 from gram_jax.convert.beats import audio_config_from_beats_cfg
 from gram_jax.models.audio import BeatsLayer, audio_config
 from gram_jax.models.gram import GramModel, model_config
@@ -239,12 +240,14 @@ def test_row7_evaluation_towers_use_eval_dtype():
     config.data.batch_size = 8
     trainer = Trainer(config)
     train_model = nnx.merge(trainer.graphdef, trainer.abstract_params, trainer.abstract_rest)
-    eval_model = nnx.merge(trainer.eval_graphdef, trainer.abstract_params, trainer.abstract_rest)
+    eval_model = nnx.merge(
+        trainer.eval_model.graphdef, trainer.abstract_params, trainer.abstract_rest
+    )
     assert (train_model.dtype, eval_model.dtype) == (jnp.bfloat16, jnp.float32)
     assert eval_model.bert.cfg.dtype == jnp.float32
     config.model.eval_dtype = ""
     same = Trainer(config)
-    assert same.eval_graphdef is same.graphdef
+    assert same.eval_model.graphdef is same.graphdef
     bad = model_config("tiny", eval_dtype="float33")
     with pytest.raises(ValueError, match="eval_dtype"):
         nnx.eval_shape(lambda: GramModel(bad, rngs=nnx.Rngs(0)))

@@ -23,9 +23,10 @@ from flax import serialization
 
 from data_pipelines import pipeline, samples
 from experiments import base_config
-from gram_jax import checkpoint, parallel
+from gram_jax import parallel
+from gram_jax.cli.rank import folder_items, format_ranking
 from gram_jax.inference import GramInference
-from gram_jax.rank_main import folder_items, format_ranking
+from gram_jax.train import checkpoint
 
 pytestmark = pytest.mark.media
 
@@ -148,7 +149,7 @@ def test_converted_weights_load_like_the_workdir(gram, saved, clips):
 def test_gram_rank_command_line(saved, clips, tmp_path):
     _, workdir, _ = saved
     videos, audios = clips
-    command = [sys.executable, "-m", "gram_jax.rank_main", "--checkpoint", str(workdir)]
+    command = [sys.executable, "-m", "gram_jax.cli.rank", "--checkpoint", str(workdir)]
     command += ["--videos", *videos, "--audios", *audios, "--queries", *CAPTIONS[:2]]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

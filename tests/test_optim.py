@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 from gram_jax import optim
+from gram_jax.config.defaults import trainer_defaults
 from gram_jax.models import layers
 from gram_jax.models.gram import GramModel, tiny_model_config
 from gram_jax.models.temperature import Temperature
-from gram_jax.trainer_config import trainer_defaults
 
 
 class Tower(nnx.Module):

@@ -8,9 +8,9 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from gram_jax import optim, parallel
+from gram_jax.config.defaults import trainer_defaults
 from gram_jax.models import layers
-from gram_jax.train import opt_state_shardings
-from gram_jax.trainer_config import trainer_defaults
+from gram_jax.train.state import opt_state_shardings
 
 
 def test_mesh_shape_fills_the_minus_one_axis():

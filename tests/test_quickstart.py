@@ -15,7 +15,7 @@ pytestmark = pytest.mark.media
 
 
 def _load(relative: str):
-    from gram_jax.config_loading import load_config_module
+    from gram_jax.config.loading import load_config_module
 
     return load_config_module(REPO / "experiments" / relative)
 
@@ -32,7 +32,7 @@ def runlocal_config():
 
 
 def test_quickstart_config_keys(runlocal_config):
-    from gram_jax.config_validation import validate_config
+    from gram_jax.config.validation import validate_config
 
     config = runlocal_config
     validate_config(config)  # unknown keys / wrong types fail here, before any compilation

@@ -256,8 +256,8 @@ def test_reference_padding_on_real_clips():
     ],
 )
 def test_fidelity_switch_sets_the_data_rows(fidelity, expected):
-    from gram_jax.config_loading import load_config
-    from gram_jax.fidelity import apply_fidelity
+    from gram_jax.config.fidelity import apply_fidelity
+    from gram_jax.config.loading import load_config
 
     config = load_config("experiments/paper/finetune_tva.py:msrvtt")
     config.fidelity = fidelity

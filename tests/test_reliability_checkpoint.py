@@ -13,7 +13,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gram_jax import checkpoint, parallel
+from gram_jax import parallel
+from gram_jax.train import checkpoint
 
 
 def _state(value: float, step: int):
@@ -76,7 +77,7 @@ def test_unreadable_newest_checkpoint_is_moved_aside_and_the_previous_one_restor
     _corrupt(kind, tmp_path / "checkpoints" / "3")
     config = ml_collections.ConfigDict({"resume": "", "model_init": ""})
     it = _iterator()
-    with caplog.at_level(logging.WARNING, logger="gram_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="gram_jax.train.checkpoint"):
         state, it, source = checkpoint.restore_or_initialize(
             manager, config, _abstract(), lambda: None, it
         )
@@ -97,7 +98,7 @@ def test_when_no_checkpoint_is_readable_the_resume_order_continues(tmp_path, cap
         _truncate_arrays(tmp_path / "checkpoints" / str(step))
     config = ml_collections.ConfigDict({"resume": "", "model_init": ""})
     fresh, _ = _state(0.0, 0)
-    with caplog.at_level(logging.WARNING, logger="gram_jax.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="gram_jax.train.checkpoint"):
         _, _, source = checkpoint.restore_or_initialize(manager, config, _abstract(), lambda: fresh)
     assert source == "scratch"
     assert sorted(p.name for p in (tmp_path / "checkpoints_set_aside").iterdir()) == [
@@ -155,7 +156,7 @@ def test_gram_convert_refuses_a_non_checkpoint_in_our_words(tmp_path, capsys):
     pytest.importorskip("torch")
     import pickle
 
-    from gram_jax.convert.cli import run
+    from gram_jax.cli.convert import run
 
     notes = tmp_path / "notes.pt"
     notes.write_text("not a checkpoint\n")

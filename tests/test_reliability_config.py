@@ -7,9 +7,9 @@ import ml_collections
 import pytest
 
 from experiments import base_config
-from gram_jax import resume_check
-from gram_jax.config_schema import rule_for
-from gram_jax.config_validation import ConfigError, reference_config, validate_config
+from gram_jax.config import resume as resume_check
+from gram_jax.config.schema import rule_for
+from gram_jax.config.validation import ConfigError, reference_config, validate_config
 
 
 def _set(config, key, value):
@@ -45,7 +45,7 @@ def test_every_numeric_key_has_a_range_rule():
         if isinstance(value, int | float) and not isinstance(value, bool) and rule_for(path) is None
     ]
     assert not missing, (
-        f"numeric config keys without a rule in gram_jax/config_schema.py: {missing}"
+        f"numeric config keys without a rule in gram_jax/config/schema.py: {missing}"
     )
 
 
@@ -89,13 +89,13 @@ def test_fractional_and_special_values_that_are_allowed():
 
 
 def test_num_epochs_derives_total_steps_from_the_samples_kept():
-    from gram_jax.train import resolve_run_length
+    from gram_jax.config import prepare
 
     config = _runlocal(num_epochs=3)
-    resolved = resolve_run_length(config)
+    resolved = prepare(config)
     # The 4 reference clips, one caption each, global batch 4: one step per epoch.
     assert resolved.total_steps == 3 and config.total_steps == 4  # the input is not changed
-    assert resolve_run_length(_runlocal()).total_steps == 4  # num_epochs=None: total_steps
+    assert prepare(_runlocal()).total_steps == 4  # num_epochs=None: total_steps
 
 
 def test_resume_refuses_shape_and_order_keys_and_accepts_optimizer_ones():
@@ -155,7 +155,7 @@ def test_scratch_start_in_a_workdir_with_metrics_refuses_unless_overwrite(tmp_pa
 
 
 def test_resume_command_replaces_the_learning_rate_in_either_flag_form():
-    from gram_jax.divergence import lower_lr_command
+    from gram_jax.train.guard import lower_lr_command
 
     for argv in (
         ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr=0.002"],

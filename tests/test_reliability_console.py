@@ -5,7 +5,7 @@ import logging
 import pytest
 from absl import logging as absl_logging
 
-from gram_jax import metric_writers
+from gram_jax.train import metric_writers
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments import base_config
-from gram_jax.divergence import DivergenceError
 from gram_jax.train import train_and_evaluate
+from gram_jax.train.guard import DivergenceError
 
 # lr 1e6 after one warm-up step at lr 0: state 1 is healthy, update 1 is the first at 1e6.
 HUGE_LR = {"optim.lr": 1e6, "schedule.warmup_steps": 1}

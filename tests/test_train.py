@@ -15,10 +15,10 @@ import pytest
 
 from experiments import base_config
 from gram_jax import parallel
-from gram_jax.eval_main import evaluate_checkpoint
-from gram_jax.exit_codes import EXIT_PREEMPTED
+from gram_jax.train.evaluate import evaluate_checkpoint
+from gram_jax.cli.exit_codes import EXIT_PREEMPTED
 from gram_jax.train import Trainer, train_and_evaluate
-from gram_jax.train_step import NonFiniteLossError, check_finite
+from gram_jax.train.step import NonFiniteLossError, check_finite
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def _gram_train(workdir, steps, checkpoint_steps):
     return [
         sys.executable,
         "-m",
-        "gram_jax.main",
+        "gram_jax.cli.train",
         f"--config={ROOT / 'experiments' / 'base_config.py'}:runlocal",
         f"--workdir={workdir}",
         f"--config.total_steps={steps}",

@@ -29,8 +29,8 @@ def sweep_module():
 
 def test_every_method_config_is_valid(sweep_module):
     from experiments.tridigits import tridigits_common
-    from gram_jax.config_loading import load_config_module
-    from gram_jax.config_validation import validate_config
+    from gram_jax.config.loading import load_config_module
+    from gram_jax.config.validation import validate_config
     from gram_jax.losses import LOSSES
 
     for method, loss in sweep_module.METHODS.items():

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gram_jax import checkpoint
+from gram_jax.train import checkpoint
 
 
 def test_model_init_from_another_runs_checkpoint_is_a_warm_start_not_a_resume(tmp_path):

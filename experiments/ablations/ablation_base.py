@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from experiments.paper import paper_base
-from gram_jax.config_loading import parse_config_arg
+from gram_jax.config.loading import parse_config_arg
 
 BASE_ROW = "tva"
 BASE_DATASET = "msrvtt"

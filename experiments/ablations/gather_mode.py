@@ -10,7 +10,7 @@ Base: Table 2's T-VA row fine-tuned on MSR-VTT (1,124 steps at global batch 32; 
 
 Command::
 
-  python -m gram_jax.main --config experiments/ablations/gather_mode.py:reference \
+  python -m gram_jax.cli.train --config experiments/ablations/gather_mode.py:reference \
       --workdir runs/ablation_gather_reference --config.model_init=ckpt/gram/params
 
 CPU smoke run: ``gather_mode.py:local,runlocal``.

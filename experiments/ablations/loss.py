@@ -13,7 +13,7 @@ The paper's ablation numbers are not in the sources available here (gram_referen
 
 Command::
 
-  python -m gram_jax.main --config experiments/ablations/loss.py:symile \
+  python -m gram_jax.cli.train --config experiments/ablations/loss.py:symile \
       --workdir runs/ablation_loss_symile --config.model_init=ckpt/gram/params
 
 CPU smoke run: ``loss.py:symile,runlocal``.

@@ -8,7 +8,7 @@ Base: Table 2's T-VA row fine-tuned on MSR-VTT (1,124 steps at global batch 32; 
 
 Command::
 
-  python -m gram_jax.main --config experiments/ablations/matching.py:off \
+  python -m gram_jax.cli.train --config experiments/ablations/matching.py:off \
       --workdir runs/ablation_matching_off --config.model_init=ckpt/gram/params
 
 CPU smoke run: ``matching.py:off,runlocal``.

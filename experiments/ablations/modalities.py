@@ -9,7 +9,7 @@ released code does.
 
 Command::
 
-  python -m gram_jax.main --config experiments/ablations/modalities.py:tvas \
+  python -m gram_jax.cli.train --config experiments/ablations/modalities.py:tvas \
       --workdir runs/ablation_modalities_tvas --config.model_init=ckpt/gram/params
 
 Steps: 1,124 at global batch 32 (9,000 // 32 * 4); 4 x 80 GB GPUs. CPU smoke run:

@@ -25,7 +25,7 @@ file dropped (``filter_audio``), 8 frames, one audio slice, plain resize.
 
 Command::
 
-  python -m gram_jax.main --config experiments/paper/classify_tva.py:vggsound \
+  python -m gram_jax.cli.train --config experiments/paper/classify_tva.py:vggsound \
       --workdir runs/zeroshot_tva --config.model_init=ckpt/vast/params
   gram-eval --config experiments/paper/classify_tva.py:vggsound --workdir runs/zeroshot_tva
 
@@ -44,7 +44,7 @@ import ml_collections
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets.reference_clips import LAYOUT, MEDIA_DIR
 from experiments.paper import paper_base
-from gram_jax.config_loading import parse_config_arg
+from gram_jax.config.loading import parse_config_arg
 
 DATASETS = ("vggsound", "audioset")
 MODALITIES = paper_base.ROWS["tva"]

@@ -12,13 +12,13 @@ converted once); the dataset is the argument (default msrvtt). Commands::
 
   gram-convert --format gram --input GRAM_pretrained.pt --output ckpt/gram \
       --modalities text,video
-  python -m gram_jax.main --config experiments/paper/finetune_tv.py:msrvtt \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tv.py:msrvtt \
       --workdir runs/finetune_msrvtt_tv --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tv.py:didemo \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tv.py:didemo \
       --workdir runs/finetune_didemo_tv --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tv.py:activitynet \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tv.py:activitynet \
       --workdir runs/finetune_activitynet_tv --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tv.py:vatex \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tv.py:vatex \
       --workdir runs/finetune_vatex_tv --config.model_init=ckpt/gram/params
 
 Hardware: 4 GPUs with 80 GB each (A100/H100), as the reference's 4-GPU scripts (EVA01-CLIP-g/14

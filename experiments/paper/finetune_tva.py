@@ -12,13 +12,13 @@ converted once); the dataset is the argument (default msrvtt). Commands::
 
   gram-convert --format gram --input GRAM_pretrained.pt --output ckpt/gram \
       --modalities text,video,audio
-  python -m gram_jax.main --config experiments/paper/finetune_tva.py:msrvtt \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tva.py:msrvtt \
       --workdir runs/finetune_msrvtt_tva --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tva.py:didemo \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tva.py:didemo \
       --workdir runs/finetune_didemo_tva --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tva.py:activitynet \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tva.py:activitynet \
       --workdir runs/finetune_activitynet_tva --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tva.py:vatex \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tva.py:vatex \
       --workdir runs/finetune_vatex_tva --config.model_init=ckpt/gram/params
 
 Hardware: 4 GPUs with 80 GB each (A100/H100), as the reference's 4-GPU scripts (EVA01-CLIP-g/14

@@ -10,9 +10,9 @@ converted once); the dataset is the argument (default msrvtt). Commands::
 
   gram-convert --format gram --input GRAM_pretrained.pt --output ckpt/gram \
       --modalities text,video,audio,subtitle
-  python -m gram_jax.main --config experiments/paper/finetune_tvas.py:msrvtt \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tvas.py:msrvtt \
       --workdir runs/finetune_msrvtt_tvas --config.model_init=ckpt/gram/params
-  python -m gram_jax.main --config experiments/paper/finetune_tvas.py:vatex \
+  python -m gram_jax.cli.train --config experiments/paper/finetune_tvas.py:vatex \
       --workdir runs/finetune_vatex_tvas --config.model_init=ckpt/gram/params
 
 Hardware: 4 GPUs with 80 GB each (A100/H100), as the reference's 4-GPU scripts (EVA01-CLIP-g/14

@@ -17,7 +17,7 @@ Data layout (all paths can be overridden with ``--config.data.*`` flags): ``$GRA
 ``<dataset>/audios`` for msrvtt, didemo, activitynet, vatex, and ``vast150k/`` for the
 VAST-27M 150k subset (``annotations150k.json``, Google Drive link in the GRAM README).
 
-Fidelity: every paper config sets ``config.fidelity="released"`` (gram_jax.fidelity,
+Fidelity: every paper config sets ``config.fidelity="released"`` (gram_jax.config.fidelity,
 docs/reproduction.md): the expected numbers were produced by the released code, so each of its
 differences from gram_jax (subtitle volume from the data, re-rank condition, float32 evaluation,
 detached gathers, raw decayed tau, BEATs cfg settings, the data rows) takes its released
@@ -39,7 +39,7 @@ import ml_collections
 from data_pipelines.config import data_config
 from data_pipelines.datasets import get_layout
 from experiments import base_config
-from gram_jax.config_loading import parse_config_arg
+from gram_jax.config.loading import parse_config_arg
 from gram_jax.models.config import model_config
 
 # Data modalities of each table row (the anchor 'text' is always there), in Gram order.
@@ -168,7 +168,7 @@ def paper_config(*, row: str, train_dataset: str, eval_datasets: tuple[str, ...]
         {d: retrieval_eval(d, modalities, zero_shot=zero_shot) for d in eval_datasets}
     )
     # The paper's numbers come from the released code: every difference of docs/reproduction.md
-    # takes its released behaviour (gram_jax.fidelity; e.g. a T-V or T-VA row on MSR-VTT or
+    # takes its released behaviour (gram_jax.config.fidelity; e.g. a T-V or T-VA row on MSR-VTT or
     # VATEX is scored on the 4-modality volume, as the released code does whenever the records
     # carry subtitles). --config.fidelity=improved runs the same row with gram_jax's choices.
     config.fidelity = "released"

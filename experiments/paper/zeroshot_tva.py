@@ -11,7 +11,7 @@ Command::
 
   gram-convert --format gram --input VAST_CHECKPOINT.pt --output ckpt/vast \
       --modalities text,video,audio
-  python -m gram_jax.main --config experiments/paper/zeroshot_tva.py \
+  python -m gram_jax.cli.train --config experiments/paper/zeroshot_tva.py \
       --workdir runs/zeroshot_tva --config.model_init=ckpt/vast/params
 
 Steps: the reference runs 5 epochs of 150,000 records at global batch 128 on 4 GPUs:

@@ -10,7 +10,7 @@ Command::
 
   gram-convert --format gram --input VAST_CHECKPOINT.pt --output ckpt/vast \
       --modalities text,video,audio,subtitle
-  python -m gram_jax.main --config experiments/paper/zeroshot_tvas.py \
+  python -m gram_jax.cli.train --config experiments/paper/zeroshot_tvas.py \
       --workdir runs/zeroshot_tvas --config.model_init=ckpt/vast/params
 
 Steps: the reference runs 5 epochs of 150,000 records at global batch 128 on 4 GPUs:

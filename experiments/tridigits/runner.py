@@ -17,14 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from gram_jax import parallel
+from gram_jax.config import prepare
 from gram_jax.train import Trainer, init_train_state
-from gram_jax.train_step import NonFiniteLossError, check_finite
+from gram_jax.train.step import NonFiniteLossError, check_finite
 
 
 class SeedBatchRunner:
     """Compiles one method's init, step and encoder once; trains any fold for a list of seeds."""
 
     def __init__(self, config):
+        config = prepare(config)
         self.config = config
         # One device: the runs axis takes the place of data parallelism (and the states built by
         # `init` below live on the default device, as this mesh's shardings say).
@@ -33,7 +35,7 @@ class SeedBatchRunner:
         # The trainer's initial state with the seed as an argument: one compilation for all seeds.
         self.init = jax.jit(jax.vmap(lambda seed: init_train_state(config.model, tx, seed)))
         self.step = jax.jit(jax.vmap(self.trainer.train_step), donate_argnums=0)
-        encode = self.trainer.encode_fn()
+        encode = self.trainer.eval_model.encode
         # Each run encodes its own fold's test set (padded to one size): every argument is mapped.
         self.encode = jax.jit(jax.vmap(lambda p, s, b: encode(p, s, b)[0]))
 

@@ -27,7 +27,7 @@ import numpy as np
 from experiments.tridigits import aggregate
 from experiments.tridigits.arrays import TriDigitsArrays
 from experiments.tridigits.runner import SeedBatchRunner
-from gram_jax.config_loading import load_config_module
+from gram_jax.config.loading import load_config_module
 from gram_jax.evaluators import diagnostics, report
 from gram_jax.evaluators.scoring import scoring_for_loss
 

@@ -24,7 +24,7 @@ import ml_collections
 from data_pipelines.config import data_config
 from data_pipelines.datasets import tridigits
 from experiments import base_config
-from gram_jax.config_loading import parse_config_arg
+from gram_jax.config.loading import parse_config_arg
 from gram_jax.convert.pretrained import minilm_params
 from gram_jax.models.config import model_config
 

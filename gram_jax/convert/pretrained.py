@@ -17,7 +17,7 @@ import pathlib
 import shutil
 import tempfile
 
-from gram_jax.convert.cli import convert_file, save_params
+from gram_jax.cli.convert import convert_file, save_params
 
 
 def default_cache_dir() -> pathlib.Path:

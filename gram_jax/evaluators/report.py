@@ -36,11 +36,12 @@ import numpy as np
 
 from gram_jax.evaluators import diagnostics
 from gram_jax.evaluators.base import collect
+from gram_jax.evaluators.model import EvalModel
 from gram_jax.evaluators.plots import plot_embeddings
 from gram_jax.evaluators.ranking import class_at_1, ranks, recall_at
-from gram_jax.evaluators.runner import ModelScorer, eval_data_config, global_batches
+from gram_jax.evaluators.runner import eval_data_config, global_batches
 from gram_jax.evaluators.scoring import scoring_for_loss, tuple_scores, unit_rows
-from gram_jax.modalities import data_modalities
+from gram_jax.models.modalities import data_modalities
 
 PAIR_DIRECTIONS = (
     ("video", "audio"),
@@ -136,23 +137,25 @@ def format_table(table: Mapping[str, Mapping[str, float]], collapse=None, title:
     return "\n".join(lines)
 
 
-def embed_split(config, trainer, state, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def embed_split(
+    config, model: EvalModel, state, split: str
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Embeddings and labels of every record of ``split``, through the evaluators' loop.
 
-    Uses `runner.global_batches` and `runner.ModelScorer`, the path of ``config.evals``.
+    Uses `runner.global_batches` and `EvalModel.scorer`, the path of ``config.evals``.
     Returns:
       ({modality: float32[N, D]} in Gram order and annotation order, labels int[N]).
     """
     anchor = config.loss.anchor
     modalities = (anchor, *data_modalities({m: None for m in config.model.modalities}, anchor))
-    scorer = ModelScorer(trainer, state, anchor, keep_match_rows=False)
+    scorer = model.scorer(state["params"], state["model_state"], anchor, keep_match_rows=False)
     batches = global_batches(eval_data_config(config, {}), split)
     col = collect(scorer.encode_fn, batches, modalities, label_key="label")
     order = np.argsort(col.index, kind="stable")
     return {m: col.embeddings[m][order] for m in modalities}, np.asarray(col.label)[order]
 
 
-def report_run(config, trainer, state, workdir, *, split: str = "test", log=print) -> dict:
+def report_run(config, model: EvalModel, state, workdir, *, split: str = "test", log=print) -> dict:
     """Embed ``split``, print the retrieval table, write ``report.json`` and ``embeddings.png``.
 
     The end-of-training report of the quickstart (and of any labelled tri-modal run). Every
@@ -163,7 +166,7 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
 
     Args:
       config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
-      trainer: a ``gram_jax.train.Trainer`` (its jitted ``encode_fn``).
+      model: the run's `EvalModel` (its jitted encoder).
       state: the train state dict (``params``, ``model_state``).
       workdir: where ``report.json`` and ``embeddings.png`` go.
     Returns:
@@ -175,7 +178,7 @@ def report_run(config, trainer, state, workdir, *, split: str = "test", log=prin
     scoring = scoring_for_loss(config.loss.name)
 
     def evaluate(name):
-        embeddings, labels = embed_split(config, trainer, state, name)
+        embeddings, labels = embed_split(config, model, state, name)
         return (
             embeddings,
             labels,

@@ -1,7 +1,7 @@
 """Runs the evaluators of ``config.evals`` on a train state: builds the evaluators, feeds them the
 evaluation batches, and gives them an encoder and a matching scorer backed by the jitted model.
 The end-of-run report (report.py) embeds its split through the same loop (`global_batches`,
-`ModelScorer`).
+`EvalModel.scorer`).
 
 ``config.evals`` maps a name to a dict:
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -40,14 +40,13 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from data_pipelines.config import TEXT_MODALITIES, data_config
+from data_pipelines.config import data_config
 from data_pipelines.media.text import Tokenizer
 from data_pipelines.pipeline import make_eval_iterator
-from data_pipelines.transforms import placeholder_batch
-from gram_jax import parallel
 from gram_jax.evaluators.classification import ZeroShotClassifier
+from gram_jax.evaluators.model import EvalModel
 from gram_jax.evaluators.retrieval import RetrievalEvaluator
-from gram_jax.modalities import data_modalities
+from gram_jax.models.modalities import data_modalities
 
 _RETRIEVAL_KEYS = (
     "scorings",
@@ -162,111 +161,37 @@ def global_batches(data: ml_collections.ConfigDict, split: str) -> Iterator[dict
             }
 
 
-class ModelScorer:
-    """encode_fn / match_fn for the evaluators, backed by the trainer's jitted functions.
+def run_evaluations(
+    config,
+    model: EvalModel,
+    state: Mapping[str, Any],
+    *,
+    names: Sequence[str] | None = None,
+    on_result: Callable[[str, dict], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """{eval name: {metric: value}} for the entries of ``config.evals`` (all, or `names`).
 
-    encode_fn(batch) returns {modality: float32[B, D]} and remembers, for every valid row in
-    order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
-    feeds to the matching head (probability of "matched", float32[n]). With
-    ``keep_match_rows=False`` (embedding only, e.g. the end-of-run report) nothing is remembered.
+    Args:
+      model: the `EvalModel` (its jitted functions are reused across calls).
+      state: a mapping with ``params`` and ``model_state`` (a train state, or parameters only).
+      names: evaluate only these entries, in this order (an unknown name is an error naming the
+        entries there are).
+      on_result: called with (name, metrics) as soon as each evaluator finishes, so a caller can
+        write each result before the next evaluator starts.
     """
-
-    def __init__(self, trainer, state, anchor: str, *, keep_match_rows: bool = True):
-        self._trainer = trainer
-        self._params = state["params"]
-        self._model_state = state["model_state"]
-        self._encode = trainer.encode_fn()
-        self._match = trainer.match_fn()
-        self._anchor = anchor
-        self._keep_match_rows = keep_match_rows  # False: no matching re-rank will follow
-        self._rows: dict[str, list[np.ndarray]] = {}
-
-    def _to_device(self, batch: Mapping[str, np.ndarray]):
-        sharding = self._trainer.batch_sharding
-        divisor = parallel.batch_divisor(self._trainer.mesh)
-        n = next(iter(batch.values())).shape[0]
-        pad = (-n) % divisor  # evaluation batches may not split evenly over the batch axes
-        out = {}
-        for key, value in batch.items():
-            value = np.asarray(value)
-            if pad:
-                value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
-            out[key] = jax.make_array_from_callback(
-                value.shape, sharding, lambda index, v=value: v[index]
-            )
-        return out, n
-
-    def _complete(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``batch`` plus zero inputs for the model modalities it lacks (e.g. a batch of class
-        prompts has text only): the jitted encoder runs every tower; those outputs are unused."""
-        model_modalities = self._trainer.config.model.modalities
-        missing = [
-            m for m in model_modalities if (f"{m}_ids" if m in TEXT_MODALITIES else m) not in batch
-        ]
-        if not missing:
-            return dict(batch)
-        n = next(iter(batch.values())).shape[0]
-        return {**placeholder_batch(self._trainer.config.data, missing, n), **batch}
-
-    def encode_fn(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = self._complete(batch)
-        device_batch, n = self._to_device(batch)
-        embeddings, condition, condition_mask = self._encode(
-            self._params, self._model_state, device_batch
-        )
-        out = {
-            m: np.asarray(multihost_utils.process_allgather(e, tiled=True))[:n]
-            for m, e in embeddings.items()
-        }
-        valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(n, bool)
-        if self._keep_match_rows and condition is not None and f"{self._anchor}_ids" in batch:
-            rows = {
-                "ids": np.asarray(batch[f"{self._anchor}_ids"]),
-                "mask": np.asarray(batch[f"{self._anchor}_mask"]),
-                "cond": np.asarray(multihost_utils.process_allgather(condition, tiled=True))[:n],
-                "cond_mask": np.asarray(
-                    multihost_utils.process_allgather(condition_mask, tiled=True)
-                )[:n],
-            }
-            for key, value in rows.items():
-                self._rows.setdefault(key, []).append(value[valid])
-        return out
-
-    def match_fn(self, text_pos: np.ndarray, data_pos: np.ndarray) -> np.ndarray:
-        if not self._keep_match_rows:
-            raise ValueError("matching re-rank: this ModelScorer keeps no rows (keep_match_rows)")
-        if not self._rows:
-            raise ValueError("matching re-rank: the model has no matching head (condition tokens)")
-        rows = {k: np.concatenate(v) for k, v in self._rows.items()}
-        batch = {
-            "ids": rows["ids"][text_pos],
-            "mask": rows["mask"][text_pos],
-            "cond": rows["cond"][data_pos],
-            "cond_mask": rows["cond_mask"][data_pos],
-        }
-        device_batch, n = self._to_device(batch)
-        logits = self._match(
-            self._params,
-            self._model_state,
-            device_batch["ids"],
-            device_batch["mask"],
-            device_batch["cond"],
-            device_batch["cond_mask"],
-        )
-        logits = np.asarray(multihost_utils.process_allgather(logits, tiled=True), np.float32)[:n]
-        shifted = logits - logits.max(axis=-1, keepdims=True)
-        probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
-        return probs[:, 1]
-
-
-def run_evaluations(config, trainer, state) -> dict[str, dict[str, float]]:
-    """{eval name: {metric: value}} for every entry of ``config.evals``."""
+    chosen = list(config.evals) if names is None else list(names)
+    unknown = [n for n in chosen if n not in config.evals]
+    if unknown:
+        raise ValueError(f"evaluators {unknown}: config.evals has {sorted(config.evals)}")
     results = {}
-    for name, ev in config.evals.items():
+    for name in chosen:
+        ev = config.evals[name]
         ev = ev.to_dict() if hasattr(ev, "to_dict") else dict(ev)
         evaluator = build_evaluator(name, ev, config)
         data = eval_data_config(config, ev)
-        scorer = ModelScorer(trainer, state, config.loss.anchor)
+        scorer = model.scorer(state["params"], state["model_state"], config.loss.anchor)
         batches = global_batches(data, ev.get("split", "test"))
         results[name] = evaluator.run(scorer.encode_fn, batches, scorer.match_fn)
+        if on_result is not None:
+            on_result(name, results[name])
     return results

@@ -19,7 +19,7 @@ Keys (a ``ml_collections.ConfigDict``):
   ``frame_table`` 'train_frames' (a run's finalised config sizes ``max_frames`` and
   ``audio.max_clips`` to the training frames/clips, as the released code does, so every row is
   trained; 'max_frames' keeps ``max_frames`` as given, e.g. a table of 8 rows trained on 4 frames
-  leaves rows 1, 3, 5, 7 untrained yet read at 8-frame evaluation; gram_jax.fidelity row 4),
+  leaves rows 1, 3, 5, 7 untrained yet read at 8-frame evaluation; gram_jax.config.fidelity row 4),
   ``patch_size`` (0 = the size's default), ``pool`` 'cls' (EVA-CLIP, the reference) or 'mean'
   (the mean of the patch tokens), ``stem_channels`` () (a convolutional stem: one 3x3 stride-2
   conv per entry; see ``gram_jax.models.vit.ViTConfig``). The TriDigits towers, trained from
@@ -29,7 +29,7 @@ Keys (a ``ml_collections.ConfigDict``):
   ``encoder_layerdrop``: each layer skipped in training with this probability),
   ``layer_grad_scale`` 1.0 (BEATs ``layer_wise_gradient_decay_ratio``: gradient multiplier per
   layer). The public BEATs_iter3+ checkpoint cfg, which the released code trains with, has
-  dropout 0, attention dropout 0, layer drop 0.05 and ratio 0.6 (gram_jax.fidelity row 9).
+  dropout 0, attention dropout 0, layer drop 0.05 and ratio 0.6 (gram_jax.config.fidelity row 9).
 - ``matching``: ``enabled`` True (cross-attention in BERT + matching head),
   ``condition_modalities`` ('video', 'audio') (the training tokens; the reference always uses
   these two), ``eval_condition`` 'train' (evaluation re-ranks with the same tokens) or 'data'
@@ -39,9 +39,9 @@ Keys (a ``ml_collections.ConfigDict``):
   of text-like condition tokens) or 'attend' (the released all-ones encoder mask attends to them).
 - ``subtitle_if_annotated``: False; True adds 'subtitle' to the modalities whenever the dataset's
   records carry a subtitle field, whatever the paper row (the released code picks its 4-modality
-  volume from the data; applied when a run's config is finalised, gram_jax.fidelity row 2).
+  volume from the data; applied when a run's config is finalised, gram_jax.config.fidelity row 2).
 - ``eval_dtype``: '' (evaluate with ``dtype``) or a dtype name for the evaluation towers
-  (the released evaluation runs in float32; gram_jax.fidelity row 7).
+  (the released evaluation runs in float32; gram_jax.config.fidelity row 7).
 - ``temperature``: ``init`` 0.07, ``parametrization`` 'log' | 'reference', ``min_value`` 0.01,
   ``max_value`` 1.0, ``learnable`` True (see ``gram_jax.models.temperature.Temperature``).
 - ``video_mean`` / ``video_std``: the per-channel normalisation of uint8 frames (CLIP values).

@@ -21,7 +21,7 @@ an outer trace level). In train mode the dropout RNG counters advance: carry ``n
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -280,6 +280,23 @@ def _masked_mean(hidden: Array, mask: Array) -> Array:
     return total / jnp.maximum(jnp.sum(weight, axis=1), 1.0)
 
 
-def init_abstract(config: ml_collections.ConfigDict) -> Any:
-    """``nnx.eval_shape`` of the model: an abstract GramModel (no memory allocated)."""
-    return nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))
+def build_model(config: ml_collections.ConfigDict, seed: int | jax.Array) -> GramModel:
+    """A GramModel for `seed` (call inside jit or `nnx.eval_shape`); flax's eager sharding is off
+    because the trainer places every array itself (`gram_jax.parallel`)."""
+    with nnx.use_eager_sharding(False):
+        return GramModel(config, rngs=nnx.Rngs(seed))
+
+
+def split_model(model: nnx.Module):
+    """(graphdef, params pure dict, model_state pure dict)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def merge_model(graphdef, abstract_params, abstract_rest, params, model_state) -> nnx.Module:
+    """Rebuilds the module from pure dicts (inside jit; the templates give the State structure)."""
+    p = jax.tree.map(lambda x: x, abstract_params)
+    r = jax.tree.map(lambda x: x, abstract_rest)
+    nnx.replace_by_pure_dict(p, params)
+    nnx.replace_by_pure_dict(r, model_state)
+    return nnx.merge(graphdef, p, r)

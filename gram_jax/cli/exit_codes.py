@@ -1,4 +1,4 @@
-"""Exit codes of ``gram-train`` that a scheduler can act on (docs/reliability.md).
+"""Exit codes of the console scripts that a scheduler can act on (docs/reliability.md).
 
 - 0 ``EXIT_OK``: finished (or a finished run restarted: nothing left to do);
 - 1: an unexpected error (Python's default, with its traceback);
@@ -14,9 +14,12 @@
 
 from __future__ import annotations
 
-from gram_jax.checkpoint import CheckpointWriteError, PreemptedError
-from gram_jax.config_validation import ConfigError
-from gram_jax.divergence import DivergenceError
+import logging
+from collections.abc import Callable
+
+from gram_jax.config.validation import ConfigError
+from gram_jax.train.checkpoint import CheckpointWriteError, PreemptedError
+from gram_jax.train.guard import DivergenceError
 
 EXIT_OK = 0
 EXIT_REFUSED = 2
@@ -34,3 +37,17 @@ def exit_code_for(exc: BaseException) -> int | None:
         (CheckpointWriteError, EXIT_CHECKPOINT_WRITE),
     )
     return next((code for kind, code in outcomes if isinstance(exc, kind)), None)
+
+
+def run_to_exit_code(fn: Callable[[], object], program: str) -> int:
+    """Runs `fn`; an expected outcome ends in one line (what happened, what to do) and its exit
+    code, an unexpected error keeps its traceback (exit 1), success is 0."""
+    try:
+        fn()
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        logging.getLogger(program).error("%s (exit code %d)", exc, code)
+        return code
+    return EXIT_OK

@@ -1,7 +1,7 @@
 """The allowed value of every numeric (and enumerated) config key: one table, checked generically.
 
 `RULES` maps a dotted key pattern (`fnmatch` syntax, matched against the full dotted path, e.g.
-``optim.lr`` or ``model.*.dropout_rate``) to a `Rule`. `gram_jax.config_validation` applies the
+``optim.lr`` or ``model.*.dropout_rate``) to a `Rule`. `gram_jax.config.validation` applies the
 first matching rule to every leaf of a run config before anything is compiled; its error names the
 key and the allowed range: ``config.optim.lr: must be a number in (0, inf), got -0.002``. A test
 walks the reference config and fails when a numeric key has no rule (no new key goes unchecked).

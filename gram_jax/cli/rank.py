@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from data_pipelines.media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from gram_jax.config_loading import load_config
+from gram_jax.config.loading import load_config
 from gram_jax.inference import INFERENCE_SCORINGS, GramInference
 
 # Extensions that hold audio only: a video file's own extension (.mp4, .mkv) never pairs as audio.

@@ -23,7 +23,7 @@ from typing import Any
 
 import jax
 
-from gram_jax import checkpoint
+from gram_jax.train import checkpoint
 
 log = logging.getLogger(__name__)
 

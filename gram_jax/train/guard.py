@@ -14,7 +14,7 @@ of that magnitude is finite but cannot be resumed at any learning rate.
 
 The loop saves only after the steps since the last save were checked, and orbax retention keeps
 the newest known-good checkpoint (`newest_good`) whatever ``keep_checkpoints`` says. On a fault,
-checkpoints newer than it are moved aside (`gram_jax.checkpoint.set_aside`, reason ``diverged``),
+checkpoints newer than it are moved aside (`gram_jax.train.checkpoint.set_aside`, reason ``diverged``),
 so the next start resumes from the good one with no surgery.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gram_jax.train_step import NonFiniteLossError, nonfinite_terms
+from gram_jax.train.step import NonFiniteLossError, nonfinite_terms
 
 
 class DivergenceError(NonFiniteLossError):
@@ -65,7 +65,7 @@ class DivergenceGuard:
     """Checks pending steps in order; tracks the newest confirmed-good state.
 
     Args:
-      names: `gram_jax.train_step.term_names(config)` (the bitmask order).
+      names: `gram_jax.train.step.term_names(config)` (the bitmask order).
       factor: ``config.divergence_factor`` (0 = only non-finite values count).
       start_step: the state the run starts from; states before it are taken as good (they trained
         into it), the state itself is confirmed by its first step.

@@ -28,6 +28,7 @@ from typing import Any
 import ml_collections
 
 from data_pipelines.datasets import get_layout
+from gram_jax.config.validation import ConfigError
 
 FIDELITIES = ("", "released", "improved")
 
@@ -65,7 +66,7 @@ ROWS: tuple[Row, ...] = (
         2,
         "a 4-modality volume whenever the annotation has a subtitle field",
         (Setting("model.subtitle_if_annotated", True, False),),
-        "gram_jax.fidelity.add_annotated_subtitles",
+        "gram_jax.config.fidelity.add_annotated_subtitles",
     ),
     Row(
         3,
@@ -81,7 +82,7 @@ ROWS: tuple[Row, ...] = (
         "frame-embedding table sized to the training frames, nearest-expanded at test",
         # Both fidelities fix the stale rows: the released sizing is the right one.
         (Setting("model.vision.frame_table", "train_frames", "train_frames"),),
-        "gram_jax.fidelity.size_frame_tables, gram_jax.models.heads.ConditionTokens",
+        "gram_jax.config.fidelity.size_frame_tables, gram_jax.models.heads.ConditionTokens",
     ),
     Row(
         5,
@@ -101,7 +102,7 @@ ROWS: tuple[Row, ...] = (
         7,
         "evaluation in float32",
         (Setting("model.eval_dtype", "float32", ""),),
-        "gram_jax.train.Trainer.encode_fn / match_fn",
+        "gram_jax.evaluators.model.EvalModel",
     ),
     Row(
         8,
@@ -148,12 +149,12 @@ ROWS: tuple[Row, ...] = (
 def settings(fidelity: str) -> dict[str, Any]:
     """{dotted key: value} that ``fidelity`` ('released' or 'improved') sets, over every row."""
     if fidelity not in ("released", "improved"):
-        raise ValueError(f"fidelity {fidelity!r}: expected 'released' or 'improved'")
+        raise ConfigError(f"fidelity {fidelity!r}: expected 'released' or 'improved'")
     out = {}
     for row in ROWS:
         for s in row.settings:
             if s.key in out:
-                raise ValueError(f"fidelity rows set {s.key!r} twice")
+                raise ConfigError(f"fidelity rows set {s.key!r} twice")
             out[s.key] = getattr(s, fidelity)
     return out
 
@@ -164,7 +165,9 @@ def _lookup(config, key: str):
     for i, part in enumerate(parts):
         if part not in node:
             where = ".".join(parts[: i + 1])
-            raise KeyError(f"fidelity: config has no key {where!r} (needed by the fidelity table)")
+            raise ConfigError(
+                f"fidelity: config has no key {where!r} (needed by the fidelity table)"
+            )
         if i < len(parts) - 1:
             node = node[part]
     return node, parts[-1]
@@ -178,14 +181,14 @@ def apply_fidelity(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     """
     fidelity = config.get("fidelity", "")
     if fidelity not in FIDELITIES:
-        raise ValueError(f"config.fidelity={fidelity!r}: expected one of {FIDELITIES}")
+        raise ConfigError(f"config.fidelity={fidelity!r}: expected one of {FIDELITIES}")
     exceptions = tuple(config.get("fidelity_exceptions", ()))
     if not fidelity:
         return config
     values = settings(fidelity)
     unknown = [k for k in exceptions if k not in values]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"config.fidelity_exceptions: {unknown} are not keys of the fidelity table; "
             f"expected some of {sorted(values)}"
         )
@@ -229,7 +232,7 @@ def add_annotated_subtitles(config: ml_collections.ConfigDict) -> None:
         if not _has_subtitles(dataset):
             continue
         if "subtitle" not in config.model.modalities:
-            raise ValueError(
+            raise ConfigError(
                 f"model.subtitle_if_annotated: evaluator dataset {dataset!r} has subtitles but "
                 f"the training data {config.data.dataset!r} has none, so the model has no "
                 "subtitle tower to score them with"
@@ -245,7 +248,7 @@ def size_frame_tables(config: ml_collections.ConfigDict) -> None:
     has one row per training frame (clip); evaluation with more frames nearest-expands it."""
     table = config.model.vision.get("frame_table", "max_frames")
     if table not in ("train_frames", "max_frames"):
-        raise ValueError(
+        raise ConfigError(
             f"config.model.vision.frame_table={table!r}: expected 'train_frames' or 'max_frames'"
         )
     if table != "train_frames" or "data" not in config:

@@ -15,28 +15,26 @@ What is saved when, what survives which fault and the exit codes: docs/reliabili
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import functools
 import importlib
 import logging
 import pathlib
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from data_pipelines.pipeline import make_train_iterator, steps_per_epoch
-from gram_jax import checkpoint, metric_writers, optim, parallel, resume_check
-from gram_jax.best_checkpoint import BestCheckpoint
-from gram_jax.config_validation import validate_config
-from gram_jax.divergence import (
+from data_pipelines.pipeline import make_train_iterator
+from gram_jax import parallel
+from gram_jax.config import prepare
+from gram_jax.config import resume as resume_check
+from gram_jax.evaluators.runner import run_evaluations
+from gram_jax.train import checkpoint, metric_writers
+from gram_jax.train.best import BestCheckpoint
+from gram_jax.train.guard import (
     DivergenceError,
     DivergenceGuard,
     Fault,
@@ -44,152 +42,9 @@ from gram_jax.divergence import (
     divergence_message,
     lower_lr_command,
 )
-from gram_jax.evaluators.runner import run_evaluations
-from gram_jax.fidelity import finalize_config
-from gram_jax.models.gram import GramModel
-from gram_jax.train_step import make_train_step, merge_model, split_model, term_names
+from gram_jax.train.state import Trainer
 
 log = logging.getLogger(__name__)
-
-
-def build_model(model_config, seed: int | jax.Array):
-    """A GramModel (call inside jit or eval_shape); flax's eager sharding off, we shard."""
-    with nnx.use_eager_sharding(False):
-        return GramModel(model_config, rngs=nnx.Rngs(seed))
-
-
-def init_train_state(model_config, tx, seed) -> dict:
-    """A fresh train state for `seed` (an int or a traced int32 scalar: jit/vmap over seeds).
-
-    Returns {'params', 'model_state' (nnx.State), 'opt_state' (tx.init), 'step' int32[],
-    'rng' uint32[2] (key data of `seed`)}, unsharded; `Trainer.init_state` shards it.
-    """
-    # A key, not the int: nnx.Rngs turns only Python ints into keys (equal to this one).
-    key = jax.random.key(seed)
-    model = build_model(model_config, key)
-    _, params, rest = split_model(model)
-    return dict(
-        params=params,
-        model_state=rest,
-        opt_state=tx.init(params),
-        step=jnp.zeros((), jnp.int32),
-        rng=jax.random.key_data(key),
-    )
-
-
-def _path_keys(path) -> tuple:
-    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
-
-
-def opt_state_shardings(abstract_opt_state, params_sharding: Mapping, params_shape: Mapping, mesh):
-    """Shardings of the optimizer state: a leaf whose path ends in a parameter's path and has its
-    shape (Adam's mu and nu) follows that parameter; everything else (counts) is replicated."""
-    by_path = {}
-    for path, sharding in jax.tree_util.tree_flatten_with_path(params_sharding)[0]:
-        by_path[_path_keys(path)] = sharding
-    shapes = {
-        _path_keys(p): s.shape for p, s in jax.tree_util.tree_flatten_with_path(params_shape)[0]
-    }
-    longest = max((len(k) for k in by_path), default=0)
-
-    def leaf(path, value):
-        keys = _path_keys(path)
-        for n in range(min(longest, len(keys)), 0, -1):
-            tail = keys[-n:]
-            if tail in by_path and shapes[tail] == tuple(value.shape):
-                return by_path[tail]
-        return parallel.replicated(mesh)
-
-    return jax.tree_util.tree_map_with_path(leaf, abstract_opt_state)
-
-
-class Trainer:
-    """Holds everything built once per run: mesh, abstract model, optimizer, shardings, step fn."""
-
-    def __init__(self, config, mesh=None):
-        self.config = config
-        self.mesh = mesh if mesh is not None else parallel.make_mesh(config.mesh)
-        divisor = parallel.batch_divisor(self.mesh)
-        if config.data.batch_size % divisor:
-            raise ValueError(
-                f"config.data.batch_size={config.data.batch_size} is not divisible by the "
-                f"{divisor} batch shards of the mesh {dict(self.mesh.shape)}"
-            )
-        abstract_model = nnx.eval_shape(lambda: build_model(config.model, config.seed))
-        self.graphdef, self.abstract_params, self.abstract_rest = nnx.split(
-            abstract_model, nnx.Param, ...
-        )
-        self.tx, self.schedules = optim.make_optimizer(
-            config.optim, config.schedule, config.total_steps, abstract_model
-        )
-        params_sharding = parallel.state_shardings(self.abstract_params, self.mesh)
-        rest_sharding = parallel.state_shardings(self.abstract_rest, self.mesh)
-        abstract_state = jax.eval_shape(self._init_state)
-        replicated = parallel.replicated(self.mesh)
-        self.state_sharding = dict(
-            params=params_sharding,
-            model_state=rest_sharding,
-            opt_state=opt_state_shardings(
-                abstract_state["opt_state"], params_sharding, abstract_state["params"], self.mesh
-            ),
-            step=replicated,
-            rng=replicated,
-        )
-        self.abstract_state = checkpoint.abstract_like(abstract_state, self.state_sharding)
-        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec(parallel.BATCH_AXES))
-        self.train_step = make_train_step(
-            config,
-            self.graphdef,
-            self.abstract_params,
-            self.abstract_rest,
-            self.tx,
-            self.mesh,
-            self.state_sharding,
-            self.batch_sharding,
-            self.schedules,
-        )
-        self.term_names = term_names(config)
-        # The evaluation towers may compute in another dtype (model.eval_dtype, fidelity row 7);
-        # the parameters are the same (param_dtype), only the module graph differs.
-        eval_dtype = config.model.get("eval_dtype", "")
-        self.eval_graphdef = self.graphdef
-        if eval_dtype and eval_dtype != config.model.dtype:
-            eval_model = ml_collections.ConfigDict(config.model.to_dict())
-            eval_model.dtype = eval_dtype
-            self.eval_graphdef = nnx.split(
-                nnx.eval_shape(lambda: build_model(eval_model, config.seed)), nnx.Param, ...
-            )[0]
-
-    def _init_state(self) -> dict:
-        return init_train_state(self.config.model, self.tx, self.config.seed)
-
-    def init_state(self) -> dict:
-        """A fresh, sharded train state (initialised directly in its shardings)."""
-        return jax.jit(self._init_state, out_shardings=self.state_sharding)()
-
-    def encode_fn(self) -> Callable:
-        """Jitted eval-mode encoder: (params, model_state, batch) -> {modality: float32[B, D]}
-        plus 'condition'/'condition_mask' tokens for matching re-rank."""
-        graphdef, ap, ar = self.eval_graphdef, self.abstract_params, self.abstract_rest
-
-        @jax.jit
-        def encode(params, model_state, batch):
-            model = merge_model(graphdef, ap, ar, params, model_state)
-            out = model.encode(batch, train=False)
-            return dict(out.embeddings), out.condition, out.condition_mask
-
-        return encode
-
-    def match_fn(self) -> Callable:
-        """Jitted eval-mode matching head: (params, model_state, ids, mask, cond, cond_mask)."""
-        graphdef, ap, ar = self.eval_graphdef, self.abstract_params, self.abstract_rest
-
-        @jax.jit
-        def match(params, model_state, ids, mask, cond, cond_mask):
-            model = merge_model(graphdef, ap, ar, params, model_state)
-            return model.match_logits(ids, mask, cond, cond_mask, train=False)
-
-        return match
 
 
 def _progress_bar(config, total: int, initial: int):
@@ -220,27 +75,6 @@ def _data_position(train_iter) -> int | None:
     return int(state["step"]) if isinstance(state, dict) and "step" in state else None
 
 
-def resolve_run_length(config):
-    """`config` with total_steps derived from config.num_epochs when that is set (a copy), else
-    `config` itself: steps = samples actually kept (after filters) // data.batch_size * epochs."""
-    epochs = config.get("num_epochs")
-    if epochs is None:
-        return config
-
-    per_epoch = steps_per_epoch(config.data)
-    total = max(1, int(per_epoch * float(epochs)))
-    log.info(
-        "num_epochs=%g: total_steps = %d (%d global batches of %d per epoch over the kept samples)",
-        float(epochs),
-        total,
-        per_epoch,
-        config.data.batch_size,
-    )
-    config = copy.deepcopy(config)
-    config.total_steps = total
-    return config
-
-
 def _has_checkpoints(workdir: pathlib.Path) -> bool:
     directory = checkpoint.checkpoint_dir(workdir)
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
@@ -251,17 +85,15 @@ def train_and_evaluate(
 ) -> dict:
     """Trains `config` for `config.total_steps` steps in `workdir`; returns the final train state.
 
-    Resumes from the workdir's newest readable checkpoint when there is one (see gram_jax.checkpoint
-    for the full resume order), after checking that the saved config fits (gram_jax.resume_check).
+    Resumes from the workdir's newest readable checkpoint when there is one (see gram_jax.train.checkpoint
+    for the full resume order), after checking that the saved config fits (gram_jax.config.resume).
     Raises DivergenceError naming the step, the last good checkpoint and a resume command
     (`command`: the gram-train argv, for that hint) when training diverges and
     ``config.on_nonfinite`` is "stop" or its rollbacks are spent; PreemptedError after saving on
     SIGTERM; CheckpointWriteError as soon as a save fails. See docs/reliability.md.
     """
     parallel.maybe_initialize_distributed(config.get("distributed"))
-    finalize_config(config)
-    validate_config(config)
-    config = resolve_run_length(config)
+    config = prepare(config)
     workdir = pathlib.Path(workdir).absolute()
     is_main = jax.process_index() == 0
     # Nothing is written before these checks (a refused resume leaves the workdir as it was).
@@ -407,7 +239,7 @@ def train_and_evaluate(
             if config.evals and step > start:
                 evaluate(state, step)
             if config.get("report") and step > start:  # every process: the report gathers
-                _load_hook(config.report)(config, trainer, state, workdir)
+                _load_hook(config.report)(config, trainer.eval_model, state, workdir)
             if is_main:
                 _summary(config, ckpt_dir, step, best, skipped)
     finally:
@@ -464,7 +296,7 @@ def _evaluate(
 ) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator;
     keeps the state as the best checkpoint when config.best_metric improved."""
-    results = run_evaluations(config, trainer, state)
+    results = run_evaluations(config, trainer.eval_model, state)
     if jax.process_index() == 0:
         for name, metrics in results.items():
             scalars = {

@@ -24,8 +24,8 @@ from typing import Any
 
 import jax
 
-from gram_jax import checkpoint
-from gram_jax.config_validation import ConfigError, reference_config
+from gram_jax.config.validation import ConfigError, reference_config
+from gram_jax.train import checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 An unknown key gets an error naming its full dotted path and the nearest valid key (difflib), e.g.
 ``config.optim.learning_rate: unknown key; did you mean 'optim.lr'?``. The valid keys are those of
-the defaults: `gram_jax.trainer_config.trainer_defaults()` for the trainer's sections,
+the defaults: `gram_jax.config.defaults.trainer_defaults()` for the trainer's sections,
 `gram_jax.models.gram.model_config()` for ``model`` and `data_pipelines.config.data_config()` for
 ``data``. Sections listed in ``OPEN_SECTIONS`` hold user-chosen names and are not key-checked.
 
-Value ranges come from one table, `gram_jax.config_schema.RULES` (key pattern -> allowed range or
+Value ranges come from one table, `gram_jax.config.schema.RULES` (key pattern -> allowed range or
 choices), applied to every leaf: ``config.optim.lr: must be a number in (0, inf), got -0.002``.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import ml_collections
 
 from data_pipelines.config import data_config
-from gram_jax.config_schema import rule_for
-from gram_jax.trainer_config import OPEN_SECTIONS, trainer_defaults
+from gram_jax.config.defaults import OPEN_SECTIONS, trainer_defaults
+from gram_jax.config.schema import rule_for
 
 # Names from other stacks that difflib cannot relate to ours (too few shared letters).
 SYNONYMS = {

@@ -6,7 +6,7 @@ holds one JSON file per process with its Grain iterator state, ``config`` the ru
 
 Saves are asynchronous (the step loop continues while arrays are written; `raise_save_errors`
 surfaces a failed write at the next step, in one line). Retention keeps the newest ``keep``
-checkpoints *and* the newest known-good one (`KeepStep`, fed by `gram_jax.divergence`), so a
+checkpoints *and* the newest known-good one (`KeepStep`, fed by `gram_jax.train.guard`), so a
 diverging run can never delete the state it must go back to.
 
 Restoring takes abstract targets that carry the *current* mesh's shardings, so a checkpoint
@@ -57,7 +57,7 @@ class CheckpointReadError(RuntimeError):
 class PreemptedError(RuntimeError):
     """The run stopped on a pre-emption signal after saving; rerunning continues it.
 
-    ``gram-train`` exits with `gram_jax.main.EXIT_PREEMPTED` (75) for it.
+    ``gram-train`` exits with `gram_jax.cli.train.EXIT_PREEMPTED` (75) for it.
     """
 
     def __init__(self, step: int, directory):
@@ -140,7 +140,7 @@ def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 class KeepNewestGood:
     """orbax preservation policy: never deletes the newest checkpoint at or below `bound_fn()`.
 
-    The trainer passes the newest confirmed-good state (`gram_jax.divergence.DivergenceGuard`),
+    The trainer passes the newest confirmed-good state (`gram_jax.train.guard.DivergenceGuard`),
     so retention (keep-N) cannot delete the last known-good checkpoint while newer, unconfirmed
     ones exist. `bound_fn()` returning None preserves nothing extra.
     """

@@ -19,7 +19,7 @@ Non-finite guard: metrics carry ``nonfinite``, an int32 bitmask over `term_names
 = term i is NaN/inf this step). The last name, ``STATE_TERM``, covers the *new* parameters and
 optimizer state: one fused all-finite reduction over them, so a state is known finite before it is
 ever saved (a finite loss can still produce an infinite update). The loop checks the mask
-(`check_finite`, `gram_jax.divergence`) before logging or saving.
+(`check_finite`, `gram_jax.train.guard`) before logging or saving.
 
 Skipped data: with ``data.bad_data='skip'`` a media item that cannot be decoded arrives with
 ``present_<m>=False`` on a valid row; the step counts those rows per media modality
@@ -43,8 +43,9 @@ from gram_jax.losses import LOSSES, LossFn, LossInputs
 from gram_jax.losses.inputs import option_names
 from gram_jax.losses.matching import build_matching_batch, matching_loss, sample_hard_negatives
 from gram_jax.losses.schedule import check_schedule, scheduled_contrastive, uses_cosine_term
-from gram_jax.modalities import data_modalities
 from gram_jax.models.axes import logical_sharding
+from gram_jax.models.gram import merge_model
+from gram_jax.models.modalities import data_modalities
 
 # The guard's name for "the new parameters or optimizer state hold NaN/inf".
 STATE_TERM = "params_or_opt_state"
@@ -84,21 +85,6 @@ def skipped_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
             missing = jnp.logical_and(valid, jnp.logical_not(batch[f"present_{m}"]))
             counts[f"skipped_{m}"] = missing.sum(dtype=jnp.int32)
     return counts
-
-
-def split_model(model: nnx.Module):
-    """(graphdef, params pure dict, model_state pure dict)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-
-
-def merge_model(graphdef, abstract_params, abstract_rest, params, model_state) -> nnx.Module:
-    """Rebuilds the module from pure dicts (inside jit; the templates give the State structure)."""
-    p = jax.tree.map(lambda x: x, abstract_params)
-    r = jax.tree.map(lambda x: x, abstract_rest)
-    nnx.replace_by_pure_dict(p, params)
-    nnx.replace_by_pure_dict(r, model_state)
-    return nnx.merge(graphdef, p, r)
 
 
 def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Callable:

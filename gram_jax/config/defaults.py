@@ -1,7 +1,7 @@
 """Defaults of the trainer's own config sections (everything except ``model`` and ``data``).
 
 `experiments/base_config.py` documents every key and combines these with the model and data
-defaults; `gram_jax.config_validation` uses them as the set of valid keys.
+defaults; `gram_jax.config.validation` uses them as the set of valid keys.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         eps=1e-6,
         weight_decay=0.01,
         decay_embeddings=False,
-        # 'structural' (above) or 'released_names' (the released rule; gram_jax.fidelity row 9).
+        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity row 9).
         decay_mask="structural",
         grad_clip_norm=0.0,
         accumulation_steps=1,
@@ -62,7 +62,7 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # records // data.batch_size * num_epochs (logged) and the total_steps value is not used.
     config.num_epochs = None
     config.checkpoint_steps = 1_000
-    # Keep the newest N checkpoints, plus always the newest known-good one (gram_jax.divergence).
+    # Keep the newest N checkpoints, plus always the newest known-good one (gram_jax.train.guard).
     config.keep_checkpoints = 3
     config.async_checkpoints = True
     config.log_every = 50
@@ -89,7 +89,7 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
     config.best_metric = ""
     config.best_mode = "max"
-    # gram_jax.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
+    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
     # fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""
     config.fidelity_exceptions = ()

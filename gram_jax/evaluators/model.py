@@ -1,0 +1,182 @@
+"""The model for evaluation: one object per model whose jitted encoder and matching head are built
+once and reused by every evaluation, the end-of-run report and inference.
+
+`EvalModel(config, mesh)` builds the module graph abstractly (``model.eval_dtype`` may give the
+evaluation towers another matmul dtype than training; the parameters are the same), jits
+``encode`` and ``match`` once, and places host batches on the mesh (padding the batch dimension
+to a multiple of the batch shards). `ModelScorer` binds it to one set of parameters for the
+evaluators' ``encode_fn`` / ``match_fn`` protocol (`gram_jax.evaluators.base`).
+
+Because the jitted functions live on the `EvalModel`, a run that evaluates N times compiles each
+encoder once (for each distinct batch shape), not N times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from data_pipelines.config import TEXT_MODALITIES
+from data_pipelines.transforms import placeholder_batch
+from gram_jax import parallel
+from gram_jax.models.gram import build_model, merge_model
+
+
+def eval_model_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config.model`` with ``dtype`` replaced by ``eval_dtype`` when that is set."""
+    eval_dtype = model.get("eval_dtype", "")
+    if not eval_dtype or eval_dtype == model.dtype:
+        return model
+    model = ml_collections.ConfigDict(model.to_dict())
+    model.dtype = eval_dtype
+    return model
+
+
+def matched_probability(logits: np.ndarray) -> np.ndarray:
+    """P(matched) from the matching head's two logits: float[n, 2] -> float32[n] (softmax[:, 1])."""
+    logits = np.asarray(logits, np.float32)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+    return probs[:, 1]
+
+
+class EvalModel:
+    """Jitted eval-mode encode / match of one model config on one mesh (built once).
+
+    Attributes: ``config`` (the run config; ``model`` and ``data`` are read), ``mesh``,
+    ``graphdef``, ``abstract_params`` / ``abstract_rest`` (the State templates of parameters and
+    other variables), ``batch_sharding``.
+    """
+
+    def __init__(self, config, mesh, *, graphdef=None, abstract_params=None, abstract_rest=None):
+        self.config = config
+        self.mesh = mesh
+        eval_model = eval_model_config(config.model)
+        if graphdef is None or eval_model is not config.model:
+            abstract = nnx.eval_shape(lambda: build_model(eval_model, config.seed))
+            graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+            abstract_params = params if abstract_params is None else abstract_params
+            abstract_rest = rest if abstract_rest is None else abstract_rest
+        self.graphdef = graphdef
+        self.abstract_params = abstract_params
+        self.abstract_rest = abstract_rest
+        self.batch_sharding = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXES))
+        self.modalities = tuple(config.model.modalities)
+        template = (graphdef, abstract_params, abstract_rest)
+
+        def encode(params, model_state, batch):
+            model = merge_model(*template, params, model_state)
+            out = model.encode(batch, train=False)
+            return dict(out.embeddings), out.condition, out.condition_mask
+
+        def match(params, model_state, ids, mask, cond, cond_mask):
+            model = merge_model(*template, params, model_state)
+            return model.match_logits(ids, mask, cond, cond_mask, train=False)
+
+        self.encode = jax.jit(encode)
+        """(params, model_state, device batch) -> ({modality: float32[B, D]}, condition
+        float[B, T, H] | None, condition_mask int32[B, T] | None)."""
+        self.match = jax.jit(match)
+        """(params, model_state, ids int32[n, L], mask int32[n, L], cond float[n, T, H],
+        cond_mask int32[n, T]) -> logits float[n, 2] (index 1 = matched)."""
+
+    def complete(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``batch`` plus zero inputs for the model modalities it lacks (e.g. class prompts have
+        text only): the jitted encoder runs every tower; those outputs are unused."""
+        missing = [
+            m for m in self.modalities if (f"{m}_ids" if m in TEXT_MODALITIES else m) not in batch
+        ]
+        if not missing:
+            return dict(batch)
+        n = next(iter(batch.values())).shape[0]
+        return {**placeholder_batch(self.config.data, missing, n), **batch}
+
+    def to_device(self, batch: Mapping[str, np.ndarray]) -> tuple[dict[str, jax.Array], int]:
+        """A host batch (every process holds all rows) -> (global arrays on the batch axes, the
+        real row count n); rows are zero-padded to a multiple of the batch shards."""
+        divisor = parallel.batch_divisor(self.mesh)
+        n = next(iter(batch.values())).shape[0]
+        pad = (-n) % divisor
+        out = {}
+        for key, value in batch.items():
+            value = np.asarray(value)
+            if pad:
+                value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
+            out[key] = jax.make_array_from_callback(
+                value.shape, self.batch_sharding, lambda index, v=value: v[index]
+            )
+        return out, n
+
+    def scorer(self, params, model_state, anchor: str, *, keep_match_rows: bool = True):
+        """A `ModelScorer` of these parameters (one evaluation's encode_fn / match_fn)."""
+        return ModelScorer(self, params, model_state, anchor, keep_match_rows=keep_match_rows)
+
+
+def _gathered(x: jax.Array, n: int) -> np.ndarray:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))[:n]
+
+
+class ModelScorer:
+    """encode_fn / match_fn for the evaluators, backed by an `EvalModel` and one set of parameters.
+
+    encode_fn(batch) returns {modality: float32[B, D]} and remembers, for every valid row in
+    order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
+    feeds to the matching head (probability of "matched", float32[n]). With
+    ``keep_match_rows=False`` (embedding only, e.g. the end-of-run report) nothing is remembered.
+    """
+
+    def __init__(self, model: EvalModel, params, model_state, anchor: str, *, keep_match_rows=True):
+        self._model = model
+        self._params = params
+        self._model_state = model_state
+        self._anchor = anchor
+        self._keep_match_rows = keep_match_rows  # False: no matching re-rank will follow
+        self._rows: dict[str, list[np.ndarray]] = {}
+
+    def encode_fn(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = self._model.complete(batch)
+        device_batch, n = self._model.to_device(batch)
+        embeddings, condition, condition_mask = self._model.encode(
+            self._params, self._model_state, device_batch
+        )
+        out = {m: _gathered(e, n) for m, e in embeddings.items()}
+        valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(n, bool)
+        if self._keep_match_rows and condition is not None and f"{self._anchor}_ids" in batch:
+            rows = {
+                "ids": np.asarray(batch[f"{self._anchor}_ids"]),
+                "mask": np.asarray(batch[f"{self._anchor}_mask"]),
+                "cond": _gathered(condition, n),
+                "cond_mask": _gathered(condition_mask, n),
+            }
+            for key, value in rows.items():
+                self._rows.setdefault(key, []).append(value[valid])
+        return out
+
+    def match_fn(self, text_pos: np.ndarray, data_pos: np.ndarray) -> np.ndarray:
+        if not self._keep_match_rows:
+            raise ValueError("matching re-rank: this ModelScorer keeps no rows (keep_match_rows)")
+        if not self._rows:
+            raise ValueError("matching re-rank: the model has no matching head (condition tokens)")
+        rows = {k: np.concatenate(v) for k, v in self._rows.items()}
+        batch = {
+            "ids": rows["ids"][text_pos],
+            "mask": rows["mask"][text_pos],
+            "cond": rows["cond"][data_pos],
+            "cond_mask": rows["cond_mask"][data_pos],
+        }
+        device_batch, n = self._model.to_device(batch)
+        logits = self._model.match(
+            self._params,
+            self._model_state,
+            device_batch["ids"],
+            device_batch["mask"],
+            device_batch["cond"],
+            device_batch["cond_mask"],
+        )
+        return matched_probability(_gathered(logits, n))

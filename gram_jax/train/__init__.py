@@ -1,0 +1,32 @@
+"""The run: train state, the pure jitted step, the loop, the divergence guard, checkpoints.
+
+- `state`: `Trainer` (mesh, abstract model, optimizer, shardings, the jitted step; built once per
+  run) and `init_train_state`;
+- `step`: the pure update step ``(state, batch) -> (state, metrics)``;
+- `loop`: `train_and_evaluate(config, workdir)`;
+- `guard`: which states are known good; stop or roll back on a divergence;
+- `checkpoint`: orbax checkpoints of {state, data iterator, config}; `best`: the best state by a
+  metric; `metric_writers`: TensorBoard events and ``metrics.jsonl``;
+- `evaluate`: evaluate a workdir's checkpoint (what ``gram-eval`` runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "train_and_evaluate": "gram_jax.train.loop",
+    "Trainer": "gram_jax.train.state",
+    "init_train_state": "gram_jax.train.state",
+    "evaluate_checkpoint": "gram_jax.train.evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gram_jax.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
