@@ -1,7 +1,7 @@
 """The optimizer: AdamW with real weight-decay masks, per-group learning rates, schedules, clipping
 and gradient accumulation, as one optax transformation over the model's parameter pure-dict.
 
-Defaults follow the reference (docs/gram_reference.md section 4.4): AdamW b1 0.9, b2 0.98, eps 1e-6,
+Defaults follow the released fine-tuning recipe (paper Sec. 4): AdamW b1 0.9, b2 0.98, eps 1e-6,
 decoupled weight decay 0.01, the "warmup_linear" schedule, the vision tower at 5e-7 while the rest
 trains at 2e-5. Where the reference is accidental we fix it and say so:
 

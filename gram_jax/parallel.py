@@ -1,6 +1,6 @@
 """Device mesh, logical-axis sharding rules, global batches and multi-host start-up.
 
-The library uses one mesh with three named axes and Auto axis types throughout (stack_notes: the
+The library uses one mesh with three named axes and Auto axis types throughout (jax 0.10+: the
 Explicit default of `jax.make_mesh` rejects `with_sharding_constraint`):
 
 - ``data``: pure data parallelism (parameters replicated over it);

@@ -1,6 +1,6 @@
 """The Gramian volume: pure, jit- and vmap-able math on embeddings.
 
-Conventions (see docs/gram_reference.md section 1 and DESIGN section 4):
+Conventions (paper Sec. 3.1, Eq. 1-2):
 
 * ``Vol(w_1..w_k) = sqrt(det G)`` with ``G_pq = <w_p, w_q>``: the k-dimensional volume of the
   parallelotope the vectors span. For unit vectors it lies in [0, 1]; for k = 2 it is |sin theta|.
@@ -123,7 +123,7 @@ def gram_determinant(gram: jax.Array) -> jax.Array:
     vector to the span of the previous ones. A pivot below ``DEPENDENCE_TOL`` times its diagonal
     entry (dependent vector, zero vector, or negative round-off) is set to 0 and its column is
     not used for elimination, so no division by ~0 occurs. LAPACK ``det`` instead returns negative
-    or NaN values on 40-60 % of rank-deficient inputs and its gradient is NaN there (stack_notes).
+    or NaN values on 40-60 % of rank-deficient inputs and its gradient is NaN there (measured).
     """
     k = gram.shape[-1]
     diag = [gram[..., p, p] for p in range(k)]

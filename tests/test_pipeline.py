@@ -21,7 +21,7 @@ from data_pipelines.media import MediaError
 
 pytestmark = pytest.mark.media
 
-# Grain's worker processes read absl flags (stack_notes): pytest never parses them.
+# Grain's worker processes read absl flags (grain 0.2.18): pytest never parses them.
 if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

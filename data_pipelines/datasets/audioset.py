@@ -1,6 +1,6 @@
 """AudioSet layout for zero-shot audio-visual classification: several classes per 10 s clip.
 
-The paper evaluates GRAM on AudioSet classification (gram_reference.md 6.3); the released code
+The paper evaluates GRAM on AudioSet classification (paper Sec. 5); the released code
 has no AudioSet config or annotation. Records list their classes: ``{"video_id": "<ytid>_<start>",
 "desc": "<first class name>", "label": [<int>, ...]}`` (``label`` becomes a multi-hot row, data
 config ``num_classes`` = 527 for the full ontology), with ``videos/<video_id>.mp4`` and

@@ -1,6 +1,6 @@
 """VGGSound layout for zero-shot audio-visual classification: one class per 10 s clip.
 
-The paper evaluates GRAM on VGGSound classification (gram_reference.md 6.3); the released code has
+The paper evaluates GRAM on VGGSound classification (paper Sec. 5); the released code has
 no VGGSound config or annotation (its issue #6), only an evaluator that deduplicates the
 captions of the test records into one prompt per class (section 5.2). The layout expects a
 VAST-style test annotation whose records carry the class name as caption and its id as

@@ -9,7 +9,7 @@ variant here is GRAM without DAM; experiments/ablations/matching.py measures DAM
 is scored by volume and by cosine for every variant.
 
 Base: Table 2's T-VA row fine-tuned on MSR-VTT (1,124 steps at global batch 32; 4 x 80 GB GPUs).
-The paper's ablation numbers are not in the sources available here (gram_reference.md 6.3).
+The paper's ablation numbers are not in the sources available here (paper Sec. 5).
 
 Command::
 

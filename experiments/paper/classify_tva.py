@@ -1,6 +1,6 @@
 r"""Zero-shot audio-visual classification (the paper's VGGSound and AudioSet results), GRAM T-VA.
 
-Paper numbers: not in the sources available offline (gram_reference.md 6.3 lists these tables as
+Paper numbers: not in the sources available offline (the paper's classification tables are
 not retrieved); take them from the paper's PDF. This config states the protocol and runs it.
 
 The model is the zero-shot T-VA model of Table 1 (`zeroshot_tva.py`: GRAM's losses on the VAST-27M
@@ -8,7 +8,7 @@ The model is the zero-shot T-VA model of Table 1 (`zeroshot_tva.py`: GRAM's loss
 classification instead of retrieval, so a run of ``zeroshot_tva.py`` can also be evaluated here.
 
 - ``vggsound`` (single label, 309 classes): the released protocol
-  (``evaluation/evaluation_classification.py``, which crashes as shipped; gram_reference.md 5.2):
+  (``evaluation/evaluation_classification.py``, which crashes as shipped):
   the class names are the items' captions (one prompt per class), each class ranks all test
   items by volume, the top 50 per class are re-scored by the matching head. Metrics:
   ``class/R@1`` (percent of classes whose best item is theirs), ``class/mAP``, and the item

@@ -1,4 +1,4 @@
-"""Shared base of the configs that reproduce GRAM's Tables 1 and 2 (gram_reference.md 4.4, 6).
+"""Shared base of the configs that reproduce GRAM's Tables 1 and 2 (paper Sec. 4).
 
 Every paper config is ``get_config(arg)`` of a row module in this folder, which calls
 `paper_config(...)` here. The argument is a comma-separated list: an optional dataset name

@@ -7,7 +7,7 @@ Accepted key layouts (the visual tower of EVA01-CLIP-g/14 and friends):
   [3W, W]), ``blocks.N.attn.{q_bias,v_bias}``, ``blocks.N.attn.proj.*``, ``blocks.N.mlp.fc{1,2}.*``,
   ``norm.*``, ``head.*``;
 - EVA-CLIP checkpoints (``EVA01_CLIP_g_14_psz14_s11B.pt``): the same names under ``visual.``
-  (gram_reference.md section 3.1); the text tower and ``logit_scale`` are outside the prefix;
+  (released model/vision_encoders); the text tower and ``logit_scale`` are outside the prefix;
 - any other prefix (e.g. the vision tower inside a GRAM release), given explicitly.
 
 PyTorch ``Linear`` weights are [out, in]; ours are [in, ...out] with heads split:

@@ -13,7 +13,7 @@ cosine). The prompts are given (one text per class). Reported:
   positive_volume    mean Vol(true prompt, item) over items (single-label), 1 - GRAM alignment
 
 ``per_class``: the released code's protocol (``evaluation/evaluation_classification.py``, which
-crashes as shipped, gram_reference.md 5.2). The class prompts are the captions of the evaluation
+crashes as shipped). The class prompts are the captions of the evaluation
 items, one per class (the released code deduplicates the captions; here the first item of each
 class gives its class's prompt, and every item of a class must carry the same caption). Each class
 *ranks the items*: scores[c, n] = -Vol(prompt_c, tuple_n); with ``rerank_top_k`` > 0 the top-k

@@ -1,6 +1,6 @@
 """GRAM's losses: the volume contrastive loss (A2D + D2A) and the `LOSSES` registry.
 
-Reference: `model/gram.py` `forward_ret` of the released code (docs/gram_reference.md section 2).
+Reference: `model/gram.py` `forward_ret` of the released code (paper Sec. 3, Eq. 4-5).
 The volume loss:
 
   logits_a2d[i, j] = -Vol(t_i, m_j) / tau   (row: anchor i; softmax over the data tuples j)

@@ -1,6 +1,6 @@
 """The matching (DAM, data-anchor matching) loss and its volume-based hard negatives.
 
-Reference: `model/gram.py` lines 485-525 (docs/gram_reference.md section 2.3). For each anchor
+Reference: `model/gram.py` lines 485-525 (paper Sec. 3.3, data-anchor matching). For each anchor
 (text) one negative data tuple is drawn with probability proportional to softmax(-Vol / tau) + 1e-4
 over all tuples of the global batch, its own positive excluded; symmetrically one negative text per
 data tuple. The fusion encoder then classifies a 3B batch: (pos text, pos data) -> 1,

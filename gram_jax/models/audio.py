@@ -1,6 +1,6 @@
 """Audio tower: a transformer compatible with BEATs (BEATs_iter3_plus_AS2M), GRAM's audio encoder.
 
-Pipeline per clip (gram_reference.md section 3.2; read from microsoft/unilm beats/, re-written):
+Pipeline per clip (BEATs, Chen et al. 2023; read from microsoft/unilm beats/, re-written):
 
   fbank [T=1024, M] --conv 16x16 stride 16, 1 -> 512, no bias--> [T/16 * M/16, 512] (time-major)
   --LayerNorm(512)--> --Linear 512 -> 768--> x

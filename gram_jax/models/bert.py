@@ -4,7 +4,7 @@ Architecture (post-LayerNorm BERT, as ``transformers.BertModel``): word + absolu
 token-type embeddings -> LayerNorm (eps 1e-12) -> dropout -> N layers of
 ``LN(x + Attn(x))`` [-> ``LN(x + CrossAttn(x, context))``] -> ``LN(x + MLP(x))`` with exact-erf
 GELU. Self-attention is bidirectional (GRAM comments out the causal branch of its decoder BERT,
-gram_reference.md section 3.3). No pooler: GRAM reads the CLS token of the last hidden state.
+the released text encoder). No pooler: GRAM reads the CLS token of the last hidden state.
 
 One set of weights serves three roles (section 3.4): the text encoder, the subtitle encoder (no
 context: the cross-attention blocks are skipped) and the fusion encoder of the matching loss

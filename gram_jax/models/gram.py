@@ -1,6 +1,6 @@
 """The GRAM model: towers per modality, projection heads, fusion condition tokens, matching head.
 
-Modalities (2..5 of them, gram_reference.md section 3):
+Modalities (2..5 of them, paper Sec. 3 and 4):
   ``text`` and ``subtitle``: one shared BERT (``bert.BertEncoder``), CLS token -> head;
   ``video`` and ``depth``: one shared EVA-compatible ViT (``vit.VisionTransformer``), per-frame CLS
   mean over frames -> head (uint8 frames are normalised on device with the CLIP mean/std; float

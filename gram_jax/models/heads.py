@@ -2,8 +2,8 @@
 
 - ``ProjectionHead``: Linear(width -> D, no bias) then L2 normalisation (the reference's
   ``contra_head_*`` followed by ``F.normalize``, eps 1e-12), float32 output.
-- ``ConditionTokens``: the per-modality token adapter of the fusion encoder (gram_reference.md
-  section 3.5): Linear(width -> H) + LayerNorm(eps 1e-12), plus frame (or clip) embeddings that are
+- ``ConditionTokens``: the per-modality token adapter of the fusion encoder (the released
+  code): Linear(width -> H) + LayerNorm(eps 1e-12), plus frame (or clip) embeddings that are
   nearest-interpolated to the current frame count, plus a modality-type embedding.
 - ``MatchingHead``: Linear(H, H) -> exact GELU -> LayerNorm(eps 1e-12) -> Linear(H, 2).
 """

@@ -5,7 +5,7 @@ patch embedding (a conv with stride = kernel = patch, with bias), a CLS token, l
 position embeddings (CLS included), pre-LN blocks (LayerNorm eps 1e-6, attention with query and
 value bias but no key bias, exact-GELU MLP, drop-path with the linear depth rule of timm and
 EVA-CLIP), a final LayerNorm. No RoPE, no layer scale, no projection head: GRAM reads the
-normalised tokens and projects the CLS token itself (gram_reference.md section 3.1).
+normalised tokens and projects the CLS token itself (as the released vision encoder does).
 
 Video is handled per frame: ``[B, F, H, W, 3]`` is folded to ``[B*F, H, W, 3]``, encoded, and
 unfolded. The tower returns the per-frame CLS tokens, all tokens (the fusion condition) and their

@@ -1,7 +1,7 @@
 """clu metric writers that work without TensorFlow, plus JSON-lines evaluation records.
 
 clu 0.0.12's `clu.metric_writers` (and `clu.periodic_actions`, which imports it) pulls in TensorFlow
-through `clu.metric_writers.summary_writer` (stack_notes). `install_tensorboardx_backend()`
+through `clu.metric_writers.summary_writer` (clu 0.0.12). `install_tensorboardx_backend()`
 registers a module under that name whose `SummaryWriter` is `TensorboardXWriter` (the same
 TensorBoard event files, written by tensorboardX) before clu is imported, so the rest of clu --
 `AsyncMultiWriter`, `LoggingWriter`, `create_default_writer`, `periodic_actions.ReportProgress` --

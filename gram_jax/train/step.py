@@ -13,7 +13,7 @@ Loss = ``LOSSES[config.loss.name](LossInputs(...), **config.loss.options)`` (GRA
 contrastive loss by default) + ``matching_weight`` x the matching (DAM) loss on hard negatives drawn
 from the contrastive logits.
 The step is jitted with `jax.jit(..., donate_argnums=0)` and explicit in/out shardings (not
-`nnx.jit`: its graph traversal costs ~0.6 ms of Python per step, stack_notes).
+`nnx.jit`: its graph traversal costs ~0.6 ms of Python per step, measured).
 
 Non-finite guard: metrics carry ``nonfinite``, an int32 bitmask over `term_names(config)` (bit i set
 = term i is NaN/inf this step). The last name, ``STATE_TERM``, covers the *new* parameters and
