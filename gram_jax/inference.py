@@ -3,7 +3,7 @@
     from gram_jax.inference import GramInference
 
     gram = GramInference.load("runs/my_run")                  # a gram-train workdir (its config)
-    gram = GramInference.load("gram.msgpack", config=config)  # gram-convert weights + a config
+    gram = GramInference.load("ckpt/params", config=config)   # gram-convert's DIR/params + config
     texts = gram.embed_texts(["A dog is barking", "A red cat is meowing"])
     media = gram.embed_media(videos=["v1.mp4", "v2.mp4"], audios=["a1.mp3", "a2.mp3"])
     scores = gram.score(texts, media, scoring="volume")       # float[N_text, N_media]
@@ -16,37 +16,46 @@ volume of (text, video, audio, ...), ``cosine`` the mean text-modality cosine, `
 matching head's probability on the ``top_k`` candidates by volume (the others keep their volume
 order below them).
 
-The model runs on one device (a 1 x 1 x 1 mesh); each call encodes in chunks of ``batch_size``.
-The towers of every modality of the model run on every chunk (the encoder is one jitted
-function), so text-only and media-only chunks carry zero placeholders for the other modalities,
-whose outputs are dropped.
+The model is the evaluators' `EvalModel` (the same jitted encoder and matching head as
+``gram-eval``) on one device, built from the config after the same `gram_jax.config.prepare`.
+Only the parameters and the small non-parameter model state are held: a workdir checkpoint is
+restored partially (its optimizer moments are never read), converted weights must cover every
+parameter, and no optimizer is built. Each call encodes in chunks of ``batch_size`` rows and runs
+only the towers it needs: texts the text tower, media the towers of the given modalities.
+
+Memory: embeddings are kept (float32[N, D] per modality), the fusion tokens of the matching head
+are not. ``matching`` recomputes them for the top-k candidates only, ``batch_size`` items at a
+time, so re-ranking holds O(batch_size) items' tokens plus O(top_k x queries) probabilities
+instead of every item's tokens (at the cost of decoding those candidates' files again).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Sequence
 
 import jax
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import serialization
 
-from data_pipelines.config import TEXT_MODALITIES, data_config
+from data_pipelines.config import TEXT_MODALITIES
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
 from data_pipelines.media.text import Tokenizer
 from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.config import prepare
+from gram_jax.config.validation import ConfigError
 from gram_jax.evaluators import scoring as scoring_registry
-from gram_jax.evaluators.model import matched_probability
+from gram_jax.evaluators.model import EvalModel, matched_probability
+from gram_jax.models.gram import build_model, split_model
 from gram_jax.models.modalities import data_modalities
 from gram_jax.train import checkpoint
-from gram_jax.train.state import Trainer
+
+log = logging.getLogger(__name__)
 
 INFERENCE_SCORINGS = ("volume", "cosine", "matching")
 
@@ -66,16 +75,16 @@ class EmbeddedTexts:
 class EmbeddedMedia:
     """Data tuples of N media items.
 
-    embeddings: {modality: float32[N, D]} in Gram order; present: {modality: bool[N]} (an absent
-    modality leaves the Gram matrix); condition float[N, T, H] and condition_mask int32[N, T]: the
-    fusion tokens of the matching head (None when the model has none); names: one label per item.
+    embeddings: {modality: float32[N, D]} in Gram order (zeros where absent); present:
+    {modality: bool[N]} (an absent modality leaves the Gram matrix); sources: {modality: list of
+    N file paths / subtitle strings or None} for the modalities given (what the matching head's
+    fusion tokens are recomputed from); names: one label per item.
     """
 
     names: list[str]
     embeddings: dict[str, np.ndarray]
     present: dict[str, np.ndarray]
-    condition: np.ndarray | None
-    condition_mask: np.ndarray | None
+    sources: dict[str, list]
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -88,7 +97,7 @@ def _single_device_mesh():
 
 def _checkpoint_directory(path: pathlib.Path) -> pathlib.Path | None:
     """The orbax CheckpointManager directory of a gram-train workdir (or that directory itself);
-    None when ``path`` is neither (e.g. a converted-weights file)."""
+    None when ``path`` is neither (e.g. converted weights)."""
     if (path / "checkpoints").is_dir():
         return path / "checkpoints"
     if path.is_dir() and any(p.name.isdigit() and p.is_dir() for p in path.iterdir()):
@@ -96,71 +105,99 @@ def _checkpoint_directory(path: pathlib.Path) -> pathlib.Path | None:
     return None
 
 
-def saved_config(manager, step: int) -> ml_collections.ConfigDict:
-    """The experiment config saved with checkpoint ``step`` (the data section validated again).
+def abstract_variables(eval_model: EvalModel) -> dict:
+    """{'params', 'model_state'}: pure-dict pytrees of ShapeDtypeStructs carrying their shardings
+    on the model's mesh, as a gram-train checkpoint stores them (no array is allocated)."""
+    config = eval_model.config
+    params, rest = jax.eval_shape(lambda: split_model(build_model(config.model, config.seed))[1:])
+    shardings = dict(
+        params=parallel.state_shardings(eval_model.abstract_params, eval_model.mesh),
+        model_state=parallel.state_shardings(eval_model.abstract_rest, eval_model.mesh),
+    )
+    return checkpoint.abstract_like(dict(params=params, model_state=rest), shardings)
 
-    Raises FileNotFoundError when that checkpoint has no saved config.
-    """
-    if not (pathlib.Path(manager.directory) / str(step) / "config").exists():
-        raise FileNotFoundError(
-            f"checkpoint {manager.directory}/{step} saved no config; pass the experiment config"
+
+def _weights_file_variables(path: pathlib.Path, config, abstract: dict) -> dict:
+    """{'params', 'model_state'} from converted weights: every parameter of the model must be in
+    the file (a ValueError names the missing ones); the model state (dropout RNG counters only)
+    is initialised from ``config.seed`` without computing any parameter."""
+    loaded = checkpoint.load_param_file(path)
+    params, replaced, unexpected = checkpoint.merge_partial_params(
+        abstract["params"], loaded, f"checkpoint {path}"
+    )
+    missing = [
+        "/".join(str(getattr(k, "key", k)) for k in p)
+        for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+        if isinstance(leaf, jax.ShapeDtypeStruct)
+    ]
+    if missing:
+        raise ValueError(
+            f"checkpoint {path}: {len(missing)} parameters of the model are not in the file "
+            f"(e.g. {', '.join(missing[:5])}); inference needs all {len(replaced) + len(missing)}"
         )
-    restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    saved = dict(restored["config"])
-    config = ml_collections.ConfigDict(saved)
-    with config.ignore_type():
-        config.data = data_config(**saved["data"])
-    return config
+    if unexpected:
+        log.warning(
+            "checkpoint %s: %d entries the model does not have were not used (%s)",
+            path,
+            len(unexpected),
+            ", ".join(unexpected[:5]),
+        )
+    # Under jit the unused parameter initialisers are dead code: only the RNG state is computed.
+    model_state = jax.jit(
+        lambda: split_model(build_model(config.model, config.seed))[2],
+        out_shardings=jax.tree.map(lambda s: s.sharding, abstract["model_state"]),
+    )()
+    return dict(params=params, model_state=model_state)
 
 
-def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | None = None):
-    """(config, trainer, state, source) for :meth:`GramInference.load` (see there)."""
+def load_model(checkpoint_path: str | os.PathLike, config=None, *, step: int | None = None):
+    """(prepared config, EvalModel, {'params', 'model_state'}, source) for
+    :meth:`GramInference.load` (see there)."""
     path = pathlib.Path(checkpoint_path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
     directory = _checkpoint_directory(path)
+    if directory is None and config is None:
+        raise ConfigError(
+            f"checkpoint: {path} is a weights file; pass the experiment config it belongs to "
+            "(GramInference.load(path, config=...) or gram-rank --config)"
+        )
     if directory is not None:
         manager = checkpoint.make_manager(directory.absolute(), read_only=True)
         try:
             at = manager.latest_step() if step is None else int(step)
-            if at is None:
-                raise FileNotFoundError(f"checkpoint: {directory} holds no checkpoint")
-            if config is None:
-                config = saved_config(manager, at)
-            config = prepare(config, count_data=False)
-            trainer = Trainer(config, mesh=_single_device_mesh())
-            state, _ = checkpoint.restore(manager, at, trainer.abstract_state)
         finally:
             manager.close()
-        return config, trainer, state, f"{directory}:{at}"
-    if config is None:
-        raise ValueError(
-            f"checkpoint: {path} is a weights file; pass the experiment config it belongs to "
-            "(GramInference.load(path, config=...) or gram-rank --config)"
-        )
+        if at is None:
+            raise FileNotFoundError(f"checkpoint: {directory} holds no checkpoint")
+        if config is None:
+            config = checkpoint.saved_run_config(directory, at)
     config = prepare(config, count_data=False)
-    trainer = Trainer(config, mesh=_single_device_mesh())
-    state = trainer.init_state()
-    params, _, _ = checkpoint.merge_partial_params(
-        state["params"], checkpoint.load_param_file(path), f"checkpoint {path}"
-    )
-    return config, trainer, dict(state, params=params), str(path)
+    eval_model = EvalModel(config, _single_device_mesh())
+    abstract = abstract_variables(eval_model)
+    if directory is not None:
+        variables = checkpoint.restore_subtree(directory, at, abstract)
+        source = f"{directory}:{at}"
+    else:
+        variables = _weights_file_variables(path, config, abstract)
+        source = str(path)
+    return config, eval_model, variables, source
 
 
 class GramInference:
     """A GRAM model with its weights, ready to embed and score media (module docstring).
 
-    Build it with :meth:`load`. Attributes: ``config`` (the experiment config: ``model`` and the
-    evaluation-time preprocessing of ``data``), ``anchor`` (the query modality, 'text'),
+    Build it with :meth:`load`. Attributes: ``config`` (the prepared experiment config: ``model``
+    and the evaluation-time preprocessing of ``data``), ``anchor`` (the query modality, 'text'),
     ``data_modalities`` (the tuple's modalities in Gram order), ``source`` (where the weights came
-    from).
+    from), ``eval_model`` (the jitted encoder and matching head).
     """
 
-    def __init__(self, config, trainer, state, *, source: str = "", batch_size: int = 8):
+    def __init__(self, config, eval_model: EvalModel, variables, *, source="", batch_size=8):
         if batch_size <= 0:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size}")
         self.config = config
-        self.trainer = trainer
+        self.eval_model = eval_model
         self.source = source
         self.batch_size = int(batch_size)
         self.anchor = config.loss.anchor
@@ -168,9 +205,7 @@ class GramInference:
         self.data_modalities = tuple(
             data_modalities({m: None for m in self.modalities}, self.anchor)
         )
-        self._params, self._model_state = state["params"], state["model_state"]
-        self._encode = trainer.eval_model.encode
-        self._match = trainer.eval_model.match
+        self._params, self._model_state = variables["params"], variables["model_state"]
         self._tokenizer = Tokenizer()
 
     @classmethod
@@ -182,38 +217,44 @@ class GramInference:
         step: int | None = None,
         batch_size: int = 8,
     ) -> GramInference:
-        """Weights from a gram-train workdir / checkpoint directory, or a gram-convert file.
+        """Weights from a gram-train workdir / checkpoint directory, or gram-convert weights.
 
         Args:
           checkpoint_path: a workdir holding ``checkpoints/`` (or that directory itself): the
-            train state of ``step`` (default: the latest) is restored, with the config saved
-            beside it unless ``config`` is given. Otherwise a converted-weights file (.msgpack,
-            .npz or an orbax params directory, what ``config.model_init`` takes): ``config`` is
-            required, and the file's parameters replace the matching ones of a fresh model.
+            parameters of ``step`` (default: the latest) are restored, with the config saved
+            beside them unless ``config`` is given. Otherwise converted weights (``DIR/params``
+            as gram-convert writes it, or a .msgpack / .npz file: what ``config.model_init``
+            takes): ``config`` is required and the file must hold every parameter of its model.
           config: the experiment config (required for converted weights).
           step: the checkpoint step (workdirs only).
-          batch_size: items per encoder call.
+          batch_size: rows per encoder call.
 
         Raises:
           FileNotFoundError: the path does not exist, or holds no checkpoint / saved config.
-          ValueError: a weights file without a config, or parameters that do not fit it.
+          ValueError: parameters that do not fit the model.
+          gram_jax.config.validation.ConfigError (a ValueError): a weights file without a config,
+            or a config that `gram_jax.config.prepare` refuses.
         """
-        config, trainer, state, source = load_state(checkpoint_path, config, step=step)
-        return cls(config, trainer, state, source=source, batch_size=batch_size)
+        config, eval_model, variables, source = load_model(checkpoint_path, config, step=step)
+        return cls(config, eval_model, variables, source=source, batch_size=batch_size)
 
     @classmethod
     def initialize(cls, config, *, batch_size: int = 8) -> GramInference:
         """A model of ``config`` with freshly initialised (random, seed ``config.seed``) weights:
         for trying the API without a checkpoint; its scores mean nothing."""
         config = prepare(config, count_data=False)
-        trainer = Trainer(config, mesh=_single_device_mesh())
-        return cls(
-            config, trainer, trainer.init_state(), source="random init", batch_size=batch_size
-        )
+        eval_model = EvalModel(config, _single_device_mesh())
+        shardings = jax.tree.map(lambda s: s.sharding, abstract_variables(eval_model))
+        params, rest = jax.jit(
+            lambda: split_model(build_model(config.model, config.seed))[1:],
+            out_shardings=(shardings["params"], shardings["model_state"]),
+        )()
+        variables = dict(params=params, model_state=rest)
+        return cls(config, eval_model, variables, source="random init", batch_size=batch_size)
 
     def save_params(self, path: str | os.PathLike) -> pathlib.Path:
-        """Writes the parameters as a .msgpack weights file (what gram-convert writes and
-        :meth:`load` / ``config.model_init`` read); returns the path."""
+        """Writes the parameters as a .msgpack weights file (what :meth:`load` and
+        ``config.model_init`` read); returns the path."""
         path = pathlib.Path(path)
         if path.suffix != ".msgpack":
             raise ValueError(f"save_params: expected a .msgpack path, got {path}")
@@ -222,20 +263,20 @@ class GramInference:
         return path
 
     # ------------------------------------------------------------------ batches
-    def _placeholders(self, n: int) -> dict[str, np.ndarray]:
-        """Zero inputs of every modality for ``n`` rows (the encoder runs all its towers)."""
-        return placeholder_batch(self.config.data, self.modalities, n)
-
     def encode_batch(self, batch: dict[str, np.ndarray]):
-        """The eval-mode encoder on one batch-contract dict (every model modality present).
+        """The eval-mode encoder on one batch-contract dict; only the towers of the modalities
+        whose inputs it holds run.
 
-        Returns ({modality: float32[B, D]}, condition float[B, T, H] or None, condition_mask
-        int32[B, T] or None).
+        Returns ({modality: float32[B, D]} of those modalities, condition float[B, T, H] or None,
+        condition_mask int32[B, T] or None; the fusion tokens need every condition modality).
         """
-        embeddings, condition, condition_mask = self._encode(self._params, self._model_state, batch)
-        embeddings = {m: np.asarray(e, np.float32) for m, e in embeddings.items()}
+        device_batch, n = self.eval_model.to_device(batch)
+        embeddings, condition, condition_mask = self.eval_model.encode(
+            self._params, self._model_state, device_batch
+        )
+        embeddings = {m: np.asarray(e, np.float32)[:n] for m, e in embeddings.items()}
         if condition is not None:
-            condition, condition_mask = np.asarray(condition), np.asarray(condition_mask)
+            condition, condition_mask = np.asarray(condition)[:n], np.asarray(condition_mask)[:n]
         return embeddings, condition, condition_mask
 
     def tokenize(self, texts: Sequence[str], modality: str | None = None):
@@ -244,9 +285,14 @@ class GramInference:
         modality = modality or self.anchor
         return self._tokenizer.encode(list(texts), int(self.config.data.text_max_len[modality]))
 
+    def _chunks(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield range(start, min(start + self.batch_size, n))
+
     # ------------------------------------------------------------------ embedding
     def embed_texts(self, texts: Sequence[str]) -> EmbeddedTexts:
-        """Anchor embeddings of ``texts`` (non-empty strings): float32[N, D] unit vectors."""
+        """Anchor embeddings of ``texts`` (non-empty strings): float32[N, D] unit vectors. Only
+        the text tower and its projection run."""
         texts = [str(t) for t in texts]
         if not texts:
             raise ValueError("embed_texts: no text given")
@@ -255,14 +301,12 @@ class GramInference:
             raise ValueError(f"embed_texts: texts {empty} are empty; a query needs words")
         ids, mask = self.tokenize(texts)
         chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            stop = min(start + self.batch_size, len(texts))
-            batch = self._placeholders(stop - start)
-            batch[f"{self.anchor}_ids"], batch[f"{self.anchor}_mask"] = (
-                ids[start:stop],
-                mask[start:stop],
-            )
-            chunks.append(self.encode_batch(batch)[0][self.anchor])
+        for rows in self._chunks(len(texts)):
+            batch = placeholder_batch(self.config.data, (self.anchor,), self.batch_size)
+            batch[f"{self.anchor}_ids"][: len(rows)] = ids[rows.start : rows.stop]
+            batch[f"{self.anchor}_mask"][: len(rows)] = mask[rows.start : rows.stop]
+            # Full-size batches (padding rows cut off) keep one compiled encoder.
+            chunks.append(self.encode_batch(batch)[0][self.anchor][: len(rows)])
         return EmbeddedTexts(texts, np.concatenate(chunks), ids, mask)
 
     def load_video(self, path: str | os.PathLike) -> np.ndarray:
@@ -292,6 +336,26 @@ class GramInference:
             backend=a.backend,
         )
 
+    def _media_batch(self, sources: dict[str, list], rows, modalities) -> tuple[dict, dict]:
+        """(batch of ``batch_size`` rows holding the inputs of ``modalities`` for items ``rows``
+        (zeros elsewhere), {modality: bool[len(rows)] present})."""
+        batch = placeholder_batch(self.config.data, modalities, self.batch_size)
+        present = {m: np.zeros(len(rows), bool) for m in modalities}
+        for r, i in enumerate(rows):
+            for m in modalities:
+                source = sources[m][i] if m in sources else None
+                if source is None or (m in TEXT_MODALITIES and not str(source).strip()):
+                    continue
+                if m in TEXT_MODALITIES:
+                    ids, mask = self.tokenize([str(source)], m)
+                    batch[f"{m}_ids"][r], batch[f"{m}_mask"][r] = ids[0], mask[0]
+                elif m == "audio":
+                    batch[m][r] = self.load_audio(source)
+                else:
+                    batch[m][r] = self.load_video(source)
+                present[m][r] = True
+        return batch, present
+
     def embed_media(
         self,
         videos: Sequence[str | os.PathLike | None] | None = None,
@@ -303,82 +367,99 @@ class GramInference:
         """Data tuples of N items: item i is (videos[i], audios[i], subtitles[i]).
 
         Each list (when given) has one entry per item; None (or a list left out) marks that
-        modality absent for the item, and so does an empty subtitle. A model modality with no
-        list at all is absent everywhere. Media files are decoded with the evaluation settings
-        of ``config.data``; a file that cannot be used raises ``data_pipelines.media.MediaError``
-        naming it.
+        modality absent for the item, and so does an empty subtitle. Only the towers of the
+        given lists run; a model modality with no list is absent everywhere. Media files are
+        decoded with the evaluation settings of ``config.data``; a file that cannot be used
+        raises ``data_pipelines.media.MediaError`` naming it.
         """
         given = {"video": videos, "audio": audios, "subtitle": subtitles}
-        lengths = {m: len(v) for m, v in given.items() if v is not None}
-        if not lengths:
+        given = {m: list(v) for m, v in given.items() if v is not None}
+        if not given:
             raise ValueError("embed_media: give videos, audios or subtitles")
+        lengths = {m: len(v) for m, v in given.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"embed_media: the lists differ in length: {lengths}")
-        n = next(iter(lengths.values()))
-        unknown = [m for m in lengths if m not in self.data_modalities]
+        unknown = [m for m in given if m not in self.data_modalities]
         if unknown:
             raise ValueError(
                 f"embed_media: the model has no {unknown} modality (its data modalities: "
                 f"{self.data_modalities})"
             )
+        n = next(iter(lengths.values()))
         if names is None:
-            names = [_item_name(videos, audios, i) for i in range(n)]
+            names = [_item_name(given, i) for i in range(n)]
+        run = tuple(m for m in self.data_modalities if m in given)
+        dim = int(self.config.model.embed_dim)
+        embeddings = {m: np.zeros((n, dim), np.float32) for m in self.data_modalities}
         present = {m: np.zeros(n, bool) for m in self.data_modalities}
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, self.batch_size):
-            rows = range(start, min(start + self.batch_size, n))
-            batch = self._placeholders(len(rows))
-            for r, i in enumerate(rows):
-                for m in self.data_modalities:
-                    source = None if given.get(m) is None else given[m][i]
-                    if source is None or (m in TEXT_MODALITIES and not str(source).strip()):
-                        continue
-                    if m in TEXT_MODALITIES:
-                        ids, mask = self.tokenize([str(source)], m)
-                        batch[f"{m}_ids"][r], batch[f"{m}_mask"][r] = ids[0], mask[0]
-                    elif m == "audio":
-                        batch[m][r] = self.load_audio(source)
-                    else:
-                        batch[m][r] = self.load_video(source)
-                    present[m][i] = True
-            embeddings, condition, condition_mask = self.encode_batch(batch)
-            for m in self.data_modalities:
-                parts.setdefault(m, []).append(embeddings[m])
-            if condition is not None:
-                parts.setdefault("condition", []).append(condition)
-                parts.setdefault("condition_mask", []).append(condition_mask)
-        return EmbeddedMedia(
-            names=list(names),
-            embeddings={m: np.concatenate(parts[m]) for m in self.data_modalities},
-            present=present,
-            condition=np.concatenate(parts["condition"]) if "condition" in parts else None,
-            condition_mask=(
-                np.concatenate(parts["condition_mask"]) if "condition_mask" in parts else None
-            ),
-        )
+        for rows in self._chunks(n):
+            batch, found = self._media_batch(given, rows, run)
+            encoded = self.encode_batch(batch)[0]
+            for m in run:
+                embeddings[m][rows.start : rows.stop] = encoded[m][: len(rows)]
+                present[m][rows.start : rows.stop] = found[m]
+        return EmbeddedMedia(list(names), embeddings, present, given)
 
     # ------------------------------------------------------------------ scoring
+    def condition_tokens(self, media: EmbeddedMedia, rows: Sequence[int]):
+        """The matching head's fusion tokens of items ``rows`` (at most ``batch_size``),
+        recomputed from their files: (float[len(rows), T, H], int32[len(rows), T]). Every data
+        modality's tower runs (absent ones on zero inputs, masked as in evaluation)."""
+        rows = list(rows)
+        if len(rows) > self.batch_size:
+            raise ValueError(f"condition_tokens: {len(rows)} rows > batch_size {self.batch_size}")
+        batch, _ = self._media_batch(media.sources, rows, self.data_modalities)
+        _, condition, condition_mask = self.encode_batch(batch)
+        if condition is None:
+            raise ValueError("matching: the model has no matching head (config.model.matching)")
+        return condition[: len(rows)], condition_mask[: len(rows)]
+
     def match_probabilities(
         self, texts: EmbeddedTexts, media: EmbeddedMedia, text_rows, media_rows
     ) -> np.ndarray:
-        """float32[n]: the matching head's probability that text_rows[k] matches media_rows[k]."""
-        if media.condition is None:
-            raise ValueError("matching: the model has no matching head (config.model.matching)")
-        text_rows, media_rows = np.asarray(text_rows), np.asarray(media_rows)
-        out = []
-        for start in range(0, text_rows.shape[0], self.batch_size):
-            t = text_rows[start : start + self.batch_size]
-            c = media_rows[start : start + self.batch_size]
-            logits = self._match(
-                self._params,
-                self._model_state,
-                texts.ids[t],
-                texts.mask[t],
-                media.condition[c],
-                media.condition_mask[c],
-            )
-            out.append(matched_probability(logits))
-        return np.concatenate(out)
+        """float32[n]: the matching head's probability that text_rows[k] matches media_rows[k].
+
+        The pairs are grouped by item: the fusion tokens of ``batch_size`` distinct items at a
+        time are recomputed (`condition_tokens`) and matched against all their texts, so memory
+        holds O(batch_size) items' tokens and each item's files are decoded once per call.
+        """
+        text_rows, media_rows = np.asarray(text_rows, int), np.asarray(media_rows, int)
+        out = np.empty(text_rows.shape[0], np.float32)
+        items = np.unique(media_rows)
+        for start in range(0, items.shape[0], self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            condition, condition_mask = self.condition_tokens(media, chunk)
+            slot = {int(item): s for s, item in enumerate(chunk)}
+            pairs = np.flatnonzero(np.isin(media_rows, chunk))
+            for first in range(0, pairs.shape[0], self.batch_size):
+                sel = pairs[first : first + self.batch_size]
+                c = np.array([slot[int(i)] for i in media_rows[sel]])
+                out[sel] = self._match(
+                    texts.ids[text_rows[sel]],
+                    texts.mask[text_rows[sel]],
+                    condition[c],
+                    condition_mask[c],
+                )
+        return out
+
+    def _match(self, ids, mask, condition, condition_mask) -> np.ndarray:
+        """P(matched) float32[n] of n <= batch_size pairs (padded to batch_size: one compile)."""
+        n = ids.shape[0]
+        pad = self.batch_size - n
+        batch = {"ids": ids, "mask": mask, "cond": condition, "cond_mask": condition_mask}
+        batch = {
+            k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
+        }
+        device, _ = self.eval_model.to_device(batch)
+        logits = self.eval_model.match(
+            self._params,
+            self._model_state,
+            device["ids"],
+            device["mask"],
+            device["cond"],
+            device["cond_mask"],
+        )
+        return matched_probability(np.asarray(logits)[:n])
 
     def score(
         self,
@@ -391,7 +472,8 @@ class GramInference:
         """float[N_text, N_media] scores, higher = better (module docstring for ``scoring``).
 
         ``matching`` re-scores the ``top_k`` candidates per text by volume with the matching
-        head; the others keep their volume order below every candidate.
+        head (`match_probabilities`: memory O(batch_size + top_k x N_text) beyond the scores);
+        the others keep their volume order below every candidate.
         """
         if scoring not in INFERENCE_SCORINGS:
             raise ValueError(f"scoring: expected one of {INFERENCE_SCORINGS}, got {scoring!r}")
@@ -402,18 +484,20 @@ class GramInference:
         )
         if scoring != "matching":
             return np.asarray(base)
+        k = min(int(top_k), base.shape[1])
         return scoring_registry.rerank_with_matching(
             base,
             lambda q, c: self.match_probabilities(texts, media, q, c),
             top_k=top_k,
-            batch_size=max(self.batch_size, 1),
+            # One call with every (text, candidate) pair: match_probabilities groups them by item.
+            batch_size=max(base.shape[0] * k, 1),
         )
 
 
-def _item_name(videos, audios, i: int) -> str:
-    for files in (videos, audios):
-        if files is not None and files[i] is not None:
-            return pathlib.Path(files[i]).stem
+def _item_name(given: dict[str, list], i: int) -> str:
+    for m in ("video", "audio"):
+        if given.get(m) is not None and given[m][i] is not None:
+            return pathlib.Path(given[m][i]).stem
     return f"item{i}"
 
 
@@ -422,6 +506,6 @@ __all__ = [
     "EmbeddedMedia",
     "EmbeddedTexts",
     "GramInference",
-    "load_state",
-    "saved_config",
+    "abstract_variables",
+    "load_model",
 ]

@@ -264,6 +264,27 @@ def saved_config(directory: str | pathlib.Path, step: int) -> dict | None:
         return None
 
 
+def saved_run_config(directory: str | pathlib.Path, step: int):
+    """The run config saved with checkpoint `step` as a ConfigDict (its ``data`` section built
+    again by ``data_pipelines.config.data_config``, which checks it), read by `saved_config`.
+
+    Raises FileNotFoundError when that checkpoint saved no config.
+    """
+    import ml_collections  # noqa: PLC0415 (lazy: only the readers of a saved config need them)
+
+    from data_pipelines.config import data_config  # noqa: PLC0415
+
+    saved = saved_config(directory, step)
+    if saved is None:
+        raise FileNotFoundError(
+            f"checkpoint {directory}/{step} saved no config; pass the experiment config"
+        )
+    config = ml_collections.ConfigDict(saved)
+    with config.ignore_type():
+        config.data = data_config(**saved["data"])
+    return config
+
+
 def abstract_like(state, shardings) -> Any:
     """ShapeDtypeStructs of `state` (arrays or ShapeDtypeStructs) carrying `shardings`."""
     return jax.tree.map(
@@ -285,6 +306,26 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
         log.warning("checkpoint %s/%d has no data-iterator state", manager.directory, step)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], (restored["data"] if "data" in items else data_iterator)
+
+
+def restore_subtree(directory: str | pathlib.Path, step: int, abstract: Mapping) -> dict:
+    """Restores only the entries of checkpoint `step`'s train state that `abstract` names (e.g.
+    ``{'params': ..., 'model_state': ...}``, pytrees of ShapeDtypeStructs with .sharding): an
+    orbax partial restore, so the rest (the optimizer moments, three times the parameters' size
+    with Adam) is never read into memory.
+
+    Raises FileNotFoundError when the checkpoint has no ``state`` item.
+    """
+    path = epath.Path(directory).absolute() / str(step) / "state"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {directory}/{step}: no train state ({path})")
+    args = ocp.args.PyTreeRestore(
+        item=abstract,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True,
+    )
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(path, args=args)
 
 
 # ----------------------------------------------------------------------------- partial init
