@@ -311,7 +311,7 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
 def restore_subtree(directory: str | pathlib.Path, step: int, abstract: Mapping) -> dict:
     """Restores only the entries of checkpoint `step`'s train state that `abstract` names (e.g.
     ``{'params': ..., 'model_state': ...}``, pytrees of ShapeDtypeStructs with .sharding): an
-    orbax partial restore, so the rest (the optimizer moments, three times the parameters' size
+    orbax partial restore, so the rest (the optimizer moments, twice the parameters' size
     with Adam) is never read into memory.
 
     Raises FileNotFoundError when the checkpoint has no ``state`` item.
