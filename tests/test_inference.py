@@ -101,6 +101,8 @@ def test_media_embeddings_equal_the_evaluation_pipeline(gram, saved, clips):
     texts = gram.embed_texts(CAPTIONS)
     only_text = gram.encode_batch({"text_ids": texts.ids, "text_mask": texts.mask})
     assert set(only_text[0]) == {"text"} and only_text[1] is None
+    with pytest.raises(ValueError, match="holds no input of the model's modalities"):
+        gram.encode_batch({"index": np.zeros(2, np.int32)})
     np.testing.assert_allclose(texts.embeddings, expected["text"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(texts.embeddings, axis=1), 1.0, atol=1e-5)
 
