@@ -21,6 +21,8 @@ from data_pipelines.config import data_config
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets import tridigits as td
 from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.datasets.tridigits import vocab as td_vocab
+from data_pipelines.media import text as text_media
 from data_pipelines.pipeline import make_eval_iterator
 
 pytestmark = pytest.mark.media
@@ -84,6 +86,7 @@ def test_layout_and_checksums(small_build):
         assert manifest[group]
         for rel, item in manifest[group].items():
             assert sources.sha256_file(out / rel) == item["sha256"], rel
+    assert sources.sha256_file(out / manifest["vocab"]["path"]) == manifest["vocab"]["sha256"]
     assert len(manifest["videos"]) == 60 and len(manifest["audios"]) == 320
     written = json.loads((out / "manifest.json").read_text())
     assert written["options"] == dataclasses.asdict(SMALL)
@@ -266,3 +269,61 @@ def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
     # `gram-data build tridigits` reaches the same builder, which finds the build done.
     assert cli.run(["build", "tridigits", *argv]) == 0
     assert "already built" in capsys.readouterr().out
+
+
+def test_texts_tokenize_without_collisions(small_build, tmp_path):
+    """With the build's own vocabulary (what the TriDigits configs read), distinct texts get
+    distinct id sequences, so texts of different digits never share one; bert-base-uncased's
+    vocabulary (the MiniLM warm start) collides, which is why it is not the default."""
+    out, manifest = small_build
+    config = data_config(**td.data_overrides(out, 0, SMALL))
+    assert config.vocab_file == str(out / "vocab.txt")
+    tokenizer = text_media.from_data_config(config)
+    assert (tokenizer.lowercase, tokenizer.strip_accents) == (True, False)
+    assert tokenizer.pad_id == 0 and tokenizer.vocab_size == manifest["vocab"]["tokens"]
+    records = [r for s in splits.SPLITS for r in _records(out, 0, s)]
+    label_of = {r["desc"]: r["label"] for r in records}
+    assert all(label_of[r["desc"]] == r["label"] for r in records)  # a text names one digit
+    texts = sorted(label_of)
+    assert len(texts) == 173  # every clip of the 320 is in fold 0's splits
+    ids, mask = tokenizer.encode(texts, td.TEXT_MAX_LEN)
+    assert (mask.sum(1) < td.TEXT_MAX_LEN).all()  # nothing truncated
+    assert not (ids == tokenizer.unk_id).any()
+    by_ids: dict[tuple, set] = {}
+    for text, row in zip(texts, ids.tolist(), strict=True):
+        by_ids.setdefault(tuple(row), set()).add(text)
+    assert len(by_ids) == len(texts), [t for t in by_ids.values() if len(t) > 1]
+    assert tokenizer.tokenize("Zéro 셋 零 きゅう") == ["zéro", "셋", "零", "きゅう"]
+    # A word the build lacks, in its scripts, is spelt out rather than [UNK].
+    assert tokenizer.tokenize("셋넷") == ["셋", "##넷"]
+
+    # bert-base-uncased's vocabulary: 10 digit words are the same [CLS] [UNK] [SEP].
+    bert_ids, _ = text_media.Tokenizer().encode(texts, td.TEXT_MAX_LEN)
+    assert len({tuple(r) for r in bert_ids.tolist()}) == 162
+
+    # Deterministic, and derived again for a build that predates the file.
+    first = (out / "vocab.txt").read_bytes()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "annotations").symlink_to(out / "annotations")
+    assert td_vocab.write_vocab(copy).read_bytes() == first
+
+    # transformers reads the same vocab.txt + tokenizer_config.json to the same ids.
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.BertTokenizer.from_pretrained(str(out))
+    reference = theirs(texts, padding="max_length", max_length=td.TEXT_MAX_LEN, return_tensors="np")
+    np.testing.assert_array_equal(reference["input_ids"], ids)
+
+
+def test_minilm_config_keeps_the_bert_vocabulary(small_build):
+    """The MiniLM warm start embeds bert-base-uncased's ids: its data keeps that vocabulary
+    (words of scripts it lacks become [UNK]); the from-scratch configs read the build's."""
+    tridigits_common = pytest.importorskip("experiments.tridigits.tridigits_common")
+    out, _ = small_build
+    kwargs = dict(data_root=str(out), build=False, small_data=True)
+    scratch = tridigits_common.tridigits_config(**kwargs)
+    assert scratch.data.vocab_file == str(out / "vocab.txt")
+    bert = tridigits_common.tridigits_config(text_vocab="bert", **kwargs)
+    assert bert.data.vocab_file is None
+    with pytest.raises(ValueError, match="text_vocab"):
+        tridigits_common.tridigits_config(text_init="minilm", text_vocab="dataset", **kwargs)

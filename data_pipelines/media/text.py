@@ -21,6 +21,7 @@ data config's ``vocab_file`` (None: :func:`default_vocab_path`); see :func:`from
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -62,12 +63,46 @@ def _read_vocab(path: pathlib.Path) -> dict[str, int]:
     return vocab
 
 
+def bert_normalizer_and_pre_tokenizer(
+    *, lowercase: bool = True, strip_accents: bool | None = None
+) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """BERT's normaliser (``strip_accents`` None: as ``lowercase``) and pre-tokeniser."""
+    norm = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=True,
+        strip_accents=lowercase if strip_accents is None else strip_accents,
+        lowercase=lowercase,
+    )
+    return norm, pre_tokenizers.BertPreTokenizer()
+
+
+def _tokenizer_config(vocab_path: pathlib.Path) -> dict:
+    """``tokenizer_config.json`` beside the vocabulary (transformers' convention), or {}."""
+    path = vocab_path.parent / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: expected a JSON object of tokenizer settings: {err}") from err
+    for key in ("do_lower_case", "strip_accents"):
+        if config.get(key) is not None and not isinstance(config[key], bool):
+            raise ValueError(
+                f"{path}: key {key!r}: expected true, false or null, got {config[key]!r}"
+            )
+    return config
+
+
 class Tokenizer:
-    """Uncased BERT WordPiece tokenizer (a ``tokenizers.Tokenizer`` underneath).
+    """BERT WordPiece tokenizer, uncased by default (a ``tokenizers.Tokenizer`` underneath).
 
     Args:
       vocab_file: one token per line (line number = id); default: :func:`default_vocab_path`.
-      lowercase: lower-case and strip accents (True for the uncased vocabulary).
+        A ``tokenizer_config.json`` beside it may set ``do_lower_case`` and ``strip_accents``
+        (transformers' keys), the defaults of the next two arguments.
+      lowercase: lower-case (True for the uncased vocabulary; None: the file's setting or True).
+      strip_accents: NFD and drop combining marks (None: the file's setting, else ``lowercase``,
+        BERT's rule).
       max_input_chars_per_word: longer words become [UNK] (BERT's 100).
     """
 
@@ -75,13 +110,22 @@ class Tokenizer:
         self,
         vocab_file: str | os.PathLike | None = None,
         *,
-        lowercase: bool = True,
+        lowercase: bool | None = None,
+        strip_accents: bool | None = None,
         max_input_chars_per_word: int = 100,
     ):
         path = pathlib.Path(vocab_file) if vocab_file is not None else default_vocab_path()
         self.vocab: dict[str, int] = _read_vocab(path)
+        settings = _tokenizer_config(path)
+        if lowercase is None:
+            lowercase = settings.get("do_lower_case", True)
+        if strip_accents is None:
+            strip_accents = settings.get("strip_accents")
+        if strip_accents is None:
+            strip_accents = lowercase
         self.vocab_file = path
-        self.lowercase = lowercase
+        self.lowercase = bool(lowercase)
+        self.strip_accents = bool(strip_accents)
         self.max_input_chars_per_word = max_input_chars_per_word
         self.pad_id = self.vocab[PAD]
         self.unk_id = self.vocab[UNK]
@@ -97,10 +141,9 @@ class Tokenizer:
                 continuing_subword_prefix="##",
             )
         )
-        tok.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+        tok.normalizer, tok.pre_tokenizer = bert_normalizer_and_pre_tokenizer(
+            lowercase=self.lowercase, strip_accents=self.strip_accents
         )
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.post_processor = processors.TemplateProcessing(
             single=f"{CLS} $A {SEP}",
             special_tokens=[(CLS, self.cls_id), (SEP, self.sep_id)],
