@@ -271,7 +271,21 @@ def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
     assert "already built" in capsys.readouterr().out
 
 
-def test_texts_tokenize_without_collisions(small_build, tmp_path):
+def _assert_no_collisions(tokenizer, texts, label_of):
+    """Distinct texts -> distinct id sequences (so different digits never share one)."""
+    ids, mask = tokenizer.encode(texts, td.TEXT_MAX_LEN)
+    assert (mask.sum(1) < td.TEXT_MAX_LEN).all()  # nothing truncated
+    assert not (ids == tokenizer.unk_id).any()
+    by_ids: dict[tuple, set] = {}
+    for text, row in zip(texts, ids.tolist(), strict=True):
+        by_ids.setdefault(tuple(row), set()).add(text)
+    assert len(by_ids) == len(texts), [t for t in by_ids.values() if len(t) > 1]
+    for group in by_ids.values():
+        assert len({label_of[t] for t in group}) == 1
+    return ids
+
+
+def test_texts_tokenize_without_collisions(small_build, source_dir, tmp_path):
     """With the build's own vocabulary (what the TriDigits configs read), distinct texts get
     distinct id sequences, so texts of different digits never share one; bert-base-uncased's
     vocabulary (the MiniLM warm start) collides, which is why it is not the default."""
@@ -284,22 +298,7 @@ def test_texts_tokenize_without_collisions(small_build, tmp_path):
     records = [r for s in splits.SPLITS for r in _records(out, 0, s)]
     label_of = {r["desc"]: r["label"] for r in records}
     assert all(label_of[r["desc"]] == r["label"] for r in records)  # a text names one digit
-    texts = sorted(label_of)
-    assert len(texts) == 173  # every clip of the 320 is in fold 0's splits
-    ids, mask = tokenizer.encode(texts, td.TEXT_MAX_LEN)
-    assert (mask.sum(1) < td.TEXT_MAX_LEN).all()  # nothing truncated
-    assert not (ids == tokenizer.unk_id).any()
-    by_ids: dict[tuple, set] = {}
-    for text, row in zip(texts, ids.tolist(), strict=True):
-        by_ids.setdefault(tuple(row), set()).add(text)
-    assert len(by_ids) == len(texts), [t for t in by_ids.values() if len(t) > 1]
-    assert tokenizer.tokenize("Zéro 셋 零 きゅう") == ["zéro", "셋", "零", "きゅう"]
-    # A word the build lacks, in its scripts, is spelt out rather than [UNK].
-    assert tokenizer.tokenize("셋넷") == ["셋", "##넷"]
-
-    # bert-base-uncased's vocabulary: 10 digit words are the same [CLS] [UNK] [SEP].
-    bert_ids, _ = text_media.Tokenizer().encode(texts, td.TEXT_MAX_LEN)
-    assert len({tuple(r) for r in bert_ids.tolist()}) == 162
+    _assert_no_collisions(tokenizer, sorted(label_of), label_of)
 
     # Deterministic, and derived again for a build that predates the file.
     first = (out / "vocab.txt").read_bytes()
@@ -308,9 +307,32 @@ def test_texts_tokenize_without_collisions(small_build, tmp_path):
     (copy / "annotations").symlink_to(out / "annotations")
     assert td_vocab.write_vocab(copy).read_bytes() == first
 
+    # Every text of the default build (each clip's word: 173 distinct), its vocabulary built the
+    # same way; bert-base-uncased's maps 10 Korean/Chinese/Japanese words to [CLS] [UNK] [SEP]
+    # and merges Zéro/Zero, Três/Tres: 162 sequences.
+    words = sources.load_number_words(source_dir)
+    label_of = {
+        sources.word_for(words, c.label, c.language): c.label
+        for c in sources.find_speech_clips(source_dir)
+    }
+    texts = sorted(label_of)
+    assert len(texts) == 173
+    full = tmp_path / "full"
+    (full / "annotations").mkdir(parents=True)
+    (full / "annotations" / "all.json").write_text(
+        json.dumps([{"desc": t} for t in texts], ensure_ascii=False), encoding="utf-8"
+    )
+    full_tokenizer = text_media.Tokenizer(td_vocab.write_vocab(full))
+    ids = _assert_no_collisions(full_tokenizer, texts, label_of)
+    assert full_tokenizer.tokenize("Zéro 셋 零 きゅう") == ["zéro", "셋", "零", "きゅう"]
+    # A word the texts lack, in their scripts, is spelt out rather than [UNK].
+    assert full_tokenizer.tokenize("셋넷") == ["셋", "##넷"]
+    bert_ids, _ = text_media.Tokenizer().encode(texts, td.TEXT_MAX_LEN)
+    assert len({tuple(r) for r in bert_ids.tolist()}) == 162
+
     # transformers reads the same vocab.txt + tokenizer_config.json to the same ids.
     transformers = pytest.importorskip("transformers")
-    theirs = transformers.BertTokenizer.from_pretrained(str(out))
+    theirs = transformers.BertTokenizer.from_pretrained(str(full))
     reference = theirs(texts, padding="max_length", max_length=td.TEXT_MAX_LEN, return_tensors="np")
     np.testing.assert_array_equal(reference["input_ids"], ids)
 
