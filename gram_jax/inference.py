@@ -43,8 +43,8 @@ from flax import serialization
 
 from data_pipelines.config import TEXT_MODALITIES
 from data_pipelines.media import audio as media_audio
+from data_pipelines.media import text as text_tokenizer
 from data_pipelines.media import video as media_video
-from data_pipelines.media.text import Tokenizer
 from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.config import prepare
@@ -206,7 +206,7 @@ class GramInference:
             data_modalities({m: None for m in self.modalities}, self.anchor)
         )
         self._params, self._model_state = variables["params"], variables["model_state"]
-        self._tokenizer = Tokenizer()
+        self._tokenizer = text_tokenizer.from_data_config(config.data)  # the run's vocabulary
 
     @classmethod
     def load(
