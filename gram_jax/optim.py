@@ -12,10 +12,11 @@ trains at 2e-5. Where the reference is accidental we fix it and say so:
   parameters named ``*embedding*``: position, type and frame embeddings; decaying them pulls rare
   tokens to zero and CLIP-style stacks exclude them too; ``decay_embeddings=True`` restores the
   reference) and the learnable temperature (decay would drag tau to 0).
-- ``decay_mask='released_names'`` reproduces the released code's rule instead (gram_jax.config.fidelity
-  row 9): it decays every parameter whose PyTorch name lacks ``bias``, ``LayerNorm.bias`` and
-  ``LayerNorm.weight``, so biases (BEATs' relative position bias included) and BERT's LayerNorms
-  are exempt while every other norm, the embedding tables and the temperature are decayed.
+- ``decay_mask='released_names'`` reproduces the released code's rule instead
+  (gram_jax.config.fidelity row 9): it decays every parameter whose PyTorch name lacks ``bias``,
+  ``LayerNorm.bias`` and ``LayerNorm.weight``, so biases (BEATs' relative position bias included)
+  and BERT's LayerNorms are exempt while every other norm, the embedding tables and the
+  temperature are decayed.
 - Gradient clipping is available (``grad_clip_norm``); the reference configures 2.0 but never calls
   it, so the paper configs keep it off (0).
 

@@ -85,8 +85,9 @@ def train_and_evaluate(
 ) -> dict:
     """Trains `config` for `config.total_steps` steps in `workdir`; returns the final train state.
 
-    Resumes from the workdir's newest readable checkpoint when there is one (see gram_jax.train.checkpoint
-    for the full resume order), after checking that the saved config fits (gram_jax.config.resume).
+    Resumes from the workdir's newest readable checkpoint when there is one (see
+    gram_jax.train.checkpoint for the full resume order), after checking that the saved config
+    fits (gram_jax.config.resume).
     Raises DivergenceError naming the step, the last good checkpoint and a resume command
     (`command`: the gram-train argv, for that hint) when training diverges and
     ``config.on_nonfinite`` is "stop" or its rollbacks are spent; PreemptedError after saving on
