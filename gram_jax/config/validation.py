@@ -57,6 +57,8 @@ def _is_mapping(value: Any) -> bool:
 
 
 def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    # Not flax.traverse_util.flatten_dict: validating a config must not import JAX (flax does),
+    # and the sections themselves are listed too.
     keys = []
     for key, value in tree.items():
         path = f"{prefix}{key}"
