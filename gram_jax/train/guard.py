@@ -16,6 +16,9 @@ The loop saves only after the steps since the last save were checked, and orbax 
 the newest known-good checkpoint (`newest_good`) whatever ``keep_checkpoints`` says. On a fault,
 checkpoints newer than it are moved aside (`gram_jax.train.checkpoint.set_aside`, reason
 ``diverged``), so the next start resumes from the good one with no surgery.
+
+`check_finite` is the same check without the spike test, raising `NonFiniteLossError` at the first
+bad step, for callers that only stop (the TriDigits runner of ``experiments/``).
 """
 
 from __future__ import annotations
