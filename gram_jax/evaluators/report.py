@@ -28,12 +28,12 @@ class@1 by |cos|, which sees an alignment the volume made only up to sign (diagn
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Mapping
 
 import jax
 import numpy as np
 
+from gram_jax import workdir as workdir_paths
 from gram_jax.evaluators import diagnostics
 from gram_jax.evaluators.base import collect
 from gram_jax.evaluators.model import EvalModel
@@ -174,7 +174,7 @@ def report_run(config, model: EvalModel, state, workdir, *, split: str = "test",
       or None off process 0}: retrieval, collapse and `diagnostics_summary` of ``split``, and
       {split: {'retrieval', 'collapse', 'diagnostics'}} of the others.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
     scoring = scoring_for_loss(config.loss.name)
 
     def evaluate(name):
