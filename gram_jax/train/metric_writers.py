@@ -113,7 +113,9 @@ def install_tensorboardx_backend() -> None:
 def create_writer(workdir: str | os.PathLike, *, just_logging: bool = False):
     """clu's default writer: TensorBoard events in `workdir` plus absl logging, asynchronous.
 
-    `just_logging=True` for non-zero processes (only process 0 writes event files).
+    `just_logging=True` for non-zero processes (only process 0 writes event files). A ``gs://``
+    workdir gets its events through tensorboardX's own GCS writer (google-cloud-storage; each flush
+    uploads the whole event file, which an object store cannot append to).
     """
     install_tensorboardx_backend()
     # lazy: clu.metric_writers may only be imported after install_tensorboardx_backend().
@@ -135,7 +137,8 @@ def report_progress(total_steps: int, writer):
 
 # Libraries whose INFO lines are chatter at the default verbosity (all log through these names).
 # tensorboardX logs one INFO line per metric whose tag it renames (every "R@1" becomes "R_1").
-CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain", "tensorboardX")
+# gcsfs and fsspec log their read-ahead caches and client set-up at INFO (gs:// workdirs).
+CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain", "tensorboardX", "gcsfs", "fsspec")
 PROGRESS_KEYS = ("loss", "grad_norm", "temperature", "lr_default")
 
 
