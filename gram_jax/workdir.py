@@ -64,7 +64,15 @@ def move(source: epath.Path, target: epath.Path) -> None:
         source.copy(target)
         source.unlink()
         return
-    for item in source.rglob("*"):
-        if not item.is_dir():
-            item.copy(target / item.relative_to(source))
+    root = _without_scheme(source)
+    for folder, _, files in source.walk():  # epath refuses rglob on GCS (one RPC per level)
+        # walk names folders without the scheme ("bucket/run/..."): rebuild them under source.
+        relative = _without_scheme(folder)[len(root) :].strip("/")
+        for name in files:
+            (source / relative / name).copy(target / relative / name)
     source.rmtree()
+
+
+def _without_scheme(path) -> str:
+    text = os.fspath(path)
+    return _URI.sub("", text).rstrip("/")
