@@ -244,7 +244,8 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
 def set_aside(directory: str | os.PathLike, step: int, reason: str) -> epath.Path:
     """Renames checkpoint `step` of `directory` (``W/checkpoints``) to
     ``W/checkpoints_set_aside/<step>.<reason>`` (``.1``, ``.2``... appended when taken); returns
-    the new path. Never deletes anything (on an object store: copied, then the original removed)."""
+    the new path. Never deletes a checkpoint (on an object store its objects are copied, then the
+    originals removed)."""
     directory = workdir_paths.resolve(directory)
     aside = directory.parent / SET_ASIDE_DIR
     aside.mkdir(parents=True, exist_ok=True)
