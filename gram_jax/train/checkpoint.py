@@ -41,6 +41,7 @@ from flax.traverse_util import flatten_dict
 from jax.experimental import multihost_utils
 
 from gram_jax import parallel
+from gram_jax.train import workdir as workdir_paths
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,9 @@ ocp.args.register_with_handler(IteratorHandler, for_restore=True)(IteratorRestor
 
 
 # ----------------------------------------------------------------------------- manager
-def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(workdir).absolute() / "checkpoints"
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+    """``W/checkpoints`` of a local or ``gs://`` workdir (see gram_jax.train.workdir)."""
+    return workdir_paths.resolve(workdir) / "checkpoints"
 
 
 @dataclasses.dataclass
@@ -240,11 +242,12 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def set_aside(directory: str | pathlib.Path, step: int, reason: str) -> pathlib.Path:
+def set_aside(directory: str | os.PathLike, step: int, reason: str) -> epath.Path:
     """Renames checkpoint `step` of `directory` (``W/checkpoints``) to
     ``W/checkpoints_set_aside/<step>.<reason>`` (``.1``, ``.2``... appended when taken); returns
-    the new path. Never deletes anything."""
-    directory = pathlib.Path(directory)
+    the new path. Never deletes a checkpoint (on an object store its objects are copied, then the
+    originals removed)."""
+    directory = workdir_paths.resolve(directory)
     aside = directory.parent / SET_ASIDE_DIR
     aside.mkdir(parents=True, exist_ok=True)
     target = aside / f"{step}.{reason}"
@@ -252,13 +255,13 @@ def set_aside(directory: str | pathlib.Path, step: int, reason: str) -> pathlib.
     while target.exists():
         n += 1
         target = aside / f"{step}.{reason}.{n}"
-    (directory / str(step)).rename(target)
+    workdir_paths.move(directory / str(step), target)
     return target
 
 
-def saved_config(directory: str | pathlib.Path, step: int) -> dict | None:
+def saved_config(directory: str | os.PathLike, step: int) -> dict | None:
     """The run config saved with checkpoint `step` (its ``config`` item), or None."""
-    path = pathlib.Path(directory) / str(step) / "config" / "metadata"
+    path = workdir_paths.resolve(directory) / str(step) / "config" / "metadata"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -279,7 +282,7 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
     if step is None:
         raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    has_data = (pathlib.Path(manager.directory) / str(step) / "data").exists()
+    has_data = (epath.Path(manager.directory) / str(step) / "data").exists()
     if data_iterator is not None and has_data:
         items["data"] = IteratorRestore(data_iterator)
     elif data_iterator is not None:
@@ -410,7 +413,7 @@ def restore_or_initialize(
         state, data_iterator, step = found
         return state, data_iterator, f"workdir:{step}"
     if config.get("resume"):
-        directory = pathlib.Path(config.resume)
+        directory = workdir_paths.resolve(config.resume)
         if (directory / "checkpoints").is_dir():
             directory = directory / "checkpoints"
         if not directory.is_dir():

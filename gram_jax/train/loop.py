@@ -19,12 +19,13 @@ import dataclasses
 import functools
 import importlib
 import logging
-import pathlib
+import os
 import sys
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from etils import epath
 from flax.traverse_util import flatten_dict
 from tqdm import tqdm
 
@@ -34,6 +35,7 @@ from gram_jax.config import prepare
 from gram_jax.config import resume as resume_check
 from gram_jax.evaluators.runner import run_evaluations
 from gram_jax.train import checkpoint, metric_writers
+from gram_jax.train import workdir as workdir_paths
 from gram_jax.train.best import BestCheckpoint
 from gram_jax.train.guard import (
     DivergenceError,
@@ -76,13 +78,13 @@ def _data_position(train_iter) -> int | None:
     return int(state["step"]) if isinstance(state, dict) and "step" in state else None
 
 
-def _has_checkpoints(workdir: pathlib.Path) -> bool:
+def _has_checkpoints(workdir: epath.Path) -> bool:
     directory = checkpoint.checkpoint_dir(workdir)
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def train_and_evaluate(
-    config, workdir: str | pathlib.Path, *, command: Sequence[str] | None = None
+    config, workdir: str | os.PathLike, *, command: Sequence[str] | None = None
 ) -> dict:
     """Trains `config` for `config.total_steps` steps in `workdir`; returns the final train state.
 
@@ -96,7 +98,7 @@ def train_and_evaluate(
     """
     parallel.maybe_initialize_distributed(config.get("distributed"))
     config = prepare(config)
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
     is_main = jax.process_index() == 0
     # Nothing is written before these checks (a refused resume leaves the workdir as it was).
     resume_check.check_resume(config, workdir)
@@ -286,7 +288,7 @@ def _flat_hparams(config) -> dict[str, int | float | str | bool]:
 
 
 def _evaluate(
-    trainer: Trainer, config, workdir: pathlib.Path, writer, best, state, step: int
+    trainer: Trainer, config, workdir: epath.Path, writer, best, state, step: int
 ) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator;
     keeps the state as the best checkpoint when config.best_metric improved."""
