@@ -120,7 +120,8 @@ def validate_config(config: Mapping[str, Any], reference: Mapping[str, Any] | No
 
 
 def check_ranges(config: Mapping[str, Any]) -> None:
-    """Raises ConfigError for the first leaf outside its `gram_jax.config.schema` rule (key and range named).
+    """Raises ConfigError for the first leaf outside its `gram_jax.config.schema` rule (key and
+    range named).
 
     Tuples and strings without a rule are not range-checked; every numeric key of the reference
     config has a rule (tests/test_reliability_config.py walks them).
