@@ -1,14 +1,25 @@
 """gram-convert: real MiniLM weights and a synthesised GRAM release -> orbax params that the
-trainer's model_init loader (gram_jax.train.checkpoint) reads into a GramModel."""
+model_init loader (gram_jax.convert.params_file) reads into a GramModel, every parameter
+accounted for."""
 
 import numpy as np
 import pytest
 from flax import nnx
 from test_convert_gram_release import _release_state_dict
 
-from gram_jax.cli.convert import load_params, main
+from gram_jax.cli.convert import run
+from gram_jax.convert import params_file
+from gram_jax.convert.params_file import load_params
 from gram_jax.models.gram import GramModel, model_config
 from gram_jax.train import checkpoint
+
+
+def main(argv) -> int:
+    """``gram-convert argv`` in this process; its exit code."""
+    with pytest.raises(SystemExit) as done:
+        run(argv)
+    return done.value.code
+
 
 pytestmark = pytest.mark.torch
 
@@ -38,8 +49,10 @@ def test_hf_bert_minilm_to_model_init(tmp_path, capsys):
     # the fusion cross-attention is not in MiniLM: it keeps its initial values
     assert not any(name.startswith("bert/layers/cross_attn") for name in replaced)
 
-    with pytest.raises(FileExistsError, match="params exists"):
-        main(["--format", "hf_bert", "--size", "minilm", "--input", src, "--output", str(out)])
+    assert (
+        main(["--format", "hf_bert", "--size", "minilm", "--input", src, "--output", str(out)]) == 2
+    )
+    assert "params exists" in capsys.readouterr().err
 
 
 def test_gram_release_round_trip(tmp_path):
@@ -68,19 +81,57 @@ def test_gram_release_round_trip(tmp_path):
     assert len(replaced) == n_params  # the whole model came from the release
 
 
-def test_bad_arguments_are_named(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["--format", "onnx", "--input", "x", "--output", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="no such weights file"):
-        main(
-            [
-                "--format",
-                "hf_bert",
-                "--input",
-                str(tmp_path / "nope.bin"),
-                "--output",
-                str(tmp_path),
-            ]
-        )
-    with pytest.raises(FileNotFoundError, match="holds none of"):
-        main(["--format", "hf_bert", "--input", str(tmp_path), "--output", str(tmp_path / "o")])
+def test_bad_arguments_are_named(tmp_path, capsys):
+    assert main(["--format", "onnx", "--input", "x", "--output", str(tmp_path)]) == 1  # usage
+    missing = str(tmp_path / "nope.bin")
+    assert main(["--format", "hf_bert", "--input", missing, "--output", str(tmp_path)]) == 2
+    assert "no such weights file" in capsys.readouterr().err
+    assert main(["--format", "hf_bert", "--input", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert "holds none of" in capsys.readouterr().err
+    args = ["--format", "hf_bert", "--input", missing, "--output", str(tmp_path)]
+    assert main([*args, "--modalities", "text,video"]) == 2
+    assert "apply to --format gram only" in capsys.readouterr().err
+
+
+def test_convert_for_a_run_and_load_with_nothing_left_at_init(tmp_path, capsys):
+    """--config: the run's model is the target (its frame tables, its temperature parametrisation,
+    its subtitle parts); a file that lacks parameters is refused unless a pattern allows them."""
+    torch = pytest.importorskip("torch")
+    sd = _release_state_dict()
+    src = tmp_path / "gram_release.pth"
+    torch.save({"model": sd}, src)
+    spec = "experiments/base_config.py"
+    out = tmp_path / "run"
+    flags = ["--config.model.modalities=('text','video','audio','subtitle')"]
+    flags += ["--config.model.temperature.parametrization=reference"]
+    args = ["--format", "gram", "--input", str(src), "--output", str(out), "--config", spec]
+    assert main([*args, *flags]) == 0, capsys.readouterr().err
+    loaded = load_params(out)
+    tau = float(np.asarray(sd["contra_temp"]))
+    assert float(loaded["contra_temperature"]["temperature"]) == pytest.approx(tau)
+    assert "subtitle" in loaded["heads"] and "subtitle" in loaded["condition_tokens"]
+
+    # The same file into the default ('log') model: log tau, frame tables nearest-resized.
+    cfg = model_config("tiny", modalities=("text", "video", "audio", "subtitle"))
+    cfg.vision.max_frames = 2
+    params = nnx.to_pure_dict(nnx.state(GramModel(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+    merged, summary = params_file.init_from_file(params, out / "params")
+    assert "; 0 left at init;" in summary
+    assert float(merged["contra_temperature"]["log_temperature"]) == pytest.approx(np.log(tau))
+    table = loaded["condition_tokens"]["video"]["frame_embedding"]
+    np.testing.assert_array_equal(
+        merged["condition_tokens"]["video"]["frame_embedding"], table[[0, table.shape[0] // 2]]
+    )
+
+    # A text-video-audio file into a model with subtitles: refused, naming what stays at init.
+    out_tva = tmp_path / "tva"
+    tva = ["--format", "gram", "--size", "tiny", "--input", str(src), "--output", str(out_tva)]
+    assert main(tva) == 0
+    with pytest.raises(params_file.MissingParamsError, match="heads/subtitle/proj/kernel"):
+        params_file.init_from_file(params, out_tva / "params")
+    _, summary = params_file.init_from_file(
+        params,
+        out_tva / "params",
+        allow_missing=("heads/subtitle/*", "condition_tokens/subtitle/*"),
+    )
+    assert "left at init (condition_tokens/subtitle/linear/bias" in summary
