@@ -2,26 +2,38 @@
 model_init loader (gram_jax.convert.params_file) reads into a GramModel, every parameter
 accounted for."""
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from flax import nnx
 from test_convert_gram_release import _release_state_dict
 
-from gram_jax.cli.convert import run
 from gram_jax.convert import params_file
 from gram_jax.convert.params_file import load_params
 from gram_jax.models.gram import GramModel, model_config
 from gram_jax.train import checkpoint
 
-
-def main(argv) -> int:
-    """``gram-convert argv`` in this process; its exit code."""
-    with pytest.raises(SystemExit) as done:
-        run(argv)
-    return done.value.code
-
-
 pytestmark = pytest.mark.torch
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def gram_convert(argv) -> int:
+    """``gram-convert argv`` in a fresh process (as a user runs it): its exit code; its stdout and
+    stderr are printed, so ``capsys`` reads them."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gram_jax.cli.convert", *map(str, argv)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+    )
+    print(done.stdout)
+    print(done.stderr, file=sys.stderr)
+    return done.returncode
 
 
 def test_hf_bert_minilm_to_model_init(tmp_path, capsys):
@@ -31,7 +43,10 @@ def test_hf_bert_minilm_to_model_init(tmp_path, capsys):
     src = str(minilm.get_model_path())
     out = tmp_path / "minilm"
     assert (
-        main(["--format", "hf_bert", "--size", "minilm", "--input", src, "--output", str(out)]) == 0
+        gram_convert(
+            ["--format", "hf_bert", "--size", "minilm", "--input", src, "--output", str(out)]
+        )
+        == 0
     )
     printed = capsys.readouterr().out
     assert "pooler.dense.weight" in printed and "missing target parameters (0)" in printed
@@ -50,7 +65,10 @@ def test_hf_bert_minilm_to_model_init(tmp_path, capsys):
     assert not any(name.startswith("bert/layers/cross_attn") for name in replaced)
 
     assert (
-        main(["--format", "hf_bert", "--size", "minilm", "--input", src, "--output", str(out)]) == 2
+        gram_convert(
+            ["--format", "hf_bert", "--size", "minilm", "--input", src, "--output", str(out)]
+        )
+        == 2
     )
     assert "params exists" in capsys.readouterr().err
 
@@ -62,7 +80,7 @@ def test_gram_release_round_trip(tmp_path):
     torch.save({"model": sd}, src)
     out = tmp_path / "gram"
     args = ["--format", "gram", "--size", "tiny", "--input", str(src), "--output", str(out)]
-    assert main([*args, "--modalities", "text,video,audio"]) == 0
+    assert gram_convert([*args, "--modalities", "text,video,audio"]) == 0
     report = (out / "conversion_report.txt").read_text()
     # subtitle/depth heads and the subtitle adapter are not in a text-video-audio model
     assert "contra_head_s.linear.weight" in report and "hidden_trans_subtitle" in report
@@ -82,14 +100,18 @@ def test_gram_release_round_trip(tmp_path):
 
 
 def test_bad_arguments_are_named(tmp_path, capsys):
-    assert main(["--format", "onnx", "--input", "x", "--output", str(tmp_path)]) == 1  # usage
+    assert gram_convert(["--format", "onnx", "--input", "x", "--output", str(tmp_path)]) == 1
+    assert "value should be one of" in capsys.readouterr().err  # absl's usage error
     missing = str(tmp_path / "nope.bin")
-    assert main(["--format", "hf_bert", "--input", missing, "--output", str(tmp_path)]) == 2
+    assert gram_convert(["--format", "hf_bert", "--input", missing, "--output", str(tmp_path)]) == 2
     assert "no such weights file" in capsys.readouterr().err
-    assert main(["--format", "hf_bert", "--input", str(tmp_path), "--output", str(tmp_path)]) == 2
+    assert (
+        gram_convert(["--format", "hf_bert", "--input", str(tmp_path), "--output", str(tmp_path)])
+        == 2
+    )
     assert "holds none of" in capsys.readouterr().err
     args = ["--format", "hf_bert", "--input", missing, "--output", str(tmp_path)]
-    assert main([*args, "--modalities", "text,video"]) == 2
+    assert gram_convert([*args, "--modalities", "text,video"]) == 2
     assert "apply to --format gram only" in capsys.readouterr().err
 
 
@@ -105,7 +127,7 @@ def test_convert_for_a_run_and_load_with_nothing_left_at_init(tmp_path, capsys):
     flags = ["--config.model.modalities=('text','video','audio','subtitle')"]
     flags += ["--config.model.temperature.parametrization=reference"]
     args = ["--format", "gram", "--input", str(src), "--output", str(out), "--config", spec]
-    assert main([*args, *flags]) == 0, capsys.readouterr().err
+    assert gram_convert([*args, *flags]) == 0, capsys.readouterr().err
     loaded = load_params(out)
     tau = float(np.asarray(sd["contra_temp"]))
     assert float(loaded["contra_temperature"]["temperature"]) == pytest.approx(tau)
@@ -126,7 +148,7 @@ def test_convert_for_a_run_and_load_with_nothing_left_at_init(tmp_path, capsys):
     # A text-video-audio file into a model with subtitles: refused, naming what stays at init.
     out_tva = tmp_path / "tva"
     tva = ["--format", "gram", "--size", "tiny", "--input", str(src), "--output", str(out_tva)]
-    assert main(tva) == 0
+    assert gram_convert(tva) == 0
     with pytest.raises(params_file.MissingParamsError, match="heads/subtitle/proj/kernel"):
         params_file.init_from_file(params, out_tva / "params")
     _, summary = params_file.init_from_file(
