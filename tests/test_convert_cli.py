@@ -125,6 +125,7 @@ def test_convert_for_a_run_and_load_with_nothing_left_at_init(tmp_path, capsys):
     spec = "experiments/base_config.py"
     out = tmp_path / "run"
     flags = ["--config.model.modalities=('text','video','audio','subtitle')"]
+    flags += [f"--config.model.{tower}.size=tiny" for tower in ("text", "vision", "audio")]
     flags += ["--config.model.temperature.parametrization=reference"]
     args = ["--format", "gram", "--input", str(src), "--output", str(out), "--config", spec]
     assert gram_convert([*args, *flags]) == 0, capsys.readouterr().err
