@@ -25,6 +25,7 @@ whose outputs are dropped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Sequence
@@ -34,7 +35,6 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import serialization
 
 from data_pipelines.config import TEXT_MODALITIES, data_config
 from data_pipelines.media import audio as media_audio
@@ -43,12 +43,15 @@ from data_pipelines.media.text import Tokenizer
 from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.config import prepare
+from gram_jax.convert import params_file
 from gram_jax.evaluators import scoring as scoring_registry
 from gram_jax.evaluators.model import matched_probability
 from gram_jax.models.modalities import data_modalities
 from gram_jax.train import checkpoint
 from gram_jax.train import workdir as workdir_paths
 from gram_jax.train.state import Trainer
+
+log = logging.getLogger(__name__)
 
 INFERENCE_SCORINGS = ("volume", "cosine", "matching")
 
@@ -143,9 +146,13 @@ def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | N
     config = prepare(config, count_data=False)
     trainer = Trainer(config, mesh=_single_device_mesh())
     state = trainer.init_state()
-    params, _, _ = checkpoint.merge_partial_params(
-        state["params"], checkpoint.load_param_file(checkpoint_path), f"checkpoint {path}"
+    params, summary = params_file.init_from_file(
+        state["params"],
+        path,
+        allow_missing=config.get("model_init_allow_missing", ()),
+        source="checkpoint",
     )
+    log.info("%s", summary)
     return config, trainer, dict(state, params=params), str(path)
 
 
@@ -219,9 +226,7 @@ class GramInference:
         path = pathlib.Path(path)
         if path.suffix != ".msgpack":
             raise ValueError(f"save_params: expected a .msgpack path, got {path}")
-        params = jax.tree.map(np.asarray, self._params)
-        path.write_bytes(serialization.msgpack_serialize(params))
-        return path
+        return params_file.save_params(jax.tree.map(np.asarray, self._params), path)
 
     # ------------------------------------------------------------------ batches
     def _placeholders(self, n: int) -> dict[str, np.ndarray]:

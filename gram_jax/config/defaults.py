@@ -73,6 +73,10 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
+    # fnmatch patterns of '/'-joined parameter paths that config.model_init may leave at their
+    # initial values (e.g. ("vision/*", "audio/*") for a file holding only the text tower); any
+    # other parameter the file lacks refuses the load (gram_jax.convert.params_file).
+    config.model_init_allow_missing = ()
     # "module:function" called on every process (it may gather over them; it writes on process 0)
     # after the last evaluation of a run that trained, as fn(config, trainer, state, workdir)
     # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).

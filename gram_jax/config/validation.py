@@ -155,6 +155,12 @@ def _check_values(config: Mapping[str, Any]) -> None:
                 f"config.best_metric={best!r}: expected '<eval name>/<metric>' with an eval name "
                 f"of config.evals ({sorted(evals)}), e.g. 'reference_clips/t2d/R@1'"
             )
+    allow = config.get("model_init_allow_missing", ())
+    if isinstance(allow, str) or not all(isinstance(p, str) and p for p in allow or ()):
+        raise ConfigError(
+            f"config.model_init_allow_missing={allow!r}: expected a tuple of fnmatch patterns of "
+            "'/'-joined parameter paths, e.g. ('vision/*', 'audio/*')"
+        )
     for name, group in dict(config.get("optim", {}).get("lr_groups", {}) or {}).items():
         missing = {"pattern", "lr"} - set(group)
         extra = set(group) - {"pattern", "lr"}
