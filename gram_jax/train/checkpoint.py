@@ -87,7 +87,8 @@ class IteratorHandler(ocp.CheckpointHandler):
     """Saves each process's iterator state to ``process_<i>-of-<n>.json``.
 
     Unlike grain's own handler it accepts any object with get_state/set_state (our pipeline may
-    wrap grain's iterators), storing dict states as JSON and bytes states as text.
+    wrap grain's iterators), storing dict states as JSON and bytes states as text. A run with
+    another process count gets the saved global position (`_state_for_new_process_count`).
     """
 
     def save(self, directory: epath.Path, args: IteratorSave):
