@@ -168,6 +168,10 @@ class TrainIterator:
     none. ``set_state`` rebuilds the Grain pipeline to start at that step (workers restart then).
     """
 
+    # The state is the global position, the same on every process: a checkpoint handler may give
+    # it to a run with another process count (gram_jax.train.checkpoint).
+    state_is_global = True
+
     def __init__(self, plan: TrainPlan, load: transforms.LoadSample, config, split: str):
         self._plan, self._load, self._config, self._split = plan, load, config, split
         self._step = plan.start_step

@@ -55,9 +55,9 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         name="warmup_linear", warmup_fraction=0.1, warmup_steps=0, end_factor=0.0
     )
     config.mesh = dict(data=-1, fsdp=1, model=1)
-    config.distributed = dict(
-        initialize=False, coordinator_address="", num_processes=1, process_id=0
-    )
+    # enabled: 'auto' joins a cluster JAX detects (or the explicit address), 'on' always calls
+    # jax.distributed.initialize(), 'off' never does (parallel.maybe_initialize_distributed).
+    config.distributed = dict(enabled="auto", coordinator_address="", num_processes=1, process_id=0)
     config.total_steps = 10_000
     # Epochs over the records actually kept (after filters): when set, total_steps is derived as
     # records // data.batch_size * num_epochs (logged) and the total_steps value is not used.

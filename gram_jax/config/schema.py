@@ -120,6 +120,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("loss.gather_mode", Rule(choices=("global", "local", "reference"))),
     # parallelism
     ("mesh.*", MESH_AXIS),
+    ("distributed.enabled", Rule(choices=("auto", "on", "off"))),
     ("distributed.num_processes", POSITIVE_INT),
     ("distributed.process_id", NON_NEGATIVE_INT),
     # model

@@ -87,7 +87,8 @@ class IteratorHandler(ocp.CheckpointHandler):
     """Saves each process's iterator state to ``process_<i>-of-<n>.json``.
 
     Unlike grain's own handler it accepts any object with get_state/set_state (our pipeline may
-    wrap grain's iterators), storing dict states as JSON and bytes states as text.
+    wrap grain's iterators), storing dict states as JSON and bytes states as text. A run with
+    another process count gets the saved global position (`_state_for_new_process_count`).
     """
 
     def save(self, directory: epath.Path, args: IteratorSave):
@@ -103,13 +104,10 @@ class IteratorHandler(ocp.CheckpointHandler):
     def restore(self, directory: epath.Path, args: IteratorRestore):
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         path = directory / name
-        if not path.exists():
-            found = sorted(p.name for p in directory.iterdir())
-            raise FileNotFoundError(
-                f"{path}: no data-iterator state for this process "
-                f"(the checkpoint was written with a different process count? found {found})"
-            )
-        record = json.loads(path.read_text())
+        if path.exists():
+            record = json.loads(path.read_text())
+        else:
+            record = _state_for_new_process_count(directory, args.item)
         state = record["state"].encode() if record["kind"] == "bytes" else record["state"]
         args.item.set_state(state)
         return args.item
@@ -125,6 +123,53 @@ class IteratorHandler(ocp.CheckpointHandler):
 
     def close(self):
         pass
+
+
+class ProcessCountError(RuntimeError):
+    """A checkpoint's data position cannot be continued with this run's process count (the
+    checkpoint is intact: it is never moved aside for this)."""
+
+
+_PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+
+
+def _state_for_new_process_count(directory: epath.Path, iterator) -> dict:
+    """The saved iterator record to give this process when the checkpoint was written by another
+    number of processes.
+
+    An iterator whose state is the global position (``state_is_global``: the training
+    TrainIterator stores the number of global batches consumed, the same on every process) takes
+    the state every saving process wrote identically, so 2 -> 1 and 1 -> 2 processes continue at
+    the same global batch. Anything else raises ProcessCountError in one line.
+    """
+    saved = {}
+    for path in directory.iterdir():
+        match = _PROCESS_FILE.fullmatch(path.name)
+        if match:
+            saved[int(match.group(1))] = (int(match.group(2)), path)
+    counts = {count for count, _ in saved.values()}
+    count = counts.pop() if len(counts) == 1 else 0
+    if not saved or counts or sorted(saved) != list(range(count)):
+        found = sorted(p.name for p in directory.iterdir())
+        raise FileNotFoundError(
+            f"{directory}: no complete set of data-iterator states (process_<i>-of-<n>.json); "
+            f"found {found}"
+        )
+    records = [json.loads(saved[i][1].read_text()) for i in range(count)]
+    now = jax.process_count()
+    why = None
+    if not getattr(iterator, "state_is_global", False):
+        why = f"this data iterator ({type(iterator).__name__}) keeps a per-process position"
+    elif any(r != records[0] for r in records) or records[0].get("kind") != "json":
+        why = "the processes saved different positions"
+    if why:
+        raise ProcessCountError(
+            f"{directory}: the data position was saved by {count} processes and this run has "
+            f"{now} ({why}); resume it with {count} processes"
+        )
+    if jax.process_index() == 0:
+        log.info("data position %s: saved by %d processes, continued by %d", directory, count, now)
+    return records[0]
 
 
 ocp.args.register_with_handler(IteratorHandler, for_save=True)(IteratorSave)
@@ -296,6 +341,16 @@ load_param_file = params_file.load_param_file
 merge_partial_params = params_file.merge_partial_params
 
 
+def _cause_of_type(exc: BaseException, kind: type) -> BaseException | None:
+    """`exc` or the first exception of its cause/context chain that is a `kind`, else None."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def restore_newest_intact(manager, abstract_state, data_iterator=None, *, set_aside_bad=True):
     """Restores the newest readable checkpoint of `manager`: returns (state, iterator, step), or
     None when the directory holds no checkpoint.
@@ -311,6 +366,9 @@ def restore_newest_intact(manager, abstract_state, data_iterator=None, *, set_as
             state, data_iterator = restore(manager, step, abstract_state, data_iterator)
             return state, data_iterator, step
         except Exception as exc:  # orbax raises many types (ValueError, OSError, XlaRuntimeError)
+            refusal = _cause_of_type(exc, ProcessCountError)
+            if refusal is not None:  # intact, but not for this process count: never set aside
+                raise refusal from None
             cause = one_line(exc)
             tried.append(f"step {step}: {cause}")
             where = "left in place (read-only)"
