@@ -25,7 +25,11 @@ from __future__ import annotations
 
 from experiments.paper import paper_base
 
+# The paper row and the arguments get_config accepts (tests/test_paper_rows.py enumerates them).
+ROW = "tvas"
+ARGUMENTS = paper_base.REPORTED["tvas"]
+
 
 def get_config(arg: str | None = None):
     """The fine-tuned T-VAS row; ``arg`` = '[dataset][,runlocal]'."""
-    return paper_base.finetune_config("tvas", arg)
+    return paper_base.finetune_config(ROW, arg)
