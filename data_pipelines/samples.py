@@ -177,7 +177,10 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         )
     path = os.fspath(path)
     records = annotations.load_records(
-        path, dataset=config.dataset, caption_mode=config.caption_mode
+        path,
+        dataset=config.dataset,
+        caption_mode=config.caption_mode,
+        repeated_ids=config.repeated_ids,
     )
     positions = np.arange(len(records), dtype=np.int32)
     prefix = config.audio_prefix

@@ -61,6 +61,10 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # Epochs over the records actually kept (after filters): when set, total_steps is derived as
     # records // data.batch_size * num_epochs (logged) and the total_steps value is not used.
     config.num_epochs = None
+    # N > 0: once the run length is known (after num_epochs), eval_every = total_steps // N - 1 and
+    # checkpoint_steps = total_steps // N (the released code evaluates every
+    # num_train_steps // 10 - 1 steps: N = 10); 0 keeps eval_every and checkpoint_steps as set.
+    config.evals_per_run = 0
     config.checkpoint_steps = 1_000
     # Keep the newest N checkpoints, plus always the newest known-good one (gram_jax.train.guard).
     config.keep_checkpoints = 3

@@ -8,7 +8,8 @@ with. The steps, in order:
 2. validation: unknown keys, types, ranges (`gram_jax.config.validation`, `gram_jax.config.schema`);
 3. the run length: ``num_epochs`` -> ``total_steps`` over the samples the data filters keep
    (only when ``count_data``: evaluation and inference do not train, so they never read the
-   training annotations).
+   training annotations);
+4. ``evals_per_run`` > 0: the evaluation and checkpoint cadence from the run length.
 
 Any refusal is a `ConfigError` naming the key (or file) and what was expected; the CLIs turn it into
 exit code 2 with that one line.
@@ -42,6 +43,7 @@ def prepare(
         validate_config(config)
         if count_data:
             resolve_run_length(config)
+        apply_evals_per_run(config)
     except ConfigError:
         raise
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -70,4 +72,15 @@ def resolve_run_length(config: ml_collections.ConfigDict) -> ml_collections.Conf
         config.data.batch_size,
     )
     config.total_steps = total
+    return config
+
+
+def apply_evals_per_run(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """With ``evals_per_run = N > 0``: ``eval_every = max(total_steps // N - 1, 1)`` and
+    ``checkpoint_steps = max(total_steps // N, 1)`` (in place; returns `config`), so a run whose
+    length is counted from its data evaluates as the released code does (N = 10)."""
+    n = int(config.get("evals_per_run", 0) or 0)
+    if n > 0:
+        config.eval_every = max(config.total_steps // n - 1, 1)
+        config.checkpoint_steps = max(config.total_steps // n, 1)
     return config

@@ -92,6 +92,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     # run length and bookkeeping
     ("total_steps", POSITIVE_INT),
     ("num_epochs", Rule(low=0, low_open=True, optional=True)),
+    ("evals_per_run", NON_NEGATIVE_INT),
     ("checkpoint_steps", POSITIVE_INT),
     ("keep_checkpoints", POSITIVE_INT),
     ("log_every", POSITIVE_INT),
