@@ -28,6 +28,7 @@ from typing import Any
 import ml_collections
 
 from data_pipelines.datasets import get_layout
+from gram_jax.config.protocol import apply_protocol
 from gram_jax.config.validation import ConfigError
 
 FIDELITIES = ("", "released", "improved")
@@ -258,8 +259,10 @@ def size_frame_tables(config: ml_collections.ConfigDict) -> None:
 
 
 def finalize_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The fidelity switch, then the rules that derive keys (rows 2 and 4). In place; returns it."""
+    """The fidelity switch, the protocol (gram_jax.config.protocol), then the rules that derive
+    keys (rows 2 and 4). In place; returns it."""
     apply_fidelity(config)
+    apply_protocol(config)
     if "model" in config:
         add_annotated_subtitles(config)
         size_frame_tables(config)

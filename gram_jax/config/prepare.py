@@ -56,7 +56,7 @@ def resolve_run_length(config: ml_collections.ConfigDict) -> ml_collections.Conf
     """Sets ``total_steps`` from ``num_epochs`` when that is set (in place; returns `config`):
     steps = samples actually kept (after filters) // data.batch_size * epochs."""
     epochs = config.get("num_epochs")
-    if epochs is None:
+    if not epochs:  # None or 0: total_steps as the config sets it
         return config
     # lazy: counting reads the annotations through the data pipeline (grain, media readers), which
     # `gram-train --help` and config-only tools must not import.
