@@ -150,12 +150,7 @@ def check_audio(path: str, mode: str = "decode") -> None:
         if not np.isfinite(wave).all():
             raise MediaError(path, "audio decodes to non-finite samples")
         return
-    with av.open(path) as container:  # probe: the stream exists and one packet decodes
-        if not container.streams.audio:
-            raise MediaError(path, "no audio stream in the container")
-        for _ in container.decode(container.streams.audio[0]):
-            return
-    raise MediaError(path, "audio stream decodes to no samples")
+    media_audio.probe_audio(path)  # the stream exists and one packet decodes
 
 
 def _check(kind_prefix: str, check, record_id: str, path: str, mode: str) -> Problem | None:
