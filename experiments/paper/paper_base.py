@@ -49,11 +49,16 @@ Protocol: one key, ``config.protocol`` (gram_jax.config.protocol; docs/data.md, 
 
 The protocol sets ``data.caption_mode``, ``data.filter_audio``, ``data.bad_data`` and every
 retrieval evaluator's ``captions`` and ``require`` together; set those keys by hand only with
-``--config.protocol=''``. Audio in the released layout (``<dataset>/audios/<video_id>.mp3``, 16 kHz
-mono) comes from the videos with
-``gram-data extract-audio --video-dir <dataset>/videos --audio-dir <dataset>/audios``; a video
-without an audio stream gets no file (counted in its summary line), which is what the released
-protocol filters on.
+``--config.protocol=''``. The audio files of the released layout
+(``<dataset>/audios/<video_id>.mp3``, 16 kHz mono) are extracted from the videos; a video without
+an audio stream gets no file (counted in the command's summary line), which is what the released
+protocol filters on. The two commands
+(docs/data.md; tests/test_data_doc.py runs them as written)::
+
+  gram-data extract-audio --video-dir ~/gram_data/msrvtt/videos \
+      --audio-dir ~/gram_data/msrvtt/audios
+  gram-train --config experiments/paper/finetune_tva.py:msrvtt \
+      --config.protocol=standard_1ka --print_config
 """
 
 from __future__ import annotations

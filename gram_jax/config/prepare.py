@@ -22,6 +22,7 @@ import logging
 
 import ml_collections
 
+from data_pipelines.media import MediaError  # no decoder import: the exception type only
 from gram_jax.config.fidelity import finalize_config
 from gram_jax.config.validation import ConfigError, validate_config
 
@@ -46,7 +47,7 @@ def prepare(
         apply_evals_per_run(config)
     except ConfigError:
         raise
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, MediaError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise ConfigError(message) from exc
     return config
@@ -63,6 +64,12 @@ def resolve_run_length(config: ml_collections.ConfigDict) -> ml_collections.Conf
     from data_pipelines.pipeline import steps_per_epoch  # noqa: PLC0415
 
     per_epoch = steps_per_epoch(config.data)
+    if per_epoch == 0:
+        raise ConfigError(
+            f"num_epochs={epochs}: the training file {config.data.annotations.get('train')} keeps "
+            f"fewer samples than one global batch (data.batch_size={config.data.batch_size}) after "
+            "the data filters (filter_audio drops records without a readable audio file)"
+        )
     total = max(1, int(per_epoch * float(epochs)))
     log.info(
         "num_epochs=%g: total_steps = %d (%d global batches of %d per epoch over the kept samples)",
