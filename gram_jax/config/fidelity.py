@@ -144,6 +144,14 @@ ROWS: tuple[Row, ...] = (
         (),
         "gram_jax.evaluators.classification, experiments/paper/classify_tva.py",
     ),
+    Row(
+        12,
+        "records without a readable <id>.mp3 dropped from training and test (MSR-VTT 884 of 1,000)",
+        # One per-run key, config.protocol ('released_audio_filtered' | 'standard_1ka'), not a
+        # fidelity setting: it decides which test set a number is on, so the paper configs name it.
+        (),
+        "gram_jax.config.protocol, data_pipelines.samples (filter_audio)",
+    ),
 )
 
 
