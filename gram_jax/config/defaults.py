@@ -42,7 +42,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         eps=1e-6,
         weight_decay=0.01,
         decay_embeddings=False,
-        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity row 9).
+        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity
+        # row 9).
         decay_mask="structural",
         grad_clip_norm=0.0,
         accumulation_steps=1,
@@ -94,7 +95,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
     config.best_metric = ""
     config.best_mode = "max"
-    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
+    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every
+    # row's key);
     # fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""
     # gram_jax.config.protocol: '' (keys as set), 'standard_1ka' (every test video, missing audio
