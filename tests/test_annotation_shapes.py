@@ -20,7 +20,7 @@ from data_pipelines import annotations as ann
 from data_pipelines import validate
 from data_pipelines.config import data_config
 from data_pipelines.pipeline import steps_per_epoch
-from gram_jax.config.prepare import resolve_run_length
+from gram_jax.config import resolve_run_length
 
 VIDEOS = 6
 BATCH = 4

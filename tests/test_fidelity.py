@@ -47,7 +47,7 @@ def test_switch_sets_every_row_key(which):
 
 
 def test_every_issue_row_is_registered_once():
-    assert [r.number for r in fidelity.ROWS] == list(range(1, 12))
+    assert [r.number for r in fidelity.ROWS] == list(range(1, 13))
     keys = [s.key for r in fidelity.ROWS for s in r.settings]
     assert len(keys) == len(set(keys))
 

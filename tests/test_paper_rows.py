@@ -13,8 +13,8 @@ import pathlib
 
 import pytest
 
+from gram_jax.config import prepare
 from gram_jax.config.loading import load_config_module
-from gram_jax.config.prepare import prepare
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 EXPECTED = {

@@ -21,7 +21,7 @@ from data_pipelines import extract_audio, pipeline, samples
 from data_pipelines.cli import run as gram_data
 from data_pipelines.media import audio as media_audio
 from experiments.paper import finetune_tva
-from gram_jax.config.prepare import prepare
+from gram_jax.config import prepare
 from gram_jax.evaluators.base import Collected
 from gram_jax.evaluators.retrieval import RetrievalLayout
 
