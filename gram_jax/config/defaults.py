@@ -95,9 +95,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
     config.best_metric = ""
     config.best_mode = "max"
-    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every
-    # row's key);
-    # fidelity_exceptions: dotted keys the switch leaves as set.
+    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's
+    # key); fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""
     # gram_jax.config.protocol: '' (keys as set), 'standard_1ka' (every test video, missing audio
     # marked absent) or 'released_audio_filtered' (videos without readable audio dropped, 884 of

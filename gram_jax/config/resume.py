@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+from flax.traverse_util import flatten_dict
 
 from gram_jax.config.validation import ConfigError, reference_config
 from gram_jax.train import checkpoint
@@ -62,16 +63,6 @@ class ResumeConfigError(ConfigError):
     """The new config cannot continue the workdir's checkpoint, or would clobber its metrics."""
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _jsonable(config) -> dict:
     """A config as the JSON round trip stores it (tuples become lists), for a fair comparison."""
     if hasattr(config, "to_json_best_effort"):
@@ -91,8 +82,8 @@ def _refused(path: str, old: Any, new: Any) -> bool:
 
 def compare_configs(saved: Mapping[str, Any], new) -> tuple[dict, dict]:
     """(refused, accepted): each {dotted key: (saved value, new value)} of the keys that differ."""
-    defaults = _flat(_jsonable(reference_config()))
-    old, cur = _flat(_jsonable(saved)), _flat(_jsonable(new))
+    defaults = flatten_dict(_jsonable(reference_config()), sep=".")
+    old, cur = (flatten_dict(_jsonable(c), sep=".") for c in (saved, new))
     refused, accepted = {}, {}
     for path in sorted(set(old) | set(cur)):
         a = old.get(path, defaults.get(path))

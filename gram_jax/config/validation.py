@@ -57,6 +57,8 @@ def _is_mapping(value: Any) -> bool:
 
 
 def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    # Not flax.traverse_util.flatten_dict: validating a config must not import JAX (flax does),
+    # and the sections themselves are listed too.
     keys = []
     for key, value in tree.items():
         path = f"{prefix}{key}"
@@ -118,7 +120,7 @@ def validate_config(config: Mapping[str, Any], reference: Mapping[str, Any] | No
 
 
 def check_ranges(config: Mapping[str, Any]) -> None:
-    """Raises ConfigError for the first leaf outside its `config_schema` rule (key and range named).
+    """Raises ConfigError for the first leaf outside its `gram_jax.config.schema` rule (key and range named).
 
     Tuples and strings without a rule are not range-checked; every numeric key of the reference
     config has a rule (tests/test_reliability_config.py walks them).

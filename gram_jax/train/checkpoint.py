@@ -37,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import serialization
+from flax.traverse_util import flatten_dict
 from jax.experimental import multihost_utils
 
 from gram_jax import parallel
@@ -288,16 +289,6 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
 
 
 # ----------------------------------------------------------------------------- partial init
-def _flatten(tree: Mapping, prefix=()) -> dict[tuple, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = value
-    return out
-
-
 def _normalise_key(key) -> str:
     return str(key)
 
@@ -324,7 +315,10 @@ def load_param_file(path: str | pathlib.Path) -> dict[tuple[str, ...], np.ndarra
         )
     if isinstance(tree, Mapping) and "params" in tree and isinstance(tree["params"], Mapping):
         tree = tree["params"]
-    return {tuple(_normalise_key(k) for k in p): np.asarray(v) for p, v in _flatten(tree).items()}
+    return {
+        tuple(_normalise_key(k) for k in p): np.asarray(v)
+        for p, v in flatten_dict(dict(tree)).items()
+    }
 
 
 def merge_partial_params(params: Mapping, loaded: Mapping[tuple, Any], source: str = "") -> tuple:
@@ -333,7 +327,7 @@ def merge_partial_params(params: Mapping, loaded: Mapping[tuple, Any], source: s
     Returns (new params, list of replaced paths, list of loaded paths the model does not have).
     Raises ValueError naming the parameter when a shape or dtype kind differs.
     """
-    flat = _flatten(params)
+    flat = flatten_dict(dict(params))
     by_name = {tuple(_normalise_key(k) for k in p): p for p in flat}
     replaced, unexpected = [], []
     for name, value in loaded.items():

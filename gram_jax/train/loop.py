@@ -21,10 +21,11 @@ import importlib
 import logging
 import pathlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
+from flax.traverse_util import flatten_dict
 from tqdm import tqdm
 
 from data_pipelines.pipeline import make_train_iterator
@@ -85,8 +86,9 @@ def train_and_evaluate(
 ) -> dict:
     """Trains `config` for `config.total_steps` steps in `workdir`; returns the final train state.
 
-    Resumes from the workdir's newest readable checkpoint when there is one (see gram_jax.train.checkpoint
-    for the full resume order), after checking that the saved config fits (gram_jax.config.resume).
+    Resumes from the workdir's newest readable checkpoint when there is one (see
+    gram_jax.train.checkpoint for the full resume order), after checking that the saved config
+    fits (gram_jax.config.resume).
     Raises DivergenceError naming the step, the last good checkpoint and a resume command
     (`command`: the gram-train argv, for that hint) when training diverges and
     ``config.on_nonfinite`` is "stop" or its rollbacks are spent; PreemptedError after saving on
@@ -277,18 +279,10 @@ def _load_hook(spec: str):
     return fn
 
 
-def _flat_hparams(config) -> dict:
-    flat = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            if isinstance(v, Mapping):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
-
-    walk(config, "")
-    return flat
+def _flat_hparams(config) -> dict[str, int | float | str | bool]:
+    """{'section.key': value} of every leaf of the config (tuples and None as their str)."""
+    flat = flatten_dict(config.to_dict(), sep=".")
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
 
 
 def _evaluate(
