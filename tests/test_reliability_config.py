@@ -68,7 +68,7 @@ def test_every_numeric_key_has_a_range_rule():
         ("eval_every", -1, r"config.eval_every: must be an int in \[0, inf\)"),
         ("mesh.data", 0, r"config.mesh.data: must be an int in \[1, inf\) or one of \(-1,\)"),
         ("on_nonfinite", "retry", r"config.on_nonfinite: must be one of \('stop', 'rollback'\)"),
-        ("num_epochs", -1, r"config.num_epochs: must be a number in \(0, inf\) or None"),
+        ("num_epochs", -1, r"config.num_epochs: must be a number in \[0, inf\) or None"),
         ("best_metric", "t2d/R@1", r"config.best_metric='t2d/R@1': expected '<eval name>/"),
     ],
 )

@@ -61,7 +61,12 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.total_steps = 10_000
     # Epochs over the records actually kept (after filters): when set, total_steps is derived as
     # records // data.batch_size * num_epochs (logged) and the total_steps value is not used.
+    # None or 0 (``--config.num_epochs=0`` on the command line): total_steps as set, nothing read.
     config.num_epochs = None
+    # N > 0: once the run length is known (after num_epochs), eval_every = total_steps // N - 1 and
+    # checkpoint_steps = total_steps // N (the released code evaluates every
+    # num_train_steps // 10 - 1 steps: N = 10); 0 keeps eval_every and checkpoint_steps as set.
+    config.evals_per_run = 0
     config.checkpoint_steps = 1_000
     # Keep the newest N checkpoints, plus always the newest known-good one (gram_jax.train.guard).
     config.keep_checkpoints = 3
@@ -97,5 +102,10 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's
     # key); fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""
+    # gram_jax.config.protocol: '' (keys as set), 'standard_1ka' (every test video, missing audio
+    # marked absent) or 'released_audio_filtered' (videos without readable audio dropped, 884 of
+    # MSR-VTT's 1,000); sets data.caption_mode/filter_audio/bad_data and the retrieval evaluators'
+    # captions/require together.
+    config.protocol = ""
     config.fidelity_exceptions = ()
     return config

@@ -51,6 +51,7 @@ REFUSED_KEYS = (
     "data.dataset",
     "data.annotations.train",
     "data.caption_mode",
+    "data.repeated_ids",
     "data.filter_audio",
     "data.modalities",
     "optim.name",
