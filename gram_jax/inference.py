@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
-from flax import serialization
+from etils import epath
 
 from data_pipelines.config import TEXT_MODALITIES
 from data_pipelines.media import audio as media_audio
@@ -49,11 +49,13 @@ from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.config import prepare
 from gram_jax.config.validation import ConfigError
+from gram_jax.convert import params_file
 from gram_jax.evaluators import scoring as scoring_registry
 from gram_jax.evaluators.model import EvalModel, matched_probability
 from gram_jax.models.gram import build_model, split_model
 from gram_jax.models.modalities import data_modalities
 from gram_jax.train import checkpoint
+from gram_jax.train import workdir as workdir_paths
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ def _single_device_mesh():
     return parallel.make_mesh(dict(data=1, fsdp=1, model=1), devices=jax.devices()[:1])
 
 
-def _checkpoint_directory(path: pathlib.Path) -> pathlib.Path | None:
+def _checkpoint_directory(path: epath.Path) -> epath.Path | None:
     """The orbax CheckpointManager directory of a gram-train workdir (or that directory itself);
     None when ``path`` is neither (e.g. converted weights)."""
     if (path / "checkpoints").is_dir():
@@ -117,43 +119,38 @@ def abstract_variables(eval_model: EvalModel) -> dict:
     return checkpoint.abstract_like(dict(params=params, model_state=rest), shardings)
 
 
-def _weights_file_variables(path: pathlib.Path, config, abstract: dict) -> dict:
-    """{'params', 'model_state'} from converted weights: every parameter of the model must be in
-    the file (a ValueError names the missing ones); the model state (dropout RNG counters only)
+def _weights_file_variables(path: epath.Path, config, abstract: dict) -> dict:
+    """{'params', 'model_state'} from converted weights (`gram_jax.convert.params_file`): every
+    parameter must be in the file unless ``config.model_init_allow_missing`` names it (those, and
+    only then, are initialised from ``config.seed``); the model state (dropout RNG counters only)
     is initialised from ``config.seed`` without computing any parameter."""
-    loaded = checkpoint.load_param_file(path)
-    params, replaced, unexpected = checkpoint.merge_partial_params(
-        abstract["params"], loaded, f"checkpoint {path}"
+    params, summary = params_file.init_from_file(
+        abstract["params"],
+        path,
+        allow_missing=config.get("model_init_allow_missing", ()),
+        source="checkpoint",
     )
-    missing = [
-        "/".join(str(getattr(k, "key", k)) for k in p)
-        for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
-        if isinstance(leaf, jax.ShapeDtypeStruct)
-    ]
-    if missing:
-        raise ValueError(
-            f"checkpoint {path}: {len(missing)} parameters of the model are not in the file "
-            f"(e.g. {', '.join(missing[:5])}); inference needs all {len(replaced) + len(missing)}"
+    log.info("%s", summary)
+
+    def init(part: int, shardings):
+        # Under jit the initialisers whose output is not returned are dead code.
+        return jax.jit(
+            lambda: split_model(build_model(config.model, config.seed))[part],
+            out_shardings=jax.tree.map(lambda s: s.sharding, shardings),
+        )()
+
+    if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
+        fresh = init(1, abstract["params"])  # parameters allowed to start from init
+        params = jax.tree.map(
+            lambda x, f: f if isinstance(x, jax.ShapeDtypeStruct) else x, params, fresh
         )
-    if unexpected:
-        log.warning(
-            "checkpoint %s: %d entries the model does not have were not used (%s)",
-            path,
-            len(unexpected),
-            ", ".join(unexpected[:5]),
-        )
-    # Under jit the unused parameter initialisers are dead code: only the RNG state is computed.
-    model_state = jax.jit(
-        lambda: split_model(build_model(config.model, config.seed))[2],
-        out_shardings=jax.tree.map(lambda s: s.sharding, abstract["model_state"]),
-    )()
-    return dict(params=params, model_state=model_state)
+    return dict(params=params, model_state=init(2, abstract["model_state"]))
 
 
 def load_model(checkpoint_path: str | os.PathLike, config=None, *, step: int | None = None):
     """(prepared config, EvalModel, {'params', 'model_state'}, source) for
     :meth:`GramInference.load` (see there)."""
-    path = pathlib.Path(checkpoint_path)
+    path = workdir_paths.resolve(checkpoint_path)  # a local path or gs://bucket/run
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
     directory = _checkpoint_directory(path)
@@ -163,7 +160,7 @@ def load_model(checkpoint_path: str | os.PathLike, config=None, *, step: int | N
             "(GramInference.load(path, config=...) or gram-rank --config)"
         )
     if directory is not None:
-        manager = checkpoint.make_manager(directory.absolute(), read_only=True)
+        manager = checkpoint.make_manager(directory, read_only=True)
         try:
             at = manager.latest_step() if step is None else int(step)
         finally:
@@ -254,13 +251,11 @@ class GramInference:
 
     def save_params(self, path: str | os.PathLike) -> pathlib.Path:
         """Writes the parameters as a .msgpack weights file (what :meth:`load` and
-        ``config.model_init`` read); returns the path."""
+        ``config.model_init`` read; `gram_jax.convert.params_file`); returns the path."""
         path = pathlib.Path(path)
         if path.suffix != ".msgpack":
             raise ValueError(f"save_params: expected a .msgpack path, got {path}")
-        params = jax.tree.map(np.asarray, self._params)
-        path.write_bytes(serialization.msgpack_serialize(params))
-        return path
+        return params_file.save_params(jax.tree.map(np.asarray, self._params), path)
 
     # ------------------------------------------------------------------ batches
     def encode_batch(self, batch: dict[str, np.ndarray]):

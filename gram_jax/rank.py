@@ -27,6 +27,7 @@ import numpy as np
 from data_pipelines.media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from gram_jax.config.validation import ConfigError
 from gram_jax.inference import INFERENCE_SCORINGS, EmbeddedMedia, EmbeddedTexts, GramInference
+from gram_jax.train import workdir as workdir_paths
 
 # Extensions that hold audio only: a video file's own extension (.mp4, .mkv) never pairs as audio.
 _AUDIO_ONLY = tuple(e for e in AUDIO_EXTENSIONS if e not in VIDEO_EXTENSIONS)
@@ -98,7 +99,7 @@ def save_embeddings(
 
 
 def rank(
-    checkpoint: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
     queries: Sequence[str],
     *,
     config=None,
@@ -113,10 +114,10 @@ def rank(
     save_embeddings_to: str | os.PathLike | None = None,
 ) -> str:
     """Ranks the items (``media_dir``'s, or ``videos``/``audios`` paired by position) against
-    ``queries`` with a checkpoint (`GramInference.load`); returns the printed text: a header line
-    and `format_ranking` (best ``top`` per query, all when None). ``rerank_top_k``: the candidates
-    the ``matching`` scoring re-ranks. ``save_embeddings_to``: also write the .npz of the module
-    docstring.
+    ``queries`` with a checkpoint (`GramInference.load`; None: ``config.model_init``); returns the
+    printed text: a header line and `format_ranking` (best ``top`` per query, all when None).
+    ``rerank_top_k``: the candidates the ``matching`` scoring re-ranks. ``save_embeddings_to``:
+    also write the .npz of the module docstring.
 
     Raises:
       ConfigError: inputs that cannot be used (no items, both or neither of media_dir and lists,
@@ -135,7 +136,11 @@ def rank(
     for name, value in (("top", top), ("rerank_top_k", rerank_top_k), ("batch_size", batch_size)):
         if value is not None and int(value) <= 0:
             raise ConfigError(f"{name}: expected a positive int, got {value}")
-    if not pathlib.Path(checkpoint).exists():
+    if not checkpoint and config is not None and config.get("model_init"):
+        checkpoint = config.model_init  # converted weights named in the config
+    if not checkpoint:
+        raise ConfigError("checkpoint: give a workdir or converted weights (or config.model_init)")
+    if not workdir_paths.resolve(checkpoint).exists():
         raise ConfigError(f"checkpoint: {checkpoint} does not exist")
     if media_dir:
         try:

@@ -10,7 +10,8 @@ same stem in the folder (``.mp3``, ``.wav``, ...) or, when there is none, the vi
 track. ``--videos``/``--audios``: comma-separated files, items paired by position. ``--queries``
 is repeated once per query (a query may hold commas). The checkpoint is a gram-train workdir (its
 saved config is used unless ``--config`` is given) or gram-convert weights (``--config``
-required); see `gram_jax.inference`. Prints, per query, the items from best to worst with their
+required; without ``--checkpoint``, ``--config.model_init=DIR/params`` names them); see
+`gram_jax.inference`. Prints, per query, the items from best to worst with their
 scores (higher = better; ``volume`` scores are minus the Gram volume), the best ``--top`` only when
 given. ``--save_embeddings FILE`` also writes the query and item embeddings (`gram_jax.rank`
 lists the keys of that .npz).
@@ -45,7 +46,7 @@ flags.DEFINE_integer("top", None, "Print only the best TOP items per query (defa
 flags.DEFINE_integer("rerank_top_k", 50, "Candidates per query the matching scoring re-ranks.")
 flags.DEFINE_integer("batch_size", 8, "Rows per encoder call.")
 flags.DEFINE_string("save_embeddings", None, "Also write query/item embeddings to this .npz.")
-flags.mark_flags_as_required(["checkpoint", "queries"])
+flags.mark_flags_as_required(["queries"])
 
 
 def main(argv) -> int:
