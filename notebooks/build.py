@@ -1,0 +1,133 @@
+"""Writes the notebooks (quickstart, inference, ablations) and runs them to store their outputs.
+
+    python notebooks/build.py                      # all three, executed at tiny sizes
+    python notebooks/build.py --only quickstart    # one of them
+    python notebooks/build.py --no-execute         # cells only (the test then fails: no outputs)
+
+Every notebook starts with the same install cell (notebooks/install_cell.py, with the repository
+URL and the JAX requirement of setup.py written in); its own cells come from notebooks/cells.py.
+The committed notebooks carry the outputs of a run with ``GRAM_JAX_NOTEBOOK_ARG=runlocal``, so a
+reader sees the tables and plots without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import pathlib
+import re
+import sys
+import tempfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # cells.py beside this file, however the builder is started
+
+import cells as cell_specs  # noqa: E402
+
+# The keys of the kernel-spec metadata every notebook gets (Colab and Jupyter read them).
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def setup_constants(setup_py: pathlib.Path = REPO / "setup.py") -> tuple[str, str]:
+    """(the repository URL, the jax requirement) read from setup.py's ``URL`` and
+    ``INSTALL_REQUIRES`` without running it (the notebooks cannot import it before installing)."""
+    tree = ast.parse(setup_py.read_text())
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id in ("URL", "INSTALL_REQUIRES"):
+                values[target.id] = ast.literal_eval(node.value)
+    missing = {"URL", "INSTALL_REQUIRES"} - set(values)
+    if missing:
+        raise ValueError(f"{setup_py}: expected top-level assignments of {sorted(missing)}")
+    jax = [r for r in values["INSTALL_REQUIRES"] if re.match(r"jax\b(?![-_])", r)]
+    if len(jax) != 1:
+        raise ValueError(f"{setup_py}: expected one 'jax...' entry in INSTALL_REQUIRES, got {jax}")
+    return values["URL"], jax[0]
+
+
+def install_source(url: str, jax_requirement: str) -> str:
+    """The install cell: notebooks/install_cell.py with the two constants filled in."""
+    text = (HERE / "install_cell.py").read_text()
+    for name, value in (("REPO_URL", url), ("JAX_REQUIREMENT", jax_requirement)):
+        text, count = re.subn(rf'^{name} = ""$', f"{name} = {json.dumps(value)}", text, flags=re.M)
+        if count != 1:
+            raise ValueError(f"notebooks/install_cell.py: expected one line '{name} = \"\"'")
+    return text.rstrip("\n")
+
+
+def notebook(name: str):
+    """The unexecuted notebook ``name`` (a key of cells.NOTEBOOKS) as an nbformat node."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    specs = [cell_specs.Cell("code", install_source(*setup_constants()))]
+    for spec in specs + cell_specs.NOTEBOOKS[name]():
+        if spec.kind == "markdown":
+            cell = nbformat.v4.new_markdown_cell(spec.source)
+        else:
+            cell = nbformat.v4.new_code_cell(spec.source)
+            if spec.shows:
+                cell.metadata["tags"] = [f"shows-{kind}" for kind in spec.shows]
+        nb.cells.append(cell)
+    return nb
+
+
+def execute(nb, cwd: pathlib.Path, env: dict[str, str] | None = None, kernel_name="python3"):
+    """Runs ``nb`` in place (nbclient) with ``cwd`` as the kernel's folder; raises on an error.
+
+    ``env`` entries are set for the kernel (``GRAM_JAX_NOTEBOOK_ARG`` etc.) and restored after.
+    """
+    import nbclient
+
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        client = nbclient.NotebookClient(
+            nb,
+            timeout=1800,
+            kernel_name=kernel_name,
+            record_timing=False,
+            resources={"metadata": {"path": str(cwd)}},
+        )
+        client.execute()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def tiny_env(workdir: pathlib.Path) -> dict[str, str]:
+    """The environment of the tiny runs (the tests and the stored outputs)."""
+    return {"GRAM_JAX_NOTEBOOK_ARG": "runlocal", "GRAM_JAX_NOTEBOOK_WORKDIR": str(workdir)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=sorted(cell_specs.NOTEBOOKS), action="append")
+    parser.add_argument("--no-execute", action="store_true", help="write the cells only")
+    args = parser.parse_args(argv)
+    import nbformat
+
+    for name in args.only or list(cell_specs.NOTEBOOKS):
+        nb = notebook(name)
+        if not args.no_execute:
+            with tempfile.TemporaryDirectory(prefix=f"notebook_{name}_") as tmp:
+                # The workdir is relative to the kernel's folder so no machine path is stored.
+                execute(nb, pathlib.Path(tmp), tiny_env(pathlib.Path("workdirs") / name))
+        path = HERE / f"{name}.ipynb"
+        nbformat.write(nb, path)
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
