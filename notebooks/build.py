@@ -105,6 +105,18 @@ def execute(nb, cwd: pathlib.Path, env: dict[str, str] | None = None, kernel_nam
     return nb
 
 
+def drop_compile_alarms(nb):
+    """Removes XLA's "Very slow compile?" stderr alarms (a busy machine's timing, not output)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [
+                o
+                for o in cell.outputs
+                if not (o.output_type == "stream" and "slow_operation_alarm" in o.get("text", ""))
+            ]
+    return nb
+
+
 def tiny_env(workdir: pathlib.Path) -> dict[str, str]:
     """The environment of the tiny runs (the tests and the stored outputs)."""
     return {"GRAM_JAX_NOTEBOOK_ARG": "runlocal", "GRAM_JAX_NOTEBOOK_WORKDIR": str(workdir)}
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix=f"notebook_{name}_") as tmp:
                 # The workdir is relative to the kernel's folder so no machine path is stored.
                 execute(nb, pathlib.Path(tmp), tiny_env(pathlib.Path("workdirs") / name))
+            drop_compile_alarms(nb)
         path = HERE / f"{name}.ipynb"
         nbformat.write(nb, path)
         print(path)

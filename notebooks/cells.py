@@ -275,15 +275,17 @@ for variant in modalities.VARIANTS:  # by name: "tv", "tva", "tvas"
     cfg = modalities.get_config(",".join(t for t in (variant, MODALITY_ARG) if t))
     run_dir = WORKDIR / "modalities" / variant
     train_and_evaluate(cfg, run_dir)
-    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    evals = [m for m in map(json.loads, lines) if "eval" in m]  # the evaluations' lines
     rows[variant] = (cfg.model.modalities, evals[-1])"""
         ),
         code(
-            """keys = sorted(k for k in rows["tva"][1] if "r1" in k.lower() or "r@1" in k.lower())
+            """# Text-to-clip R@1 by volume, by cosine and after the matching re-rank (%).
+keys = ["t2d/R@1", "cosine/t2d/R@1", "matching/t2d/R@1"]
 lines = ["| variant | modalities in the volume | " + " | ".join(keys) + " |"]
 lines.append("|---" * (len(keys) + 2) + "|")
 for variant, (mods, metrics) in rows.items():
-    cells = " | ".join(f"{metrics.get(k, float('nan')):.3f}" for k in keys)
+    cells = " | ".join(f"{metrics.get(k, float('nan')):.1f}" for k in keys)
     lines.append(f"| {variant} | {', '.join(mods)} | {cells} |")
 display(Markdown("\\n".join(lines)))""",
             "table",
