@@ -5,6 +5,7 @@ fresh virtual environment holding only what the notebook's first cell installs."
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import pathlib
@@ -15,11 +16,21 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "notebooks"))
 
-import build  # noqa: E402  (notebooks/build.py)
-import cells  # noqa: E402
-import install_cell  # noqa: E402
+
+def _load(name: str):
+    """notebooks/<name>.py under a unique module name (pip's `build` package shares the name)."""
+    spec = importlib.util.spec_from_file_location(
+        f"notebooks_{name}", REPO / "notebooks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load("build")
+cells = build.cell_specs
+install_cell = _load("install_cell")
 
 nbformat = pytest.importorskip("nbformat")
 NAMES = sorted(cells.NOTEBOOKS)
