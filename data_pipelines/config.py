@@ -83,6 +83,11 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     )
     # Maximum token length (with [CLS]/[SEP]) per text-like modality.
     c.text_max_len = ml_collections.ConfigDict({"text": 40, "subtitle": 70})
+    # WordPiece vocabulary of every text-like modality (media.text): one token per line, line
+    # number = id. None = bert-base-uncased's, shipped in data_pipelines/vocab (what the
+    # reference and the pretrained BERT/MiniLM text towers use). A dataset-specific file (e.g. the
+    # one a TriDigits build writes) needs a text tower trained on its ids.
+    c.vocab_file = None
     # An empty (or whitespace-only) caption or subtitle string: 'absent' marks the modality missing
     # (present_<m>=False, masked out of the Gram matrix); 'encode' tokenizes it as [CLS][SEP] and
     # keeps it present, as the released code does (MSR-VTT test: 238 of 1000 subtitles are empty).
@@ -193,6 +198,11 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
     ):
         raise ValueError(
             f"data config key 'num_classes': expected None or a positive int, got {c.num_classes!r}"
+        )
+    if c.vocab_file is not None and not isinstance(c.vocab_file, str):
+        raise ValueError(
+            f"data config key 'vocab_file': expected None or the path (str) of a vocab.txt, "
+            f"got {c.vocab_file!r}"
         )
     if c.audio_prefix is not None and not isinstance(c.audio_prefix, str):
         raise ValueError(

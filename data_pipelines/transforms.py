@@ -21,7 +21,7 @@ from absl import logging
 from data_pipelines import prepared_source, samples
 from data_pipelines.config import TEXT_MODALITIES
 from data_pipelines.media import MediaError
-from data_pipelines.media.text import Tokenizer
+from data_pipelines.media import text as text_media
 
 # Random streams of one sample: independent draws for the frames and the audio slices.
 _VIDEO_STREAM, _AUDIO_STREAM = 0, 1
@@ -117,7 +117,7 @@ class LoadSample(grain.transforms.Map):
 
     def _get_tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = Tokenizer()
+            self._tokenizer = text_media.from_data_config(self._config)
         return self._tokenizer
 
     def _padding_row(self) -> dict[str, np.ndarray]:

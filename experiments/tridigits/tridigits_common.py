@@ -74,6 +74,7 @@ def tridigits_config(
     build: bool = True,
     frames: int = 4,
     image_size: int = 28,
+    text_vocab: str | None = None,
 ) -> ml_collections.ConfigDict:
     """A full trainer config for TriDigits.
 
@@ -96,9 +97,22 @@ def tridigits_config(
       build: build the dataset when absent (False: only compute its path).
       frames, image_size: frames per video read from the 8 stored ones, and their side (a
         multiple of the stem's 4-pixel stride; the dataset stores 28x28).
+      text_vocab: 'dataset' (the build's own vocab.txt: every number word one token, no two
+        texts share ids; the default from scratch) or 'bert' (bert-base-uncased's, which maps 10
+        Korean/Chinese/Japanese words to the same [UNK]; docs/results.md's runs used it). The
+        MiniLM warm start needs 'bert' (its embedding rows are BERT's ids) and defaults to it.
     """
     if matching is None:
         matching = loss == "volume"
+    if text_vocab is None:
+        text_vocab = "bert" if text_init == "minilm" else "dataset"
+    if text_vocab not in ("dataset", "bert"):
+        raise ValueError(f"TriDigits text_vocab={text_vocab!r}: expected 'dataset' or 'bert'")
+    if text_init == "minilm" and text_vocab != "bert":
+        raise ValueError(
+            "TriDigits text_init='minilm' with text_vocab='dataset': the MiniLM weights embed "
+            "bert-base-uncased's ids; use text_vocab='bert'"
+        )
     config = base_config.get_config()
     options = build_options(small_data)
     root = pathlib.Path(data_root) if data_root else tridigits.default_out_dir(options)
@@ -122,6 +136,9 @@ def tridigits_config(
     overrides = tridigits.data_overrides(root, fold, options)
     # The dataset's 28x28 frames may also be read at 56x56 (exact 2x upsampling).
     overrides.update(image_size=image_size, num_frames=frames)
+    if text_vocab == "bert":
+        # bert-base-uncased's vocabulary: words of scripts it lacks become [UNK].
+        overrides["vocab_file"] = None
     config.data = data_config(
         **overrides,
         batch_size=batch_size,

