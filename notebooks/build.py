@@ -4,8 +4,8 @@
     python notebooks/build.py --only quickstart    # one of them
     python notebooks/build.py --no-execute         # cells only (the test then fails: no outputs)
 
-Every notebook starts with the same install cell (notebooks/install_cell.py, with the repository
-URL and the JAX requirement of setup.py written in); its own cells come from notebooks/cells.py.
+Every notebook starts with the same install cell (notebooks/install_cell.py, with setup.py's
+repository URL written in); its own cells come from notebooks/cells.py.
 The committed notebooks carry the outputs of a run with ``GRAM_JAX_NOTEBOOK_ARG=runlocal``, so a
 reader sees the tables and plots without running anything.
 """
@@ -31,32 +31,31 @@ import cells as cell_specs  # noqa: E402
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def setup_constants(setup_py: pathlib.Path = REPO / "setup.py") -> tuple[str, str]:
-    """(the repository URL, the jax requirement) read from setup.py's ``URL`` and
-    ``INSTALL_REQUIRES`` without running it (the notebooks cannot import it before installing)."""
+def setup_url(setup_py: pathlib.Path = REPO / "setup.py") -> str:
+    """setup.py's ``URL``, read without running it (a notebook cannot import it before the
+    install); also checks that its extras name the accelerators the install cell may pick."""
     tree = ast.parse(setup_py.read_text())
     values = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
-            if isinstance(target, ast.Name) and target.id in ("URL", "INSTALL_REQUIRES"):
+            if isinstance(target, ast.Name) and target.id in ("URL", "EXTRAS"):
                 values[target.id] = ast.literal_eval(node.value)
-    missing = {"URL", "INSTALL_REQUIRES"} - set(values)
+    missing = {"URL", "EXTRAS"} - set(values)
     if missing:
         raise ValueError(f"{setup_py}: expected top-level assignments of {sorted(missing)}")
-    jax = [r for r in values["INSTALL_REQUIRES"] if re.match(r"jax\b(?![-_])", r)]
-    if len(jax) != 1:
-        raise ValueError(f"{setup_py}: expected one 'jax...' entry in INSTALL_REQUIRES, got {jax}")
-    return values["URL"], jax[0]
+    absent = {"cuda12", "tpu"} - set(values["EXTRAS"])
+    if absent:
+        raise ValueError(f"{setup_py}: EXTRAS lacks {sorted(absent)} (the install cell's extras)")
+    return values["URL"]
 
 
-def install_source(url: str, jax_requirement: str) -> str:
-    """The install cell: notebooks/install_cell.py with the two constants filled in."""
+def install_source(url: str) -> str:
+    """The install cell: notebooks/install_cell.py with the repository URL filled in."""
     text = (HERE / "install_cell.py").read_text()
-    for name, value in (("REPO_URL", url), ("JAX_REQUIREMENT", jax_requirement)):
-        text, count = re.subn(rf'^{name} = ""$', f"{name} = {json.dumps(value)}", text, flags=re.M)
-        if count != 1:
-            raise ValueError(f"notebooks/install_cell.py: expected one line '{name} = \"\"'")
+    text, count = re.subn(r'^REPO_URL = ""$', f"REPO_URL = {json.dumps(url)}", text, flags=re.M)
+    if count != 1:
+        raise ValueError("notebooks/install_cell.py: expected one line 'REPO_URL = \"\"'")
     return text.rstrip("\n")
 
 
@@ -66,7 +65,7 @@ def notebook(name: str):
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    specs = [cell_specs.Cell("code", install_source(*setup_constants()))]
+    specs = [cell_specs.Cell("code", install_source(setup_url()))]
     for spec in specs + cell_specs.NOTEBOOKS[name]():
         if spec.kind == "markdown":
             cell = nbformat.v4.new_markdown_cell(spec.source)

@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import sys
 
-# Both written in by notebooks/build.py from setup.py (its `url=` and its jax requirement).
+# Written in by notebooks/build.py from setup.py's `url=`.
 REPO_URL = ""
-JAX_REQUIREMENT = ""
 
 
 def accelerator(environ=os.environ, accel_glob="/dev/accel*"):
-    """'cuda12' on a GPU runtime (nvidia-smi lists a GPU), 'tpu' on a TPU runtime, else None."""
+    """'cuda12' on a GPU runtime (nvidia-smi lists a GPU), 'tpu' on a TPU runtime, else None:
+    the name of setup.py's extra that installs the matching JAX."""
     smi = shutil.which("nvidia-smi")
     if smi and subprocess.run([smi, "-L"], capture_output=True).returncode == 0:
         return "cuda12"
@@ -37,11 +37,9 @@ def local_checkout(start):
 
 
 def requirements(checkout, device):
-    """pip arguments: the checkout (or the repository URL) and, on an accelerator, its JAX."""
-    reqs = [str(checkout) if checkout else f"gram_jax @ git+{REPO_URL}"]
-    if device:
-        reqs.append(JAX_REQUIREMENT.replace("jax", f"jax[{device}]", 1))
-    return reqs
+    """pip arguments: the checkout (or the repository URL), with the accelerator's extra."""
+    extra = f"[{device}]" if device else ""
+    return [f"{checkout}{extra}" if checkout else f"gram_jax{extra} @ git+{REPO_URL}"]
 
 
 def install():
