@@ -204,6 +204,7 @@ def test_notebook_executes_in_a_fresh_venv(name, fresh_venv, tmp_path, monkeypat
         capture_output=True,
         text=True,
         check=True,
+        cwd=tmp_path,  # not the checkout, which `python -c` would put first on sys.path
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     ).stdout
     assert "site-packages" in site  # a regular install, not the checkout on sys.path
