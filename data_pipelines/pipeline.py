@@ -242,18 +242,6 @@ def _train_parts(config, process_index, process_count, split):
     return plan, transforms.LoadSample.from_config(config, split_data, train=True)
 
 
-def train_dataset(
-    config: ml_collections.ConfigDict,
-    *,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    split: str = "train",
-) -> grain.IterDataset:
-    """The training ``IterDataset`` of this process (grain's own iterator state when iterated)."""
-    plan, load = _train_parts(config, process_index, process_count, split)
-    return _assemble(plan, load, config, drop_remainder=True)
-
-
 def make_train_iterator(
     config: ml_collections.ConfigDict,
     *,

@@ -55,7 +55,9 @@ Keys (every one is read by the trainer; `gram_jax.config.validation` rejects unk
 - ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
   workdir has none.
 - ``model_init``: a converted-weights file (gram-convert output, .msgpack or orbax dir) whose
-  parameters, possibly a subset, initialise the model when there is nothing to resume.
+  parameters initialise the model when there is nothing to resume. Every parameter the file lacks
+  must be named by a pattern of ``model_init_allow_missing`` (fnmatch over '/'-joined paths,
+  e.g. ``("vision/*",)``), or the load is refused with the list.
 - ``progress_bar``: show tqdm when stderr is a terminal.
 """
 

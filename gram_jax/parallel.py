@@ -193,22 +193,38 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Assembles each process's numpy batch into global arrays sharded over (data, fsdp).
+def global_batch(
+    batch: Mapping[str, np.ndarray], mesh: Mesh, *, all_rows: bool = False
+) -> dict[str, jax.Array]:
+    """Places a host batch on the mesh as global arrays whose rows are sharded over (data, fsdp).
 
     Args:
-      local_batch: flat dict of arrays [B_local, ...] (this process's rows, per docs/contracts.md).
+      batch: flat dict of arrays with a leading row dimension (docs/contracts.md).
+      mesh: the device mesh.
+      all_rows: False (training): each process holds its own rows [B_local, ...] and the global
+        arrays are [B_local * process_count, ...] (every process's shard must divide its local
+        devices). True (evaluation, inference): every process holds the same whole batch [n, ...];
+        rows are zero-padded to a multiple of `batch_divisor(mesh)`, so any n fits the mesh, and
+        the global arrays are [n + pad, ...] (the caller keeps the first n rows of the outputs).
     Returns:
-      the same keys as global jax.Arrays [B_local * process_count, ...].
+      the same keys as global jax.Arrays. Raises ValueError naming a scalar entry.
     """
+    pad = 0
+    if all_rows and batch:
+        n = np.shape(next(iter(batch.values())))[0]
+        pad = (-n) % batch_divisor(mesh)
     out = {}
-    for key, value in local_batch.items():
+    for key, value in batch.items():
         value = np.asarray(value)
         if value.ndim == 0:
             raise ValueError(
                 f"batch[{key!r}] is a scalar; every batch entry needs a batch dimension"
             )
-        out[key] = jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
+        if pad:
+            value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
+        out[key] = jax.make_array_from_process_local_data(
+            batch_sharding(mesh, value.ndim), value, value.shape if all_rows else None
+        )
     return out
 
 

@@ -128,6 +128,21 @@ def test_global_batch_splits_rows_over_data_and_fsdp():
         parallel.global_batch({"step": np.int32(3)}, mesh)
 
 
+def test_global_batch_of_all_rows_pads_to_the_batch_shards():
+    # Evaluation: every process holds the whole batch; 6 rows on 4 batch shards become 8, the
+    # two extra rows zeros, and the real rows come back unchanged.
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    rows = {
+        "video": np.arange(6 * 3, dtype=np.float32).reshape(6, 3) + 1,
+        "valid": np.ones(6, bool),
+    }
+    batch = parallel.global_batch(rows, mesh, all_rows=True)
+    assert batch["video"].shape == (8, 3) and batch["valid"].shape == (8,)
+    np.testing.assert_array_equal(np.asarray(batch["video"])[:6], rows["video"])
+    assert not np.asarray(batch["video"])[6:].any() and not np.asarray(batch["valid"])[6:].any()
+    assert {s.data.shape for s in batch["video"].addressable_shards} == {(2, 3)}
+
+
 def test_no_distributed_init_without_cluster(monkeypatch):
     for var in ("SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES"):
         monkeypatch.delenv(var, raising=False)

@@ -158,8 +158,8 @@ def test_resume_command_replaces_the_learning_rate_in_either_flag_form():
     from gram_jax.train.guard import lower_lr_command
 
     for argv in (
-        ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr=0.002"],
-        ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr", "0.002"],
+        ["gram-train", "--config=c.py", "--workdir=W", "--config.optim.lr=0.002"],
+        ["gram-train", "--config=c.py", "--workdir=W", "--config.optim.lr", "0.002"],
     ):
         got = lower_lr_command(argv, 0.002)
         assert got == "gram-train --config=c.py --workdir=W --config.optim.lr=0.0002"

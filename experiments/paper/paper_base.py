@@ -120,7 +120,6 @@ def retrieval_eval(dataset: str, modalities: tuple[str, ...], *, zero_shot: bool
     ev = dict(
         type="retrieval",
         split="test",
-        anchor="text",
         modalities=tuple(modalities),
         scorings=("volume", "matching"),
         top_k=50,

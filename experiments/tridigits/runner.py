@@ -19,7 +19,7 @@ import numpy as np
 from gram_jax import parallel
 from gram_jax.config import prepare
 from gram_jax.train import Trainer, init_train_state
-from gram_jax.train.step import NonFiniteLossError, check_finite
+from gram_jax.train.guard import NonFiniteLossError, check_finite
 
 
 class SeedBatchRunner:

@@ -13,7 +13,7 @@ Exports are lazy (PEP 562) so that ``gram-train --help`` imports neither JAX nor
 
 from __future__ import annotations
 
-import importlib
+from gram_jax import lazy_exports
 
 _EXPORTS = {
     "prepare": "gram_jax.config.prepare",
@@ -26,9 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gram_jax.config' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

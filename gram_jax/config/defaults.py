@@ -42,7 +42,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         eps=1e-6,
         weight_decay=0.01,
         decay_embeddings=False,
-        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity row 9).
+        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity
+        # row 9).
         decay_mask="structural",
         grad_clip_norm=0.0,
         accumulation_steps=1,
@@ -72,6 +73,10 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
+    # fnmatch patterns of '/'-joined parameter paths that config.model_init may leave at their
+    # initial values (e.g. ("vision/*", "audio/*") for a file holding only the text tower); any
+    # other parameter the file lacks refuses the load (gram_jax.convert.params_file).
+    config.model_init_allow_missing = ()
     # "module:function" called on every process (it may gather over them; it writes on process 0)
     # after the last evaluation of a run that trained, as fn(config, trainer, state, workdir)
     # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
@@ -89,8 +94,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
     config.best_metric = ""
     config.best_mode = "max"
-    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
-    # fidelity_exceptions: dotted keys the switch leaves as set.
+    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's
+    # key); fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""
     config.fidelity_exceptions = ()
     return config
