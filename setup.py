@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+# The project's repository: the notebooks' install cell (notebooks/build.py) installs from here.
+URL = "https://github.com/gram-jax/gram_jax"
+
 # jax 0.10.2 is the newest release for Python 3.11; jax >= 0.11 needs Python >= 3.12.
 # Both lines are supported (each is tested on the development machines); the ranges admit each.
 INSTALL_REQUIRES = [
@@ -70,6 +73,7 @@ setup(
     name="gram_jax",
     version="0.1.0",
     description="GRAM (Gramian Representation Alignment Measure) multimodal training in JAX/Flax.",
+    url=URL,
     python_requires=">=3.11",
     packages=find_packages(
         include=[
