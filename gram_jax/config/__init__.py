@@ -6,7 +6,7 @@
 - `validation`: unknown keys, types and ranges; `ConfigError`;
 - `fidelity`: the one switch that reproduces the released code, and the derived keys;
 - `resume`: whether a workdir's checkpoints can continue under a new config;
-- `prepare`: the one sequence every entry point runs (fidelity -> validation -> run length).
+- `preparation`: `prepare`, the one sequence every entry point runs (fidelity -> validation -> run length).
 
 Exports are lazy (PEP 562) so that ``gram-train --help`` imports neither JAX nor the data pipeline.
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 from gram_jax import lazy_exports
 
 _EXPORTS = {
-    "prepare": "gram_jax.config.prepare",
-    "resolve_run_length": "gram_jax.config.prepare",
+    "prepare": "gram_jax.config.preparation",
+    "resolve_run_length": "gram_jax.config.preparation",
     "ConfigError": "gram_jax.config.validation",
     "validate_config": "gram_jax.config.validation",
     "load_config": "gram_jax.config.loading",

@@ -57,7 +57,7 @@ class CheckpointReadError(RuntimeError):
 class PreemptedError(RuntimeError):
     """The run stopped on a pre-emption signal after saving; rerunning continues it.
 
-    ``gram-train`` exits with `gram_jax.cli.train.EXIT_PREEMPTED` (75) for it.
+    ``gram-train`` exits with `gram_jax.cli.exit_codes.EXIT_PREEMPTED` (75) for it.
     """
 
     def __init__(self, step: int, directory):
