@@ -29,7 +29,7 @@ from gram_jax import parallel
 from gram_jax.config import prepare
 from gram_jax.evaluators.model import matched_probability
 from gram_jax.inference import GramInference, abstract_variables
-from gram_jax.rank import folder_items, format_ranking
+from gram_jax.inference.rank import folder_items, format_ranking
 from gram_jax.train import checkpoint
 
 pytestmark = pytest.mark.media

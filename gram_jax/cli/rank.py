@@ -13,11 +13,11 @@ saved config is used unless ``--config`` is given) or gram-convert weights (``--
 required; without ``--checkpoint``, ``--config.model_init=DIR/params`` names them); see
 `gram_jax.inference`. Prints, per query, the items from best to worst with their
 scores (higher = better; ``volume`` scores are minus the Gram volume), the best ``--top`` only when
-given. ``--save_embeddings FILE`` also writes the query and item embeddings (`gram_jax.rank`
-lists the keys of that .npz).
+given. ``--save_embeddings FILE`` also writes the query and item embeddings
+(`gram_jax.inference.rank` lists the keys of that .npz).
 
-One library call, `gram_jax.rank.rank`; inputs it cannot use end in one line and exit code 2
-(`gram_jax.cli.exit_codes`).
+One library call, `gram_jax.inference.rank.rank`; inputs it cannot use end in one line and exit
+code 2 (`gram_jax.cli.exit_codes`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv) -> int:
     configure_console(FLAGS.verbosity)
     # lazy: `gram-rank --help` must not import JAX.
     from gram_jax.cli.exit_codes import run_to_exit_code  # noqa: PLC0415
-    from gram_jax.rank import rank  # noqa: PLC0415
+    from gram_jax.inference.rank import rank  # noqa: PLC0415
 
     def run_rank():
         print(
@@ -76,16 +76,6 @@ def main(argv) -> int:
         )
 
     return run_to_exit_code(run_rank, "gram-rank")
-
-
-def __getattr__(name: str):
-    # `format_ranking` / `folder_items` lived here before `gram_jax.rank`; kept importable (lazily,
-    # so `--help` stays JAX-free) for code written against the old home.
-    if name in ("format_ranking", "folder_items"):
-        from gram_jax import rank  # noqa: PLC0415
-
-        return getattr(rank, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run() -> None:
