@@ -45,6 +45,7 @@ def test_quickstart_config_keys(runlocal_config):
 
 
 def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
+    from gram_jax.config import prepare
     from gram_jax.evaluators.report import report_run
     from gram_jax.train import Trainer, train_and_evaluate
 
@@ -58,7 +59,8 @@ def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
         assert key in test_line, key  # the diagnostics reach metrics.jsonl (and TensorBoard)
     assert list(tmp_path.glob("events.out.tfevents.*"))
     printed = []
-    out = report_run(config, Trainer(config), state, tmp_path, log=printed.append)
+    model = Trainer(prepare(config)).eval_model
+    out = report_run(config, model, state, tmp_path, log=printed.append)
     assert "text->video+audio" in printed[0] and "video->audio" in printed[0]
     test_records = json.loads(pathlib.Path(config.data.annotations.test).read_text())
     assert set(out["retrieval"]) == {
