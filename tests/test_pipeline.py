@@ -272,11 +272,12 @@ def test_missing_and_broken_media_follow_the_policy(clips, tmp_path):
     assert present == {0: True, 1: False, 2: False, 3: True}
     assert not batch["audio"][~batch["present_audio"]].any()
     assert batch["audio"][batch["present_audio"]].std() > 0.1
-    # The reference's audio filter drops records without an audio file (only: video2's empty
-    # file still counts as present, as in the released code); index keeps the file position.
+    # The audio filter drops records whose audio file is missing (video3) or does not decode
+    # (video2's empty file, which the released code kept: it only checks that a file exists);
+    # index keeps the file position.
     filtered = small_config(clips, modalities=("text",), eval_batch_size=8, filter_audio=True)
     (batch,) = list(pipeline.make_eval_iterator(filtered, "test", process_index=0, process_count=1))
-    assert batch["index"][batch["valid"]].tolist() == [0, 0, 1, 1, 3, 3]
+    assert batch["index"][batch["valid"]].tolist() == [0, 0, 3, 3]
     # 'raise' on a file that exists but does not decode names it when it is read.
     (audio_dir / "video3.mp3").symlink_to(audio_dir / "video4.mp3")
     it = pipeline.make_eval_iterator(raising, "test", process_index=0, process_count=1)

@@ -147,12 +147,15 @@ def configure_console(verbosity: int = 0) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for name in ("gram_jax", "data_pipelines"):
         logging.getLogger(name).setLevel(logging.INFO)
-    if verbosity < 1:
-        for name in CHATTY_LOGGERS:
-            logger = logging.getLogger(name)
+    for name in CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        # Set both ways: a process may configure the console more than once (tests, notebooks).
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, _NoTraceback)]
+        if verbosity < 1:
             logger.setLevel(logging.WARNING)
-            if not any(isinstance(f, _NoTraceback) for f in logger.filters):
-                logger.addFilter(_NoTraceback())
+            logger.addFilter(_NoTraceback())
+        else:
+            logger.setLevel(logging.NOTSET)
 
 
 class _NoTraceback(logging.Filter):
