@@ -6,10 +6,17 @@ run spends most of its time in per-step dispatch; ``jax.vmap`` of the trainer's 
 sampling as ``gram-train``) over a leading seed axis trains all seeds of a fold in one program,
 compiled once per method. Seeds differ in initialisation, dropout, hard negatives and data order;
 runs never share state.
+
+Initialisation follows ``gram-train``'s ``config.model_init``: the seed's fresh state, then the
+parameters of a converted-weights file written over it (a partial file loads only its towers);
+``train(init_files=...)`` gives each run a file of its own (a fine-tuning stage starting from each
+run's own earlier stage), and ``train(save_params_dir=...)`` writes each run's final parameters in
+the format ``config.model_init`` reads.
 """
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import jax
@@ -17,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gram_jax import parallel
+from gram_jax.cli.convert import save_params as write_params_file
 from gram_jax.config import prepare
-from gram_jax.train import Trainer, init_train_state
+from gram_jax.train import Trainer, checkpoint, init_train_state
 from gram_jax.train.step import NonFiniteLossError, check_finite
 
 
@@ -48,6 +56,9 @@ class SeedBatchRunner:
         eval_splits: tuple[str, ...] = ("test",),
         eval_steps: tuple[int, ...] = (),
         on_eval=None,
+        train_split: str = "train",
+        init_files: list | None = None,
+        save_params_dir: str | pathlib.Path | None = None,
     ) -> list[dict]:
         """Train every (fold, seed) of ``runs`` together; one result dict per run.
 
@@ -58,24 +69,37 @@ class SeedBatchRunner:
           eval_splits: the fold splits embedded after training (and at ``eval_steps``).
           eval_steps: steps after which the splits are also embedded (learning curves); each
             evaluation calls ``on_eval(step, split, run_index, embeddings, labels)``.
+          train_split: the split each run trains on (``arrays.TriDigitsArrays.split`` names).
+          init_files: one converted-weights file (or None) per run, written over its fresh
+            state as ``config.model_init`` is; default: ``config.model_init`` for every run.
+          save_params_dir: where each run's final parameters go, as
+            ``<dir>/fold<k>_seed<s>/params`` (an orbax tree ``config.model_init`` reads).
         Returns:
           [{'fold', 'seed', 'splits': {split: {'embeddings': {m: float32[N, D]}, 'labels':
-          int32[N]}}, 'history', 'seconds'}], the splits embedded after the last step.
+          int32[N]}}, 'history', 'seconds', 'init', 'params_file'}], the splits embedded after
+          the last step; 'init' is the file each run started from (or None), 'params_file' the
+          written parameters (or None).
         """
         config = self.config
         batch_size, steps = config.data.batch_size, config.total_steps
         orders = []
         for fold, seed in runs:
-            n_train = len(data.split(fold, "train")["label"])
+            n_train = len(data.split(fold, train_split)["label"])
             rng = np.random.default_rng([seed, fold, 7])
             epochs = -(-steps * batch_size // n_train)
             orders.append(np.concatenate([rng.permutation(n_train) for _ in range(epochs)]))
         start = time.time()
         state = self.init(jnp.asarray([seed for _, seed in runs], jnp.int32))
+        if init_files is None:
+            init_files = [self.config.get("model_init") or None] * len(runs)
+        if len(init_files) != len(runs):
+            raise ValueError(f"init_files: {len(init_files)} files for {len(runs)} runs")
+        if any(init_files):
+            state = dict(state, params=self._load_params(state["params"], init_files, log))
         history = []
         for step in range(steps):
             batches = [
-                data.batch(fold, "train", order[step * batch_size : (step + 1) * batch_size])
+                data.batch(fold, train_split, order[step * batch_size : (step + 1) * batch_size])
                 for (fold, _), order in zip(runs, orders, strict=True)
             ]
             stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
@@ -105,6 +129,9 @@ class SeedBatchRunner:
             for split, per_run in final.items():
                 for i, (emb, labels) in enumerate(per_run):
                     on_eval(steps, split, i, emb, labels)
+        saved = [None] * len(runs)
+        if save_params_dir is not None:
+            saved = self.save_params(state, runs, save_params_dir)
         results = []
         for i, (fold, seed) in enumerate(runs):
             results.append(
@@ -119,9 +146,41 @@ class SeedBatchRunner:
                         {k: (v if k == "step" else v[i]) for k, v in h.items()} for h in history
                     ],
                     seconds=time.time() - start,
+                    init=None if init_files[i] is None else str(init_files[i]),
+                    params_file=None if saved[i] is None else str(saved[i]),
                 )
             )
         return results
+
+    @staticmethod
+    def _load_params(params, files, log) -> dict:
+        """The stacked params [R, ...] with run i's file written over run i's slice, as
+        ``config.model_init`` is (`checkpoint.merge_partial_params`: names and shapes checked)."""
+        per_run, cache = [], {}
+        for i, path in enumerate(files):
+            own = jax.tree.map(lambda x, i=i: x[i], params)
+            if path is None:
+                per_run.append(own)
+                continue
+            if str(path) not in cache:
+                cache[str(path)] = checkpoint.load_param_file(path)
+            merged, replaced, unexpected = checkpoint.merge_partial_params(
+                own, cache[str(path)], f"config.model_init={path}"
+            )
+            if i == 0 or path != files[i - 1]:
+                log(f"model_init {path}: {len(replaced)} params loaded, {len(unexpected)} unused")
+            per_run.append(merged)
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *per_run)
+
+    @staticmethod
+    def save_params(state, runs, out_dir) -> list[pathlib.Path]:
+        """Writes run i's parameters to ``<out_dir>/fold<k>_seed<s>/params``; returns the paths."""
+        host = jax.device_get(state["params"])
+        paths = []
+        for i, (fold, seed) in enumerate(runs):
+            own = jax.tree.map(lambda x, i=i: np.asarray(x[i]), host)
+            paths.append(write_params_file(own, pathlib.Path(out_dir) / f"fold{fold}_seed{seed}"))
+        return paths
 
     def embed(self, data, runs, state, split: str) -> list[tuple[dict, np.ndarray]]:
         """[(embeddings {m: float32[N, D]}, labels int32[N])] of each run on its fold's split."""
