@@ -76,9 +76,11 @@ class SeedBatchRunner:
             ``<dir>/fold<k>_seed<s>/params`` (an orbax tree ``config.model_init`` reads).
         Returns:
           [{'fold', 'seed', 'splits': {split: {'embeddings': {m: float32[N, D]}, 'labels':
-          int32[N]}}, 'history', 'seconds', 'init', 'params_file'}], the splits embedded after
-          the last step; 'init' is the file each run started from (or None), 'params_file' the
-          written parameters (or None).
+          int32[N]}}, 'history', 'seconds', 'seconds_per_step', 'init', 'params_file'}], the
+          splits embedded after the last step; 'seconds_per_step': wall time per step of all
+          runs together after the first (which compiles), evaluations along training included;
+          'init' the file each run started from (or None); 'params_file' the written
+          parameters (or None).
         """
         config = self.config
         batch_size, steps = config.data.batch_size, config.total_steps
@@ -104,6 +106,10 @@ class SeedBatchRunner:
             ]
             stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
             state, metrics = self.step(state, stacked)
+            if step == 0:
+                # The first step compiles; the steady cost is timed from its end.
+                jax.block_until_ready(state)
+                after_first = time.time()
             if (step + 1) % max(steps // 10, 1) == 0 or step + 1 == steps:
                 host = jax.device_get(metrics)
                 for i, run in enumerate(runs):
@@ -124,6 +130,8 @@ class SeedBatchRunner:
                 for split in eval_splits:
                     for i, (emb, labels) in enumerate(self.embed(data, runs, state, split)):
                         on_eval(step + 1, split, i, emb, labels)
+        jax.block_until_ready(state)
+        steady = (time.time() - after_first) / (steps - 1) if steps > 1 else None
         final = {split: self.embed(data, runs, state, split) for split in eval_splits}
         if on_eval is not None:
             for split, per_run in final.items():
@@ -146,6 +154,7 @@ class SeedBatchRunner:
                         {k: (v if k == "step" else v[i]) for k, v in h.items()} for h in history
                     ],
                     seconds=time.time() - start,
+                    seconds_per_step=steady,
                     init=None if init_files[i] is None else str(init_files[i]),
                     params_file=None if saved[i] is None else str(saved[i]),
                 )
