@@ -41,8 +41,14 @@ class SeedBatchRunner:
         self.trainer = Trainer(config, mesh=parallel.make_mesh(config.mesh, jax.devices()[:1]))
         tx = self.trainer.tx
         # The trainer's initial state with the seed as an argument: one compilation for all seeds.
-        self.init = jax.jit(jax.vmap(lambda seed: init_train_state(config.model, tx, seed)))
-        self.step = jax.jit(jax.vmap(self.trainer.train_step), donate_argnums=0)
+        # One sharding for every state leaf, in and out of the step: with the shardings the init
+        # and the step would each choose, the second step's input differs from the first's and
+        # the step compiles twice (minutes each on a busy CPU).
+        self.one = one = parallel.replicated(self.trainer.mesh)
+        self.init = jax.jit(
+            jax.vmap(lambda seed: init_train_state(config.model, tx, seed)), out_shardings=one
+        )
+        self.step = jax.jit(jax.vmap(self.trainer.train_step), donate_argnums=0, out_shardings=one)
         encode = self.trainer.eval_model.encode
         # Each run encodes its own fold's test set (padded to one size): every argument is mapped.
         self.encode = jax.jit(jax.vmap(lambda p, s, b: encode(p, s, b)[0]))
@@ -97,7 +103,8 @@ class SeedBatchRunner:
         if len(init_files) != len(runs):
             raise ValueError(f"init_files: {len(init_files)} files for {len(runs)} runs")
         if any(init_files):
-            state = dict(state, params=self._load_params(state["params"], init_files, log))
+            params = self._load_params(state["params"], init_files, log)
+            state = dict(state, params=jax.device_put(params, self.one))
         history = []
         for step in range(steps):
             batches = [
