@@ -52,10 +52,11 @@ def test_finetune_writes_one_run_file_per_arm_fold_seed(tiny_run):
         m = volume["test"][key]
         assert 0 <= m["class@1"] <= 1 and 0 <= m["text@1"] <= 1
         assert volume["queries"][key] == m["queries"]
-    # Text queries are the distinct texts (fewer than the 40 test records); tuples are all distinct.
-    texts = {r["desc"] for r in _records(tiny_run, "test")}
-    assert volume["queries"]["text->video+audio/volume"] == len(texts) < 40
-    assert volume["queries"]["video+audio->text/volume"] == 40
+    # Text queries are the distinct texts (fewer than the test records); tuples are all distinct.
+    records = _records(tiny_run, "test")
+    texts = {r["desc"] for r in records}
+    assert volume["queries"]["text->video+audio/volume"] == len(texts) < len(records)
+    assert volume["queries"]["video+audio->text/volume"] == len(records)
     assert "text@1" not in volume["test"]["text->video"]
     assert 0 <= volume["test"]["positive_share"] <= 1
     # The stage-1 parameters are written where config.model_init reads them.
@@ -67,14 +68,14 @@ def _records(tiny_run, split):
     from experiments.tridigits import finetune
 
     args, _ = tiny_run
-    config = finetune.arm_config(finetune.STAGE1, 1, 0.0, args)
+    config = finetune.arm_config(finetune.STAGE1, 1, 1e-3, args)
     root = pathlib.Path(config.data.video_dir).parent
     return json.loads(tridigits.annotation_path(root, 1, split).read_text())
 
 
 @pytest.mark.media
 def test_stage2_at_lr0_from_saved_params_reproduces_stage1(tiny_run):
-    """config.model_init in the seed-vmapped runner: a stage 2 at learning rate 0 from stage 1's
+    """config.model_init in the seed-vmapped runner: a stage 2 at learning rate ~0 from stage 1's
     saved parameters embeds exactly as stage 1 did (its metrics equal the 'none' arm's)."""
     from experiments.tridigits import finetune
     from experiments.tridigits.arrays import TriDigitsArrays
@@ -82,7 +83,9 @@ def test_stage2_at_lr0_from_saved_params_reproduces_stage1(tiny_run):
     from gram_jax.evaluators import distinct
 
     args, out = tiny_run
-    config = finetune.arm_config(finetune.STAGE1, 1, 0.0, args)
+    # Learning rate "0": the config refuses 0, and 1e-30 moves no float32 parameter (each update
+    # is far below half a unit in the last place).
+    config = finetune.arm_config(finetune.STAGE1, 1, 1e-30, args)
     config.model_init = str(out / "stage1_params" / "fold1_seed0" / "params")
     data = TriDigitsArrays(
         pathlib.Path(config.data.video_dir).parent, frames=2, size=28, cache_dir=out / "cache"

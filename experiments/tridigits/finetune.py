@@ -27,9 +27,16 @@ Writes ``<out>/runs/<arm>_fold<k>_seed<s>.json`` (one per arm x fold x seed, sma
 ``python -m experiments.tridigits.aggregate --finetune-runs <out>/runs --results docs/results.md``
 writes the paired table (finetune_table.py).
 
-Cost (measured 2026-12-07 on the 2-core shared CPU machine of this project under load average
-~22, full TriDigits, batch 32, 4 frames of 28x28, 4 runs vmapped together): see
-``PROBE_SECONDS_PER_STEP`` below.
+Cost. Not yet probed at full size: the 20-step probe of one arm (batch 32, 2 frames, 16 runs
+vmapped) is left to the next session, which should write its seconds per step here (each run file
+records ``stage2_seconds_per_step``, compilation excluded). Measured at tiny size (small build,
+batch 8, 2 frames, 2 runs vmapped) on the project's shared 2-core CPU machine under load average
+16-22 (2026-12-07): compiling one stage's vmapped init took 3.4 minutes and its first step ~6
+minutes; the steps after it ~1 s. Projection, from the from-scratch sweep's documented rate on the
+same machine unloaded (~0.5 s per step for 5 vmapped runs at batch 32, 2 frames, no matching
+head; docs/results.md), assuming cost linear in the runs vmapped: 16 units ~1.6 s per step, so
+stage 1 (300 steps) ~8 minutes and 4 trained arms x 150 steps ~16 minutes, plus 5 compilations
+(minutes each) and the evaluations: about 45-60 minutes for 16 units x 5 arms.
 """
 
 from __future__ import annotations
@@ -58,8 +65,6 @@ ARMS: dict[str, dict | None] = {
     "volume_all_pairs": dict(loss="volume", breaker="hybrid_all", matching=False),
 }
 EVAL_SPLITS = ("val", "test")
-# Measured by the 20-step probe (module docstring): seconds per vmapped step of one arm.
-PROBE_SECONDS_PER_STEP = None
 
 
 def _ints(text: str) -> list[int]:
@@ -78,7 +83,7 @@ def parse_args(argv=None):
     p.add_argument("--stage1_lr", type=float, default=2e-3)
     p.add_argument("--stage2_lr", type=float, default=5e-4)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--frames", type=int, default=2, help="frames read of the 8 stored")
     p.add_argument("--image_size", type=int, default=28)
     p.add_argument("--small", action="store_true", help="the small TriDigits variant (tests)")
     args = p.parse_args(argv)
