@@ -51,6 +51,7 @@ def paired(differences: list[float]) -> dict[str, float]:
     """{'n', 'mean', 'half' (95 % t half-width), 'p' (two-sided paired t-test)}."""
     n = len(differences)
     mean = sum(differences) / n
+    mean = 0.0 if abs(mean) < 1e-12 else mean  # float residue of equal values prints as -0.000
     if n < 2:
         return {"n": n, "mean": mean, "half": math.nan, "p": math.nan}
     sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
@@ -63,15 +64,13 @@ def paired(differences: list[float]) -> dict[str, float]:
 
 
 def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the input's order (nan stays nan)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    m = len(p_values)
-    adjusted = [math.nan] * m
+    """Holm's step-down adjusted p-values, in the input's order; a nan (no test: an arm missing,
+    one unit) stays nan and is not counted in the family."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
     running = 0.0
-    for rank, i in enumerate(order):
-        if math.isnan(p_values[i]):
-            continue
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
         adjusted[i] = running
     return adjusted
 
@@ -164,10 +163,14 @@ def table(by_arm: dict) -> str:
         share = "positive_share"
         cells.append(_cell(paired(_differences(by_arm, arm, share, REFERENCE, share))))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    settings = sorted(  # where the runs were written is not a setting of them
-        json.dumps({k: v for k, v in r.get("settings", {}).items() if k != "out"}, sort_keys=True)
-        for a in arms
-        for r in by_arm[a].values()
+    # Where the runs were written is not a setting of them.
+    settings = sorted(
+        {
+            json.dumps({k: v for k, v in r["settings"].items() if k != "out"}, sort_keys=True)
+            for a in arms
+            for r in by_arm[a].values()
+            if "settings" in r
+        }
     )
     lines += ["", "Settings of the runs: " + "; ".join(f"`{s}`" for s in settings)]
     return "\n".join(lines)
