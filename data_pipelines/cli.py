@@ -2,6 +2,7 @@
 
     gram-data validate --annotations FILE.json [--video-dir DIR] [--audio-dir DIR] [--dataset NAME]
     gram-data prepare ...            (data_pipelines.prepare.main)
+    gram-data extract-audio --video-dir DIR --audio-dir DIR   (data_pipelines.extract_audio.main)
     gram-data build NAME ...         (data_pipelines.datasets.NAME.build_main, e.g. tridigits)
 
 Each subcommand's module is imported only when it runs, so a missing optional part (or a broken
@@ -21,6 +22,8 @@ USAGE = """usage: gram-data COMMAND [ARGS...]
 commands:
   validate   report every problem of a dataset's annotations and media (exit 1 if any)
   prepare    decode a dataset into ArrayRecord shards for fast training
+  extract-audio
+             write <video id>.mp3 (16 kHz mono) for every video with audio (the released layout)
   build      build a dataset from its sources: gram-data build NAME [ARGS...] (e.g. tridigits)
 
 'gram-data COMMAND --help' describes a command's arguments.
@@ -30,6 +33,7 @@ commands:
 COMMANDS = {
     "validate": ("data_pipelines.validate", "main"),
     "prepare": ("data_pipelines.prepare", "main"),
+    "extract-audio": ("data_pipelines.extract_audio", "main"),
 }
 
 

@@ -17,6 +17,8 @@ KNOWN_MODALITIES = ("video", "audio", "text", "subtitle")
 TEXT_MODALITIES = ("text", "subtitle")
 RESIZE_MODES = ("crop_flip", "resize")
 CAPTION_MODES = ("all", "first")
+#: data_pipelines.records.REPEATED_ID_MODES (repeated so that reading a config imports nothing).
+REPEATED_ID_MODES = ("group", "error")
 BAD_DATA_POLICIES = ("raise", "skip")
 #: Filterbank implementations (media.audio.FBANK_BACKENDS; repeated here so that reading a config
 #: does not import PyAV and kaldi-native-fbank; tests/test_pipeline.py checks they agree).
@@ -92,8 +94,12 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     # (present_<m>=False, masked out of the Gram matrix); 'encode' tokenizes it as [CLS][SEP] and
     # keeps it present, as the released code does (MSR-VTT test: 238 of 1000 subtitles are empty).
     c.empty_text_policy = "absent"
-    # 'all': one sample per (record, caption); 'first': only caption 0 of each record.
+    # 'all': one sample per (record, caption); 'first': only caption 0 of each annotation row (a
+    # file with one row per caption keeps every row's caption: one sample per row, as released).
     c.caption_mode = "all"
+    # Rows that repeat an id: 'group' reads them as one video with the rows' captions (MSR-VTT
+    # training files commonly hold one row per caption, 20 per video); 'error' refuses them.
+    c.repeated_ids = "group"
     # True keeps only records whose audio file exists (the reference's filter: MSR-VTT 884 of 1000);
     # False keeps the full set and marks missing audio with present_audio=False.
     c.filter_audio = False
@@ -154,6 +160,7 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         "resize": RESIZE_MODES,
         "frame_transform": FRAME_TRANSFORMS,
         "caption_mode": CAPTION_MODES,
+        "repeated_ids": REPEATED_ID_MODES,
         "bad_data": BAD_DATA_POLICIES,
         "empty_text_policy": EMPTY_TEXT_POLICIES,
     }

@@ -168,6 +168,10 @@ class TrainIterator:
     none. ``set_state`` rebuilds the Grain pipeline to start at that step (workers restart then).
     """
 
+    # The state is the global position, the same on every process: a checkpoint handler may give
+    # it to a run with another process count (gram_jax.train.checkpoint).
+    state_is_global = True
+
     def __init__(self, plan: TrainPlan, load: transforms.LoadSample, config, split: str):
         self._plan, self._load, self._config, self._split = plan, load, config, split
         self._step = plan.start_step
@@ -240,18 +244,6 @@ def _train_parts(config, process_index, process_count, split):
         num_epochs=config.num_epochs,
     )
     return plan, transforms.LoadSample.from_config(config, split_data, train=True)
-
-
-def train_dataset(
-    config: ml_collections.ConfigDict,
-    *,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    split: str = "train",
-) -> grain.IterDataset:
-    """The training ``IterDataset`` of this process (grain's own iterator state when iterated)."""
-    plan, load = _train_parts(config, process_index, process_count, split)
-    return _assemble(plan, load, config, drop_remainder=True)
 
 
 def make_train_iterator(

@@ -23,6 +23,9 @@ from typing import Any
 ID_FIELDS = ("clip_id", "video_id", "image_id", "image", "id")
 CAPTION_FIELDS = ("desc", "caption", "vast_cap")
 CAPTION_MODES = ("all", "first")
+# What rows sharing one id mean: 'group' merges them into one record (one video, its captions in
+# file order: MSR-VTT and VATEX training files commonly hold one row per caption); 'error' refuses.
+REPEATED_ID_MODES = ("group", "error")
 
 
 class AnnotationError(ValueError):
@@ -173,27 +176,37 @@ def read_records(
     layout_name: str | None = None,
     caption_mode: str = "all",
     require_captions: bool = True,
-    allow_duplicate_ids: bool = False,
+    repeated_ids: str = "group",
 ) -> list[Record]:
     """Parse a VAST-style annotation file, checking ``required_fields`` on every record.
+
+    Two shapes of the same data are read alike: one row per caption (the id repeated on every
+    row) and one row per video with a list of captions.
 
     Args:
       path: the JSON file (a list of records).
       required_fields: JSON keys every record must have (a dataset layout's ``required_fields``).
       layout_name: the layout that requires them, named in the error.
-      caption_mode: ``'all'`` or ``'first'`` (the reference's single caption per record).
+      caption_mode: ``'all'`` keeps every caption; ``'first'`` keeps the first caption *of each
+        row* (a list's element 0), the released code's rule: a row-per-caption file keeps every
+        row's caption (the released dataset trains one sample per row), a caption-list file one
+        caption per video.
       require_captions: records without a caption field are an error (False: empty ``captions``,
         e.g. for classification lists).
-      allow_duplicate_ids: two records with one id are an error by default: retrieval ground truth
-        is keyed by id.
+      repeated_ids: ``'group'`` (default): rows with one id become one record with the rows'
+        captions in file order (their subtitles must agree; other fields are the first row's);
+        ``'error'``: a repeated id is an error (retrieval ground truth is keyed by id).
 
     Returns:
-      list[Record] in file order (a record's position is its ``index`` in batches).
+      list[Record] in order of first appearance (a record's position is its ``index`` in
+      batches).
     """
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
-    records = []
-    seen: dict[str, int] = {}
+    if repeated_ids not in REPEATED_ID_MODES:
+        raise ValueError(f"repeated_ids must be one of {REPEATED_ID_MODES}, got {repeated_ids!r}")
+    records: list[Record] = []
+    seen: dict[str, tuple[int, int]] = {}  # id -> (first row, position in `records`)
     for index, raw in enumerate(read_annotation_list(path)):
         record = parse_record(raw, path=path, index=index, require_captions=require_captions)
         for field in required_fields:
@@ -204,12 +217,33 @@ def read_records(
                     index=index,
                     field=field,
                 )
-        if not allow_duplicate_ids and record.id in seen:
-            raise AnnotationError(
-                path, f"duplicate id {record.id!r} (first at record {seen[record.id]})", index=index
-            )
-        seen.setdefault(record.id, index)
         if caption_mode == "first" and len(record.captions) > 1:
             record = dataclasses.replace(record, captions=record.captions[:1])
-        records.append(record)
+        if record.id not in seen:
+            seen[record.id] = (index, len(records))
+            records.append(record)
+            continue
+        first_row, position = seen[record.id]
+        if repeated_ids == "error":
+            raise AnnotationError(
+                path,
+                f"duplicate id {record.id!r} (first at record {first_row}); "
+                "data.repeated_ids='group' reads one row per caption",
+                index=index,
+            )
+        group = records[position]
+        if record.subtitle != group.subtitle:
+            raise AnnotationError(
+                path,
+                f"id {record.id!r} repeats record {first_row} with another subtitle "
+                f"({record.subtitle!r} vs {group.subtitle!r}); rows of one video must agree",
+                index=index,
+                field="subtitle",
+            )
+        records[position] = dataclasses.replace(group, captions=group.captions + record.captions)
     return records
+
+
+def count_rows(path: str | os.PathLike) -> int:
+    """The number of rows (JSON objects) in an annotation file, before grouping."""
+    return len(read_annotation_list(path))

@@ -10,6 +10,7 @@ caption 0 (annotations.load_records applies the mode). The pipeline's plans inde
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import ml_collections
@@ -177,7 +178,10 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         )
     path = os.fspath(path)
     records = annotations.load_records(
-        path, dataset=config.dataset, caption_mode=config.caption_mode
+        path,
+        dataset=config.dataset,
+        caption_mode=config.caption_mode,
+        repeated_ids=config.repeated_ids,
     )
     positions = np.arange(len(records), dtype=np.int32)
     prefix = config.audio_prefix
@@ -192,16 +196,20 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         if manifest is None:
             if not config.audio_dir:
                 raise ValueError("data config: filter_audio=True needs audio_dir")
-            unavailable = {
-                r.id
-                for r in records
-                if find_record_media(
-                    config.dataset, r.id, "audio", config.audio_dir, audio_prefix=prefix
-                )
-                is None
-            }
+            unavailable, unreadable = _without_readable_audio(config, records, prefix)
+        else:
+            unreadable = {}
         keep = [i for i, r in enumerate(records) if r.id not in unavailable]
-        logging.info("%s: filter_audio kept %d of %d records", path, len(keep), len(records))
+        logging.info(
+            "%s: filter_audio kept %d of %d records (%d without an audio file, %d whose audio "
+            "file has no readable audio stream%s)",
+            path,
+            len(keep),
+            len(records),
+            len(unavailable) - len(unreadable),
+            len(unreadable),
+            f": first {dict(list(unreadable.items())[:3])}" if unreadable else "",
+        )
         records = [records[i] for i in keep]
         positions = positions[keep]
     media_paths: dict[str, list[str | None]] = {}
@@ -257,6 +265,44 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> SplitData:
         media_dirs=media_dirs,
         audio_prefix=prefix,
     )
+
+
+def _without_readable_audio(config, records, prefix) -> tuple[set[str], dict[str, str]]:
+    """(ids to drop, {id: reason} of those whose audio file exists but cannot be read).
+
+    The released code keeps a record when ``<id>.mp3`` exists; a file that exists but has no
+    audio stream (or does not open) would then fail in training, so it is dropped too and counted
+    apart (``media.audio.probe_audio``: one packet decoded per file).
+    """
+    dropped: set[str] = set()
+    unreadable: dict[str, str] = {}
+    for r in records:
+        if r.id in dropped:
+            continue
+        found = find_record_media(
+            config.dataset, r.id, "audio", config.audio_dir, audio_prefix=prefix
+        )
+        if found is None:
+            dropped.add(r.id)
+            continue
+        stat = os.stat(found)
+        reason = _probe_reason(os.fspath(found), stat.st_mtime_ns, stat.st_size)
+        if reason is not None:
+            dropped.add(r.id)
+            unreadable[r.id] = reason
+    return dropped, unreadable
+
+
+@functools.lru_cache(maxsize=1 << 20)
+def _probe_reason(path: str, mtime_ns: int, size: int) -> str | None:
+    """Why ``path`` has no readable audio, or None; cached per file version, because every
+    dataset built from a split (run length, training, each evaluation) filters again."""
+    del mtime_ns, size  # cache key only: a replaced file is probed again
+    try:
+        media_audio.probe_audio(path)
+    except media.MediaError as err:
+        return err.reason
+    return None
 
 
 class RawReader:

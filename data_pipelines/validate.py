@@ -52,7 +52,9 @@ class Report:
     """What :func:`validate` found: records parsed, media files checked, and the problems."""
 
     annotation_path: str
-    records: int = 0
+    records: int = 0  # rows of the file (a row-per-caption file repeats each video's id)
+    videos: int = 0  # distinct ids among the rows that parse
+    captions: int = 0  # captions of those rows (a caption list counts each element)
     checked: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
@@ -61,7 +63,10 @@ class Report:
 
     def summary(self) -> str:
         checked = ", ".join(f"{n} {m} files" for m, n in sorted(self.checked.items()))
-        head = f"{self.annotation_path}: {self.records} records"
+        head = (
+            f"{self.annotation_path}: {self.records} records, {self.videos} distinct videos, "
+            f"{self.captions} captions"
+        )
         head += f", {checked} checked" if checked else ""
         if not self.problems:
             return head + ": no problems"
@@ -70,7 +75,8 @@ class Report:
 
 
 def _parse_all(path: str, dataset: str | None, report: Report) -> list[ann.Record]:
-    """Every record that parses; one Problem per record that does not, and per duplicate id."""
+    """One record per distinct id that parses (rows repeating an id are grouped, as training
+    reads them); one Problem per row that does not parse or disagrees with its id's first row."""
     try:
         raw_records = ann.read_annotation_list(path)
     except ann.AnnotationError as err:
@@ -97,18 +103,25 @@ def _parse_all(path: str, dataset: str | None, report: Report) -> list[ann.Recor
             report.problems.append(Problem("annotation", record_id, path, f"{where}: {reason}"))
             continue
         if record.id in first_seen:
-            report.problems.append(
-                Problem(
-                    "duplicate_id",
-                    record.id,
-                    path,
-                    f"record {index} repeats the id of record {first_seen[record.id]}",
+            first = records[first_seen[record.id]]
+            if record.subtitle != first.subtitle:
+                report.problems.append(
+                    Problem(
+                        "annotation",
+                        record.id,
+                        path,
+                        f"record {index}, field 'subtitle': another subtitle than the first row "
+                        "of this id; rows of one video must agree",
+                    )
                 )
-            )
+                continue
+            report.captions += len(record.captions)
             continue
-        first_seen[record.id] = index
+        first_seen[record.id] = len(records)
         records.append(record)
+        report.captions += len(record.captions)
     report.records = len(raw_records)
+    report.videos = len(records)
     return records
 
 
@@ -137,12 +150,7 @@ def check_audio(path: str, mode: str = "decode") -> None:
         if not np.isfinite(wave).all():
             raise MediaError(path, "audio decodes to non-finite samples")
         return
-    with av.open(path) as container:  # probe: the stream exists and one packet decodes
-        if not container.streams.audio:
-            raise MediaError(path, "no audio stream in the container")
-        for _ in container.decode(container.streams.audio[0]):
-            return
-    raise MediaError(path, "audio stream decodes to no samples")
+    media_audio.probe_audio(path)  # the stream exists and one packet decodes
 
 
 def _check(kind_prefix: str, check, record_id: str, path: str, mode: str) -> Problem | None:

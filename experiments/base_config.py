@@ -36,8 +36,10 @@ Keys (every one is read by the trainer; `gram_jax.config.validation` rejects unk
 - ``schedule``: ``name`` ('warmup_linear' | 'cosine' | 'constant'), ``warmup_fraction`` (0.1),
   ``warmup_steps`` (0 = use the fraction), ``end_factor`` (cosine floor, fraction of the peak).
 - ``mesh``: ``data`` (-1 = all remaining devices), ``fsdp`` (1), ``model`` (1) axis sizes.
-- ``distributed``: ``initialize`` (force `jax.distributed.initialize()`; SLURM/TPU pods are
-  auto-detected), ``coordinator_address``, ``num_processes``, ``process_id`` (explicit local runs).
+- ``distributed``: ``enabled`` ('auto': join the cluster JAX's own detection finds (Cloud TPU VM
+  slice, GKE, SLURM, Kubernetes, Open MPI) or the explicit address; 'on': always call
+  `jax.distributed.initialize()`; 'off': never), ``coordinator_address``, ``num_processes``,
+  ``process_id`` (explicit values for launchers JAX does not detect: plain SSH, local processes).
 - ``total_steps`` (or ``num_epochs``, None: epochs over the kept records, which then sets it),
   ``checkpoint_steps`` (save every K steps; also at the end and on SIGTERM), ``keep_checkpoints``
   (keep-N, plus always the newest known-good one), ``async_checkpoints`` (True), ``log_every``
@@ -55,7 +57,9 @@ Keys (every one is read by the trainer; `gram_jax.config.validation` rejects unk
 - ``resume``: a checkpoint directory (a `W/checkpoints` of another run) to continue from when the
   workdir has none.
 - ``model_init``: a converted-weights file (gram-convert output, .msgpack or orbax dir) whose
-  parameters, possibly a subset, initialise the model when there is nothing to resume.
+  parameters initialise the model when there is nothing to resume. Every parameter the file lacks
+  must be named by a pattern of ``model_init_allow_missing`` (fnmatch over '/'-joined paths,
+  e.g. ``("vision/*",)``), or the load is refused with the list.
 - ``progress_bar``: show tqdm when stderr is a terminal.
 """
 

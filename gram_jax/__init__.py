@@ -14,6 +14,7 @@ import each other without cycles through this package:
 from __future__ import annotations
 
 import importlib
+import sys
 
 _EXPORTS = {
     "train_and_evaluate": "gram_jax.train.loop",
@@ -37,13 +38,22 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gram_jax' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+def lazy_exports(package: str, exports: dict[str, str]):
+    """PEP 562 hooks of a package whose public names load on first use: returns (__getattr__,
+    __dir__); `exports` maps each name to the module that defines it. A loaded name is cached on
+    the package, so the import runs once."""
+
+    def __getattr__(name: str):
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(exports[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__():
+        return sorted(set(vars(sys.modules[package])) | set(exports))
+
+    return __getattr__, __dir__
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -25,6 +25,7 @@ whose outputs are dropped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import serialization
+from etils import epath
 
 from data_pipelines.config import TEXT_MODALITIES, data_config
 from data_pipelines.media import audio as media_audio
@@ -42,11 +43,15 @@ from data_pipelines.media.text import Tokenizer
 from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.config import prepare
+from gram_jax.convert import params_file
 from gram_jax.evaluators import scoring as scoring_registry
 from gram_jax.evaluators.model import matched_probability
 from gram_jax.models.modalities import data_modalities
 from gram_jax.train import checkpoint
+from gram_jax.train import workdir as workdir_paths
 from gram_jax.train.state import Trainer
+
+log = logging.getLogger(__name__)
 
 INFERENCE_SCORINGS = ("volume", "cosine", "matching")
 
@@ -86,7 +91,7 @@ def _single_device_mesh():
     return parallel.make_mesh(dict(data=1, fsdp=1, model=1), devices=jax.devices()[:1])
 
 
-def _checkpoint_directory(path: pathlib.Path) -> pathlib.Path | None:
+def _checkpoint_directory(path: epath.Path) -> epath.Path | None:
     """The orbax CheckpointManager directory of a gram-train workdir (or that directory itself);
     None when ``path`` is neither (e.g. a converted-weights file)."""
     if (path / "checkpoints").is_dir():
@@ -101,7 +106,7 @@ def saved_config(manager, step: int) -> ml_collections.ConfigDict:
 
     Raises FileNotFoundError when that checkpoint has no saved config.
     """
-    if not (pathlib.Path(manager.directory) / str(step) / "config").exists():
+    if not (manager.directory / str(step) / "config").exists():
         raise FileNotFoundError(
             f"checkpoint {manager.directory}/{step} saved no config; pass the experiment config"
         )
@@ -115,12 +120,12 @@ def saved_config(manager, step: int) -> ml_collections.ConfigDict:
 
 def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | None = None):
     """(config, trainer, state, source) for :meth:`GramInference.load` (see there)."""
-    path = pathlib.Path(checkpoint_path)
+    path = workdir_paths.resolve(checkpoint_path)  # a local path or gs://bucket/run
     if not path.exists():
         raise FileNotFoundError(f"checkpoint: {path} does not exist")
     directory = _checkpoint_directory(path)
     if directory is not None:
-        manager = checkpoint.make_manager(directory.absolute(), read_only=True)
+        manager = checkpoint.make_manager(directory, read_only=True)
         try:
             at = manager.latest_step() if step is None else int(step)
             if at is None:
@@ -141,9 +146,13 @@ def load_state(checkpoint_path: str | os.PathLike, config=None, *, step: int | N
     config = prepare(config, count_data=False)
     trainer = Trainer(config, mesh=_single_device_mesh())
     state = trainer.init_state()
-    params, _, _ = checkpoint.merge_partial_params(
-        state["params"], checkpoint.load_param_file(path), f"checkpoint {path}"
+    params, summary = params_file.init_from_file(
+        state["params"],
+        path,
+        allow_missing=config.get("model_init_allow_missing", ()),
+        source="checkpoint",
     )
+    log.info("%s", summary)
     return config, trainer, dict(state, params=params), str(path)
 
 
@@ -217,9 +226,7 @@ class GramInference:
         path = pathlib.Path(path)
         if path.suffix != ".msgpack":
             raise ValueError(f"save_params: expected a .msgpack path, got {path}")
-        params = jax.tree.map(np.asarray, self._params)
-        path.write_bytes(serialization.msgpack_serialize(params))
-        return path
+        return params_file.save_params(jax.tree.map(np.asarray, self._params), path)
 
     # ------------------------------------------------------------------ batches
     def _placeholders(self, n: int) -> dict[str, np.ndarray]:

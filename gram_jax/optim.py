@@ -12,10 +12,11 @@ trains at 2e-5. Where the reference is accidental we fix it and say so:
   parameters named ``*embedding*``: position, type and frame embeddings; decaying them pulls rare
   tokens to zero and CLIP-style stacks exclude them too; ``decay_embeddings=True`` restores the
   reference) and the learnable temperature (decay would drag tau to 0).
-- ``decay_mask='released_names'`` reproduces the released code's rule instead (gram_jax.config.fidelity
-  row 9): it decays every parameter whose PyTorch name lacks ``bias``, ``LayerNorm.bias`` and
-  ``LayerNorm.weight``, so biases (BEATs' relative position bias included) and BERT's LayerNorms
-  are exempt while every other norm, the embedding tables and the temperature are decayed.
+- ``decay_mask='released_names'`` reproduces the released code's rule instead
+  (gram_jax.config.fidelity row 9): it decays every parameter whose PyTorch name lacks ``bias``,
+  ``LayerNorm.bias`` and ``LayerNorm.weight``, so biases (BEATs' relative position bias included)
+  and BERT's LayerNorms are exempt while every other norm, the embedding tables and the
+  temperature are decayed.
 - Gradient clipping is available (``grad_clip_norm``); the reference configures 2.0 but never calls
   it, so the paper configs keep it off (0).
 
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from flax.traverse_util import unflatten_dict
 
 # Module classes whose parameters never get weight decay (besides classes named "...Norm").
 _NORM_TYPES = tuple(
@@ -95,17 +97,6 @@ def _per_layer_rank(param: nnx.Param) -> int:
     return len(axes) if axes is not None else len(param.shape)
 
 
-def _unflatten(flat: Mapping[tuple, Any]) -> dict:
-    """{path tuple: value} -> nested dict keyed like `nnx.to_pure_dict`."""
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
-
-
 DECAY_MASKS = ("structural", "released_names")
 
 
@@ -132,8 +123,10 @@ def weight_decay_mask(
         raise ValueError(f"config.optim.decay_mask={decay_mask!r}: expected one of {DECAY_MASKS}")
     if decay_mask == "released_names":
         paths = param_paths(model).items()
-        return _unflatten({path: released_name_decays(path, owner) for path, (_, owner) in paths})
-    return _unflatten(
+        return unflatten_dict(
+            {path: released_name_decays(path, owner) for path, (_, owner) in paths}
+        )
+    return unflatten_dict(
         {
             path: decay_reason(path, p, owner, decay_embeddings) == "decay"
             for path, (p, owner) in param_paths(model).items()
@@ -153,7 +146,7 @@ def group_labels(model: nnx.Module, lr_groups: Mapping[str, Mapping[str, Any]]) 
     for path in param_paths(model):
         joined = "/".join(str(p) for p in path)
         labels[path] = next((n for n, rx in compiled if rx.search(joined)), "default")
-    return _unflatten(labels)
+    return unflatten_dict(labels)
 
 
 def make_schedule(schedule_config: Mapping[str, Any], peak: float, total_updates: int):

@@ -193,22 +193,38 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Assembles each process's numpy batch into global arrays sharded over (data, fsdp).
+def global_batch(
+    batch: Mapping[str, np.ndarray], mesh: Mesh, *, all_rows: bool = False
+) -> dict[str, jax.Array]:
+    """Places a host batch on the mesh as global arrays whose rows are sharded over (data, fsdp).
 
     Args:
-      local_batch: flat dict of arrays [B_local, ...] (this process's rows, per docs/contracts.md).
+      batch: flat dict of arrays with a leading row dimension (docs/contracts.md).
+      mesh: the device mesh.
+      all_rows: False (training): each process holds its own rows [B_local, ...] and the global
+        arrays are [B_local * process_count, ...] (every process's shard must divide its local
+        devices). True (evaluation, inference): every process holds the same whole batch [n, ...];
+        rows are zero-padded to a multiple of `batch_divisor(mesh)`, so any n fits the mesh, and
+        the global arrays are [n + pad, ...] (the caller keeps the first n rows of the outputs).
     Returns:
-      the same keys as global jax.Arrays [B_local * process_count, ...].
+      the same keys as global jax.Arrays. Raises ValueError naming a scalar entry.
     """
+    pad = 0
+    if all_rows and batch:
+        n = np.shape(next(iter(batch.values())))[0]
+        pad = (-n) % batch_divisor(mesh)
     out = {}
-    for key, value in local_batch.items():
+    for key, value in batch.items():
         value = np.asarray(value)
         if value.ndim == 0:
             raise ValueError(
                 f"batch[{key!r}] is a scalar; every batch entry needs a batch dimension"
             )
-        out[key] = jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim), value)
+        if pad:
+            value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
+        out[key] = jax.make_array_from_process_local_data(
+            batch_sharding(mesh, value.ndim), value, value.shape if all_rows else None
+        )
     return out
 
 
@@ -217,38 +233,151 @@ def batch_divisor(mesh: Mesh) -> int:
     return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
 
 
+DISTRIBUTED_MODES = ("auto", "on", "off")
+
+# The options `jax.distributed.initialize` narrows to the local process id's device.
+_VISIBLE_DEVICE_FLAGS = ("jax_cuda_visible_devices", "jax_rocm_visible_devices")
+
+
+def _cluster_types() -> list[type] | None:
+    """JAX's cluster environments (Cloud TPU VM/GKE TPU, SLURM, Kubernetes, Open MPI, mpi4py),
+    in the order `jax.distributed.initialize()` tries them; None when they cannot be listed.
+
+    JAX has no public query "is a cluster present?" that does not also start the runtime, so this
+    reads the registry of `ClusterEnv` subclasses in `jax._src.clusters` (read here against jax
+    0.10.2); `_env_var_cluster` is the fallback if a later jax moves it.
+    """
+    try:
+        from jax._src import clusters  # noqa: PLC0415
+
+        return [env for env in clusters.ClusterEnv._cluster_types if not env.opt_in_only_method]
+    except (ImportError, AttributeError):
+        return None
+
+
+def _env_var_cluster() -> tuple[str, int] | None:
+    """Fallback detection from the variables the launchers set (no network): (name, processes)."""
+    if all(k in os.environ for k in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID")):
+        return "slurm", int(os.environ["SLURM_NTASKS"])
+    if "OMPI_COMM_WORLD_SIZE" in os.environ:
+        return "ompi", int(os.environ["OMPI_COMM_WORLD_SIZE"])
+    hosts = os.environ.get("TPU_PROCESS_ADDRESSES") or os.environ.get("TPU_WORKER_HOSTNAMES")
+    if hosts:
+        return "gketpu", len(hosts.split(","))
+    return None
+
+
+def detect_cluster() -> tuple[str, int] | None:
+    """(name, process count) of the cluster JAX's own auto-detection would join, or None.
+
+    Fast and offline on a machine that is not in a cluster: the SLURM, Open MPI and GKE checks
+    read environment variables, and the Cloud TPU VM check asks the GCE metadata server only when
+    jax found TPU chips on the PCI bus at import (`jax._src.cloud_tpu_init`). A detection that
+    raises (a half-configured environment) is logged and skipped.
+    """
+    envs = _cluster_types()
+    if envs is None:
+        return _env_var_cluster()
+    for env in envs:
+        name = getattr(env, "name", "") or env.__name__
+        try:
+            if env.is_env_present():
+                return name, int(env.get_process_count())
+        except Exception as exc:  # noqa: BLE001 -- a broken environment must not stop a 1-host run
+            log.warning("jax.distributed: detecting %s failed (%s); not using it", name, exc)
+    return None
+
+
+def _tasks_on_this_host() -> int | None:
+    """How many processes the launcher started on this host, when it says (SLURM, Open MPI)."""
+    if "OMPI_COMM_WORLD_LOCAL_SIZE" in os.environ:
+        return int(os.environ["OMPI_COMM_WORLD_LOCAL_SIZE"])
+    spec = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE")
+    if not spec:
+        return None
+    # SLURM's compressed list, e.g. "8(x2),4": node i runs the i-th entry once expanded.
+    counts: list[int] = []
+    for part in spec.split(","):
+        value, _, repeat = part.partition("(x")
+        counts += [int(value)] * (int(repeat.rstrip(")")) if repeat else 1)
+    node = int(os.environ.get("SLURM_NODEID", "0"))
+    return counts[node] if node < len(counts) else None
+
+
 def maybe_initialize_distributed(distributed_config: Mapping[str, Any] | None = None) -> bool:
     """Starts JAX's multi-controller runtime when the run spans several processes.
 
-    `distributed_config` (config.distributed) may give coordinator_address, num_processes and
-    process_id explicitly (used by tests with local processes); otherwise `initialize=True` or a
-    cluster environment (SLURM with more than one task, TPU pod, JAX_COORDINATOR_ADDRESS) makes JAX
-    auto-detect them. Returns True when the runtime was initialised here.
+    `distributed_config` is config.distributed:
+      enabled: 'auto' (default) starts the runtime when coordinator_address (or the
+        JAX_COORDINATOR_ADDRESS variable) is given or when JAX's own cluster detection finds more
+        than one process (Cloud TPU VM slice, GKE TPU, SLURM, Kubernetes, Open MPI); 'on' always
+        calls `jax.distributed.initialize()` (mpi4py launches, or to fail loudly when detection
+        finds nothing); 'off' never starts it.
+      coordinator_address, num_processes, process_id: explicit values ("host:port", N, i) for
+        launchers JAX does not detect (plain SSH, local test processes).
+    One process per host: when the launcher says this host runs one process, every local device
+    stays visible (JAX's detection would otherwise keep only the device numbered by the local
+    process id, its rule for one process per GPU).
+
+    Returns True when the runtime was initialised here. Raises ValueError naming the key for a
+    bad mode or an explicit address with enabled='off'.
     """
     cfg = dict(distributed_config or {})
+    if "initialize" in cfg:  # the key before 'enabled'; never ignore what a config asks for
+        raise ValueError(
+            "config.distributed.initialize is no longer read: use config.distributed.enabled "
+            f"('auto', 'on' or 'off'; initialize={cfg['initialize']!r} was given)"
+        )
+    mode = cfg.get("enabled", "auto")
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(
+            f"config.distributed.enabled={mode!r}: expected one of {DISTRIBUTED_MODES}"
+        )
     address = cfg.get("coordinator_address") or None
-    explicit = address is not None
-    auto = bool(cfg.get("initialize", False)) or any(
-        [
-            int(os.environ.get("SLURM_NTASKS", "1")) > 1,
-            "JAX_COORDINATOR_ADDRESS" in os.environ,
-            "TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ["TPU_WORKER_HOSTNAMES"],
-        ]
-    )
-    if not (explicit or auto):
+    if mode == "off":
+        if address:
+            raise ValueError(
+                f"config.distributed.coordinator_address={address!r} with "
+                "config.distributed.enabled='off': clear the address or enable the runtime"
+            )
         return False
     if jax.distributed.is_initialized():
         return False
-    kwargs = {}
-    if explicit:
+    kwargs: dict[str, Any] = {}
+    if address:
         kwargs = dict(
             coordinator_address=address,
             num_processes=int(cfg["num_processes"]),
             process_id=int(cfg["process_id"]),
         )
-    jax.distributed.initialize(**kwargs)
+        source = "config.distributed"
+    elif mode == "on":
+        source = "jax.distributed.initialize() auto-detection (enabled='on')"
+    elif "JAX_COORDINATOR_ADDRESS" in os.environ:  # read by jax.distributed.initialize itself
+        source = "JAX_COORDINATOR_ADDRESS"
+    else:
+        found = detect_cluster()
+        if found is None or found[1] <= 1:
+            return False  # one process: nothing to coordinate
+        source = f"cluster {found[0]} ({found[1]} processes)"
+    one_per_host = not address and _tasks_on_this_host() == 1
+    visible = {n: jax.config.read(n) for n in _VISIBLE_DEVICE_FLAGS}
+    try:
+        jax.distributed.initialize(**kwargs)
+    except ValueError as exc:  # jax: "coordinator_address should be defined." and the like
+        if kwargs:
+            raise
+        raise ValueError(
+            f"jax.distributed.initialize() (from {source}) found no complete cluster ({exc}); "
+            "launch under SLURM, a Cloud TPU VM slice, GKE, Kubernetes or Open MPI, or set "
+            "config.distributed.coordinator_address, num_processes and process_id"
+        ) from exc
+    if one_per_host:
+        for name, value in visible.items():
+            jax.config.update(name, value)
     log.info(
-        "jax.distributed: process %d of %d, %d local / %d global devices",
+        "jax.distributed from %s: process %d of %d, %d local / %d global devices",
+        source,
         jax.process_index(),
         jax.process_count(),
         jax.local_device_count(),

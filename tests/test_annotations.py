@@ -114,8 +114,8 @@ def test_id_and_caption_precedence(tmp_path):
         ([{"video_id": "a", "desc": "  "}], "field 'desc': the caption is empty"),
         ([{"video_id": "a", "desc": "x", "subtitle": 1}], "field 'subtitle': expected a string"),
         (
-            [{"video_id": "a", "desc": "x"}, {"video_id": "a", "desc": "y"}],
-            "record 1: duplicate id 'a' \\(first at record 0\\)",
+            [{"video_id": "a", "desc": "x", "subtitle": "s"}, {"video_id": "a", "desc": "y"}],
+            "record 1, field 'subtitle': id 'a' repeats record 0 with another subtitle",
         ),
     ],
 )
@@ -148,7 +148,9 @@ def test_other_load_errors(tmp_path, reference_data):
     no_caps = _write(tmp_path, [{"video_id": "a"}])
     assert ann.load_records(no_caps, require_captions=False)[0].captions == ()
     dup = _write(tmp_path, [{"video_id": "a", "desc": "x"}] * 2, "dup.json")
-    assert len(ann.load_records(dup, allow_duplicate_ids=True)) == 2
+    assert [r.captions for r in ann.load_records(dup)] == [("x", "x")]
+    with pytest.raises(ann.AnnotationError, match=r"dup.json, record 1: duplicate id 'a'"):
+        ann.load_records(dup, repeated_ids="error")
 
 
 def test_layouts_are_complete():

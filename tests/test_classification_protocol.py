@@ -145,7 +145,7 @@ def test_classification_config_runs_both_protocols_with_the_real_model():
     )
     mesh = parallel.make_mesh(dict(data=1, fsdp=1, model=1), devices=jax.devices()[:1])
     trainer = Trainer(config, mesh=mesh)
-    results = run_evaluations(config, trainer, trainer.init_state())
+    results = run_evaluations(config, trainer.eval_model, trainer.init_state())
     per_class, per_item = results["reference_clips_classes"], results["per_item"]
     assert {"class/R@1", "class/R@5", "class/mAP", "top1", "top5"} <= set(per_class)
     assert {"top1", "top5", "positive_volume"} <= set(per_item)

@@ -8,7 +8,7 @@ from experiments import base_config
 from gram_jax.config.defaults import trainer_defaults
 from gram_jax.config.validation import ConfigError, reference_config, validate_config
 from gram_jax.losses import LOSSES
-from gram_jax.train.step import _check_loss_options, _loss_options
+from gram_jax.losses.batch import check_loss_options, loss_options
 
 
 def _reference():
@@ -104,8 +104,8 @@ def test_loss_options_is_open_and_reaches_the_loss_as_keywords():
     config.loss.name = "symile"
     config.loss.options = dict(negative_sampling="n_squared")
     validate_config(config)  # user-chosen keys inside loss.options are not key-checked
-    assert _loss_options(config.loss) == {"negative_sampling": "n_squared"}
-    _check_loss_options(config.loss, LOSSES["symile"])
+    assert loss_options(config.loss) == {"negative_sampling": "n_squared"}
+    check_loss_options(config.loss, LOSSES["symile"])
     config.loss.options = dict(negative_samplin="n")  # a typo must not vanish into **kwargs
     with pytest.raises(ValueError, match="negative_samplin"):
-        _check_loss_options(config.loss, LOSSES["symile"])
+        check_loss_options(config.loss, LOSSES["symile"])

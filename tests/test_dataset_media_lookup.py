@@ -101,7 +101,8 @@ def test_gram_data_validate_keeps_didemo_records_with_released_audio_names(didem
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith(
-        "4 records, 4 audio files, 4 video files checked: no problems"
+        "4 records, 4 distinct videos, 4 captions, 4 audio files, 4 video files checked: "
+        "no problems"
     )
     # The reference's audio filter (filter_audio) keeps all four as well.
     kept = samples.load_split(data_config(**overrides, filter_audio=True), "test")

@@ -1,5 +1,11 @@
 """Mesh construction, logical-axis sharding rules and global batches on 8 fake CPU devices."""
 
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +17,8 @@ from gram_jax import optim, parallel
 from gram_jax.config.defaults import trainer_defaults
 from gram_jax.models import layers
 from gram_jax.train.state import opt_state_shardings
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_mesh_shape_fills_the_minus_one_axis():
@@ -128,7 +136,97 @@ def test_global_batch_splits_rows_over_data_and_fsdp():
         parallel.global_batch({"step": np.int32(3)}, mesh)
 
 
-def test_no_distributed_init_without_cluster(monkeypatch):
-    for var in ("SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES"):
+def test_global_batch_of_all_rows_pads_to_the_batch_shards():
+    # Evaluation: every process holds the whole batch; 6 rows on 4 batch shards become 8, the
+    # two extra rows zeros, and the real rows come back unchanged.
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    rows = {
+        "video": np.arange(6 * 3, dtype=np.float32).reshape(6, 3) + 1,
+        "valid": np.ones(6, bool),
+    }
+    batch = parallel.global_batch(rows, mesh, all_rows=True)
+    assert batch["video"].shape == (8, 3) and batch["valid"].shape == (8,)
+    np.testing.assert_array_equal(np.asarray(batch["video"])[:6], rows["video"])
+    assert not np.asarray(batch["video"])[6:].any() and not np.asarray(batch["valid"])[6:].any()
+    assert {s.data.shape for s in batch["video"].addressable_shards} == {(2, 3)}
+
+
+CLUSTER_VARS = (
+    "SLURM_JOB_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_STEP_TASKS_PER_NODE",
+    "SLURM_TASKS_PER_NODE",
+    "SLURM_NODEID",
+    "OMPI_MCA_orte_hnp_uri",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+    "TPU_PROCESS_ADDRESSES",
+    "KUBERNETES_SERVICE_HOST",
+    "JAX_COORDINATOR_ADDRESS",
+)
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    for var in CLUSTER_VARS:
         monkeypatch.delenv(var, raising=False)
-    assert parallel.maybe_initialize_distributed({"initialize": False}) is False
+    return monkeypatch
+
+
+def test_no_distributed_init_without_cluster(no_cluster):
+    # JAX's own detection, on a machine in no cluster: nothing found, fast, nothing started.
+    start = time.perf_counter()
+    assert parallel.detect_cluster() is None
+    assert parallel.maybe_initialize_distributed({"enabled": "auto"}) is False
+    assert parallel.maybe_initialize_distributed(None) is False
+    assert time.perf_counter() - start < 0.5  # measured about 0.1 ms
+    assert not jax.distributed.is_initialized()
+
+
+def test_slurm_is_detected_from_its_variables_and_one_task_starts_nothing(no_cluster):
+    no_cluster.setenv("SLURM_JOB_ID", "4242")
+    no_cluster.setenv("SLURM_NTASKS", "2")
+    no_cluster.setenv("SLURM_PROCID", "1")
+    no_cluster.setenv("SLURM_LOCALID", "1")
+    no_cluster.setenv("SLURM_STEP_NODELIST", "node[003-004]")
+    assert parallel.detect_cluster() == ("slurm", 2)
+    no_cluster.setenv("SLURM_NTASKS", "1")  # a one-task job: nothing to coordinate
+    assert parallel.maybe_initialize_distributed({}) is False
+    assert not jax.distributed.is_initialized()
+    # 'off' never starts, even inside a cluster
+    no_cluster.setenv("SLURM_NTASKS", "2")
+    assert parallel.maybe_initialize_distributed({"enabled": "off"}) is False
+
+
+def test_tasks_on_this_host_reads_slurms_compressed_list(no_cluster):
+    assert parallel._tasks_on_this_host() is None
+    no_cluster.setenv("SLURM_STEP_TASKS_PER_NODE", "8(x2),1")
+    no_cluster.setenv("SLURM_NODEID", "1")
+    assert parallel._tasks_on_this_host() == 8
+    no_cluster.setenv("SLURM_NODEID", "2")
+    assert parallel._tasks_on_this_host() == 1
+
+
+def test_distributed_config_errors_name_the_key(no_cluster):
+    with pytest.raises(ValueError, match=r"config.distributed.enabled='yes'"):
+        parallel.maybe_initialize_distributed({"enabled": "yes"})
+    with pytest.raises(ValueError, match=r"config.distributed.initialize is no longer read"):
+        parallel.maybe_initialize_distributed({"initialize": True})
+    with pytest.raises(ValueError, match=r"coordinator_address='h:1' with .*enabled='off'"):
+        parallel.maybe_initialize_distributed({"enabled": "off", "coordinator_address": "h:1"})
+
+
+def test_enabled_on_without_a_cluster_fails_in_one_line(tmp_path):
+    # A fresh process: this one has started its CPU backend, after which jax refuses to start.
+    env = {k: v for k, v in os.environ.items() if k not in CLUSTER_VARS}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    code = "from gram_jax import parallel; parallel.maybe_initialize_distributed({'enabled': 'on'})"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "found no complete cluster" in done.stderr, done.stderr[-2000:]

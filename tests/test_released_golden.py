@@ -26,8 +26,9 @@ from released_golden import (
 )
 
 from data_pipelines.media import audio, video
-from gram_jax.convert import cli
+from gram_jax.cli.convert import run as convert_cli
 from gram_jax.convert.gram_release import convert_gram_release
+from gram_jax.convert.params_file import load_params
 from gram_jax.evaluators.ranking import retrieval_metrics
 from gram_jax.evaluators.scoring import rerank_with_matching, volume_scores
 from gram_jax.losses import volume_contrastive_loss
@@ -301,7 +302,7 @@ def test_fbank_from_raw_media(clip):
 
 
 def test_gram_convert_cli_reads_the_reduced_release(tmp_path, converted):
-    """`gram-convert --format gram` with --model-overrides gives the converter's params."""
+    """`gram-convert --format gram` with --model_overrides gives the converter's params."""
     # lazy: safetensors is in the torch extra; only this CLI round trip writes a .safetensors file
     from safetensors.numpy import save_file  # noqa: PLC0415
 
@@ -311,8 +312,10 @@ def test_gram_convert_cli_reads_the_reduced_release(tmp_path, converted):
     modalities = overrides.pop("modalities")
     args = ["--format", "gram", "--input", str(weights), "--output", str(tmp_path / "out")]
     args += ["--size", "tiny", "--modalities", ",".join(modalities)]
-    assert cli.main([*args, "--model-overrides", json.dumps(overrides)]) == 0
-    loaded = cli.load_params(tmp_path / "out")
+    with pytest.raises(SystemExit) as done:
+        convert_cli([*args, "--model_overrides", json.dumps(overrides)])
+    assert done.value.code == 0
+    loaded = load_params(tmp_path / "out")
     want = jax.tree_util.tree_flatten_with_path(converted[0])[0]
     got = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
     assert len(got) == len(want)

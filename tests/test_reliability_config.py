@@ -68,7 +68,7 @@ def test_every_numeric_key_has_a_range_rule():
         ("eval_every", -1, r"config.eval_every: must be an int in \[0, inf\)"),
         ("mesh.data", 0, r"config.mesh.data: must be an int in \[1, inf\) or one of \(-1,\)"),
         ("on_nonfinite", "retry", r"config.on_nonfinite: must be one of \('stop', 'rollback'\)"),
-        ("num_epochs", -1, r"config.num_epochs: must be a number in \(0, inf\) or None"),
+        ("num_epochs", -1, r"config.num_epochs: must be a number in \[0, inf\) or None"),
         ("best_metric", "t2d/R@1", r"config.best_metric='t2d/R@1': expected '<eval name>/"),
     ],
 )
@@ -158,8 +158,8 @@ def test_resume_command_replaces_the_learning_rate_in_either_flag_form():
     from gram_jax.train.guard import lower_lr_command
 
     for argv in (
-        ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr=0.002"],
-        ["main.py", "--config=c.py", "--workdir=W", "--config.optim.lr", "0.002"],
+        ["gram-train", "--config=c.py", "--workdir=W", "--config.optim.lr=0.002"],
+        ["gram-train", "--config=c.py", "--workdir=W", "--config.optim.lr", "0.002"],
     ):
         got = lower_lr_command(argv, 0.002)
         assert got == "gram-train --config=c.py --workdir=W --config.optim.lr=0.0002"

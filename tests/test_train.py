@@ -15,10 +15,10 @@ import pytest
 
 from experiments import base_config
 from gram_jax import parallel
-from gram_jax.train.evaluate import evaluate_checkpoint
 from gram_jax.cli.exit_codes import EXIT_PREEMPTED
 from gram_jax.train import Trainer, train_and_evaluate
-from gram_jax.train.step import NonFiniteLossError, check_finite
+from gram_jax.train.evaluate import evaluate_checkpoint
+from gram_jax.train.guard import NonFiniteLossError, check_finite
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_nonfinite_loss_names_step_and_term():
         state, metrics = trainer.train_step(state, parallel.global_batch(batch, trainer.mesh))
         pending.append((step, metrics))
     # Step index 1 produced state 2: errors use the numbering of the logs and checkpoints.
-    with pytest.raises(NonFiniteLossError, match=r"non-finite values at step 2: loss_volume, "):
+    with pytest.raises(NonFiniteLossError, match=r"step 2: non-finite loss_volume = "):
         check_finite(pending, trainer.term_names)
     check_finite(pending[:1], trainer.term_names)  # step 0 was fine
 

@@ -55,8 +55,10 @@ def test_sources_match_committed_manifest(source_dir):
     assert len({c.voice for c in clips}) == 33
     assert len({c.language for c in clips}) == 22  # en and en_GB counted apart
     assert len({splits.base_language(c.language) for c in clips}) == 21
-    td.verify_sources(td.source_checksums(source_dir, clips))  # raises on any difference
     images, labels = sources.load_digit_images(source_dir)
+    words = sources.load_number_words(source_dir)
+    # Raises on any differing image cell or clip; the words of this release are the committed ones.
+    assert td.verify_content(td.source_content(images, words, clips, source_dir)) == []
     assert images.shape == (5000, 20, 20) and images.dtype == np.uint8
     reference = json.loads(td.REFERENCE_MANIFEST.read_text())
     cells = [hashlib.sha256(c.tobytes()).hexdigest() for c in images]
@@ -221,11 +223,20 @@ def test_real_pipeline_reads_every_test_sample(small_build):
 
 
 def test_bad_inputs_name_the_problem(source_dir, tmp_path):
-    checksums = td.source_checksums(source_dir, sources.find_speech_clips(source_dir))
-    key = sources.DIGITS_PNG
-    checksums[key] = "0" * 64
-    with pytest.raises(ValueError, match="digits.png: sha256"):
-        td.verify_sources(checksums)
+    images, _ = sources.load_digit_images(source_dir)
+    clips = sources.find_speech_clips(source_dir)
+    content = td.source_content(images, sources.load_number_words(source_dir), clips, source_dir)
+    clip = "usr/share/asterisk/sounds/fr/digits/7.gsm"
+    changed = {**content, "clip_sha256": {**content["clip_sha256"], clip: "0" * 64}}
+    with pytest.raises(ValueError, match="fr/digits/7.gsm: sha256 0+ != expected"):
+        td.verify_content(changed)
+    with pytest.raises(ValueError, match="digit image 3: pixels differ"):
+        cells = content["image_sha256"]
+        td.verify_content({**content, "image_sha256": [*cells[:3], "0" * 64, *cells[4:]]})
+    # A release that spells a word differently (Debian 11's Tux Paint has "Een" for Dutch "one"):
+    # reported, and the build writes the committed word.
+    words = {**content["words"], "1/nl": "Een"}
+    assert td.verify_content({**content, "words": words}) == ["1/nl: 'Een' != committed 'Eén'"]
     with pytest.raises(FileNotFoundError, match="digits.png"):
         sources.load_digit_images(tmp_path)
     with pytest.raises(ValueError, match="test_images_per_class"):

@@ -40,7 +40,8 @@ def dataset(tmp_path, reference_data):
         {"video_id": "silent", "desc": "no audio stream"},
         {"video_id": "good", "desc": "missing everywhere (good1, good10 exist)"},
         {"video_id": "nocap"},
-        {"video_id": "good1", "desc": "duplicate"},
+        {"video_id": "good1", "desc": "another caption of good1"},  # grouped
+        {"video_id": "good3", "desc": "a cat", "subtitle": "meow"},  # disagrees with row 1
     ]
     path = tmp_path / "test.json"
     path.write_text(json.dumps(records))
@@ -56,12 +57,12 @@ def test_validate_reports_every_problem(dataset, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     bad = sorted(line for line in lines if line.startswith("BAD "))
     expected = [
+        ("BAD annotation good3", "record 8, field 'subtitle': another subtitle than the first"),
         ("BAD annotation nocap", "record 6: no caption field"),
         ("BAD bad_audio cut", "cut.mp3: FFmpeg cannot open"),
         ("BAD bad_audio silent", "silent.wav: no audio stream"),
         ("BAD bad_video cut", "cut.mp4: video is truncated: the header announces 131 frames"),
         ("BAD bad_video empty", "empty.mp4: file is empty (0 bytes)"),
-        ("BAD duplicate_id good1", "record 7 repeats the id of record 0"),
         ("BAD missing_audio good", "audios/good: no audio file"),
         ("BAD missing_video good", "videos/good: no video file"),
     ]
@@ -69,8 +70,8 @@ def test_validate_reports_every_problem(dataset, capsys):
     for line, (start, part) in zip(bad, expected, strict=True):
         assert line.startswith(start) and part in line, line
     assert lines[-1] == (
-        f"{annotations}: 8 records, 5 audio files, 5 video files checked: 8 problems "
-        "(annotation 1, bad_audio 2, bad_video 2, duplicate_id 1, missing_audio 1, "
+        f"{annotations}: 9 records, 6 distinct videos, 8 captions, 5 audio files, 5 video files "
+        "checked: 8 problems (annotation 2, bad_audio 2, bad_video 2, missing_audio 1, "
         "missing_video 1)"
     )
 

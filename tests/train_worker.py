@@ -14,20 +14,11 @@ import ast
 
 import jax
 import numpy as np
+from flax.traverse_util import flatten_dict
 from jax.experimental import multihost_utils
 
 from experiments import base_config
 from gram_jax.train import train_and_evaluate
-
-
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def main() -> None:
@@ -60,7 +51,7 @@ def main() -> None:
     state = train_and_evaluate(config, args.workdir)
     params = multihost_utils.process_allgather(state["params"], tiled=True)
     if jax.process_index() == 0:
-        np.savez(args.out, **{k: np.asarray(v) for k, v in _flat(params).items()})
+        np.savez(args.out, **{k: np.asarray(v) for k, v in flatten_dict(params, sep="/").items()})
 
 
 if __name__ == "__main__":

@@ -135,6 +135,33 @@ def sinc_resample(
     return out.reshape(-1)[:target].astype(np.float32)
 
 
+def probe_audio(path: str | os.PathLike) -> None:
+    """Raises MediaError unless ``path`` opens, has an audio stream and its first packet decodes.
+
+    A cheap check (one packet) of what training will read: ``filter_audio`` and
+    ``gram-data validate --mode probe`` use it, so a file that exists but holds no audio (e.g. a
+    video without a sound track used as the audio folder) is not counted as audio.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MediaError(path, "audio file does not exist")
+    if os.path.getsize(path) == 0:
+        raise MediaError(path, "audio file is empty (0 bytes)")
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise MediaError(path, f"FFmpeg cannot open the file as a media container ({err})") from err
+    with container:
+        if not container.streams.audio:
+            raise MediaError(path, "no audio stream in the container")
+        try:
+            for _ in container.decode(container.streams.audio[0]):
+                return
+        except av.error.FFmpegError as err:
+            raise MediaError(path, f"audio stream fails to decode: {err}") from err
+    raise MediaError(path, "audio stream decodes to no samples")
+
+
 def load_waveform(path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """float32[N] mono waveform in [-1, 1] at ``sample_rate`` Hz.
 

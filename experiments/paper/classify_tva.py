@@ -48,6 +48,9 @@ from gram_jax.config.loading import parse_config_arg
 
 DATASETS = ("vggsound", "audioset")
 MODALITIES = paper_base.ROWS["tva"]
+# The paper row and the arguments get_config accepts (tests/test_paper_rows.py enumerates them).
+ROW = "tva"
+ARGUMENTS = ("", *DATASETS)
 AUDIOSET_CLASSES = 527
 
 

@@ -1,7 +1,10 @@
 r"""Table 2 (fine-tuned text-to-video / video-to-text R@1), row GRAM T-VA.
 
 Paper (T2V / V2T R@1, %) and the steps converted from the reference's epochs (reference_steps:
-records // global batch * epochs, the reference's own formula; global batch as its 4 GPUs):
+records // global batch * epochs, the reference's own formula; global batch as its 4 GPUs). The
+run counts them itself from the training file ``<dataset>/annotations/descs_ret_train.json``
+after the audio filter (``num_epochs``, paper_base); the counts below assume one row per video
+(MSR-VTT with one row per caption: 180,000 // 32 * 4 = 22,500):
 - msrvtt: 58.4 / 59.0 (9,000 // 32 * 4 = 1,124 steps at global batch 32)
 - didemo: 67.3 / 63.5 (8,363 // 64 * 40 = 5,200 steps at global batch 64)
 - activitynet: 69.9 / 66.9 (10,009 // 64 * 20 = 3,120 steps at global batch 64)
@@ -31,7 +34,11 @@ from __future__ import annotations
 
 from experiments.paper import paper_base
 
+# The paper row and the arguments get_config accepts (tests/test_paper_rows.py enumerates them).
+ROW = "tva"
+ARGUMENTS = paper_base.REPORTED["tva"]
+
 
 def get_config(arg: str | None = None):
     """The fine-tuned T-VA row; ``arg`` = '[dataset][,runlocal]'."""
-    return paper_base.finetune_config("tva", arg)
+    return paper_base.finetune_config(ROW, arg)

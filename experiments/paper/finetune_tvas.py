@@ -1,7 +1,10 @@
 r"""Table 2 (fine-tuned text-to-video / video-to-text R@1), row GRAM T-VAS.
 
 Paper (T2V / V2T R@1, %) and the steps converted from the reference's epochs (reference_steps:
-records // global batch * epochs, the reference's own formula; global batch as its 4 GPUs):
+records // global batch * epochs, the reference's own formula; global batch as its 4 GPUs). The
+run counts them itself from the training file ``<dataset>/annotations/descs_ret_train.json``
+after the audio filter (``num_epochs``, paper_base); the counts below assume one row per video
+(MSR-VTT with one row per caption: 180,000 // 32 * 4 = 22,500):
 - msrvtt: 64.0 / 64.8 (9,000 // 32 * 4 = 1,124 steps at global batch 32)
 - vatex: 87.7 / 84.2 (25,991 // 64 * 2.5 = 1,015 steps at global batch 64)
 
@@ -25,7 +28,11 @@ from __future__ import annotations
 
 from experiments.paper import paper_base
 
+# The paper row and the arguments get_config accepts (tests/test_paper_rows.py enumerates them).
+ROW = "tvas"
+ARGUMENTS = paper_base.REPORTED["tvas"]
+
 
 def get_config(arg: str | None = None):
     """The fine-tuned T-VAS row; ``arg`` = '[dataset][,runlocal]'."""
-    return paper_base.finetune_config("tvas", arg)
+    return paper_base.finetune_config(ROW, arg)

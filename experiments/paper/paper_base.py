@@ -5,12 +5,23 @@ Every paper config is ``get_config(arg)`` of a row module in this folder, which 
 (fine-tuned rows) and ``runlocal`` (tiny towers on the 4 real reference clips, for a CPU smoke run).
 
 Units. The reference counts ``int(len(dataset) // batch_size * epochs)`` steps with ``batch_size``
-global over its 4 GPUs; here a run is ``total_steps`` steps of one global batch of
-``data.batch_size`` rows, whatever the device count, so the conversion is exactly that formula
-(`reference_steps`). The record counts below are the annotation files' before the reference's
-audio filter (it drops records without an ``<id>.mp3``), so the step counts are upper bounds: with
-the media in place, count the kept records (the pipeline logs ``filter_audio kept K of N``) and pass
-``--config.total_steps=K//B*E`` for an exact match.
+global over its 4 GPUs, where ``len(dataset)`` is the rows of the training annotation file whose
+``<id>.mp3`` exists; here a run is ``total_steps`` steps of one global batch of ``data.batch_size``
+rows, whatever the device count. Every paper config sets ``config.num_epochs`` to the reference's
+epochs, so ``gram-train`` counts the samples it keeps from the training file (one per row with
+``caption_mode='first'``, rows repeating a video id grouped into that video: a row-per-caption file
+trains every row's caption, a caption-list file its first caption), after the audio filter, and
+logs ``num_epochs=E: total_steps = ...``; the evaluation and checkpoint cadence follow
+(``evals_per_run = 10``). The step counts in the row docstrings (`reference_steps`,
+``REFERENCE_RUNS``) are estimates from the files' row counts before the audio filter; they are
+used only with ``--config.num_epochs=None``.
+
+Training annotation files (the released names, ``config.data.annotations.train``): MSR-VTT
+``msrvtt/annotations/descs_ret_train.json`` (not in the public snapshot; one row per caption or
+one row per video with a caption list are both read), DiDeMo / ActivityNet / VATEX
+``<dataset>/annotations/descs_ret_train.json``, VAST ``vast150k/annotations/annotations150k.json``;
+test files ``<dataset>/annotations/descs_ret_test.json``. ``gram-data validate --annotations F``
+prints a file's records, distinct videos and captions.
 
 Data layout (all paths can be overridden with ``--config.data.*`` flags): ``$GRAM_DATA`` (default
 ``~/gram_data``) holds ``<dataset>/annotations/<file>.json``, ``<dataset>/videos`` and
@@ -19,13 +30,35 @@ VAST-27M 150k subset (``annotations150k.json``, Google Drive link in the GRAM RE
 
 Fidelity: every paper config sets ``config.fidelity="released"`` (gram_jax.config.fidelity,
 docs/reproduction.md): the expected numbers were produced by the released code, so each of its
-differences from gram_jax (subtitle volume from the data, re-rank condition, float32 evaluation,
-detached gathers, raw decayed tau, BEATs cfg settings, the data rows) takes its released
-behaviour. ``--config.fidelity=improved`` runs the same row with gram_jax's choices (its number is
-not the paper's).
+differences from gram_jax (re-rank condition, float32 evaluation, detached gathers, raw decayed
+tau, BEATs cfg settings, the data rows) takes its released behaviour, with one exception: row 2
+(``model.subtitle_if_annotated``) is in ``config.fidelity_exceptions`` and off, so a row's
+modalities are the paper row's: T-V = (text, video), T-VA = (text, video, audio), T-VAS = (text,
+video, audio, subtitle), in training and in every evaluator (the released code would add the
+subtitle whenever the records carry one). ``--config.fidelity=improved`` runs the same row with
+gram_jax's choices (its number is not the paper's).
 
-Protocol: the reference's (first caption only, records without audio dropped: MSR-VTT test = 884
-videos); ``--config.data.caption_mode=all --config.data.filter_audio=False`` gives the standard one.
+Protocol: one key, ``config.protocol`` (gram_jax.config.protocol; docs/data.md, "Protocols"):
+
+- ``released_audio_filtered`` (what every paper config sets, the released code's): records without
+  a readable ``<id>.mp3`` are dropped (MSR-VTT test: 884 of 1,000 videos), first caption of each
+  row, a file that fails to decode stops the run;
+- ``--config.protocol=standard_1ka``: the standard 1k-A protocol, all 1,000 MSR-VTT test videos
+  with their first caption as the 1,000 queries; a video without audio keeps its place with the
+  audio marked absent (counted and logged).
+
+The protocol sets ``data.caption_mode``, ``data.filter_audio``, ``data.bad_data`` and every
+retrieval evaluator's ``captions`` and ``require`` together; set those keys by hand only with
+``--config.protocol=''``. The audio files of the released layout
+(``<dataset>/audios/<video_id>.mp3``, 16 kHz mono) are extracted from the videos; a video without
+an audio stream gets no file (counted in the command's summary line), which is what the released
+protocol filters on. The two commands
+(docs/data.md; tests/test_data_doc.py runs them as written)::
+
+  gram-data extract-audio --video-dir ~/gram_data/msrvtt/videos \
+      --audio-dir ~/gram_data/msrvtt/audios
+  gram-train --config experiments/paper/finetune_tva.py:msrvtt \
+      --config.protocol=standard_1ka --print_config
 """
 
 from __future__ import annotations
@@ -63,8 +96,11 @@ REFERENCE_RUNS = {
     # finetune_cfg/pretrain-gram.json: the "pretraining" on the VAST-27M 150k subset (the name
     # says 150k; count annotations150k.json if yours differs).
     "vast": ReferenceRun(150_000, 128, 5, train_frames=2, test_frames=8, audio_clips=1),
-    # retrieval-msrvtt.json. descs_ret_train.json is not in the public snapshot; 9,000 is the
-    # 9k-train split's video count (one record per video, as unique_descs_ret_train.json).
+    # retrieval-msrvtt.json trains on descs_ret_train.json, which is not in the public snapshot:
+    # 9,000 is the 9k-train split's video count (one row per video, as
+    # unique_descs_ret_train.json). A file with one row per caption (20 per video) has 180,000
+    # rows, and the released code trains one sample per row: the run length is counted from
+    # the file (config.num_epochs), this number is only the estimate.
     "msrvtt": ReferenceRun(9_000, 32, 4, train_frames=4, test_frames=8, audio_clips=1),
     "didemo": ReferenceRun(8_363, 64, 40, train_frames=8, test_frames=8, audio_clips=2),
     "activitynet": ReferenceRun(10_009, 64, 20, train_frames=8, test_frames=8, audio_clips=2),
@@ -120,12 +156,11 @@ def retrieval_eval(dataset: str, modalities: tuple[str, ...], *, zero_shot: bool
     ev = dict(
         type="retrieval",
         split="test",
-        anchor="text",
         modalities=tuple(modalities),
         scorings=("volume", "matching"),
         top_k=50,
         captions="first",
-        require=("audio",),
+        require=("audio",) if "audio" in modalities else (),
     )
     if zero_shot:
         overrides = dataset_data(dataset, modalities, splits=("test",))
@@ -158,9 +193,15 @@ def paper_config(*, row: str, train_dataset: str, eval_datasets: tuple[str, ...]
     )
     config.data = data_config(**dataset_data(train_dataset, modalities))
     config.optim.lr = run.lr
+    # The run length is counted as the released code counts it: int(samples kept // global batch
+    # * epochs) over the training annotation file, after the audio filter (one sample per row:
+    # caption_mode='first'), when gram-train prepares the config. total_steps is the estimate
+    # from REFERENCE_RUNS, used only where the file is not counted (num_epochs=None).
+    config.num_epochs = run.epochs
     config.total_steps = reference_steps(train_dataset)
-    config.checkpoint_steps = max(config.total_steps // 10, 1)
     # The reference evaluates every num_train_steps // 10 - 1 steps and before training.
+    config.evals_per_run = 10
+    config.checkpoint_steps = max(config.total_steps // 10, 1)
     config.eval_every = max(config.total_steps // 10 - 1, 1)
     config.eval_at_start = True
     zero_shot = train_dataset == "vast"
@@ -168,10 +209,19 @@ def paper_config(*, row: str, train_dataset: str, eval_datasets: tuple[str, ...]
         {d: retrieval_eval(d, modalities, zero_shot=zero_shot) for d in eval_datasets}
     )
     # The paper's numbers come from the released code: every difference of docs/reproduction.md
-    # takes its released behaviour (gram_jax.config.fidelity; e.g. a T-V or T-VA row on MSR-VTT or
-    # VATEX is scored on the 4-modality volume, as the released code does whenever the records
-    # carry subtitles). --config.fidelity=improved runs the same row with gram_jax's choices.
+    # takes its released behaviour (gram_jax.config.fidelity). --config.fidelity=improved runs the
+    # same row with gram_jax's choices.
     config.fidelity = "released"
+    # ...except row 2: a paper row trains and scores the modalities its name says (T-VA is
+    # (t, v, a) even on MSR-VTT, whose records carry subtitles). The released code would add the
+    # subtitle whenever the records have one, which makes T-V, T-VA and T-VAS on MSR-VTT or VATEX
+    # partly the same run (docs/reproduction.md, row 2). `--config.model.subtitle_if_annotated=True`
+    # with an empty `fidelity_exceptions` restores the released code's choice.
+    config.fidelity_exceptions = ("model.subtitle_if_annotated",)
+    config.model.subtitle_if_annotated = False
+    # The released protocol (gram_jax.config.protocol): the keys set above by dataset_data and
+    # retrieval_eval are its values; --config.protocol=standard_1ka evaluates every test video.
+    config.protocol = "released_audio_filtered"
     apply_args(config, arg, row=row)
     return config
 
@@ -219,6 +269,9 @@ def runlocal(config, *, row: str | None = None):
     """
     modalities = config.model.modalities
     base_config.runlocal(config)
+    # The 4 clips are not the row's training file: a fixed, tiny run length.
+    config.num_epochs = None
+    config.evals_per_run = 0
     data_modalities = [m for m in modalities if m != "text"]
     config.data.modalities = (*data_modalities, "text")
     # base_config's evaluator on the same 4 clips (so `gram-eval` of a runlocal run has work),

@@ -26,7 +26,11 @@ from __future__ import annotations
 
 from experiments.paper import paper_base
 
+# The paper row and the arguments get_config accepts (tests/test_paper_rows.py enumerates them).
+ROW = "tvas"
+ARGUMENTS = ("",)
+
 
 def get_config(arg: str | None = None):
     """The zero-shot T-VAS row; ``arg='runlocal'`` shrinks it for CPU."""
-    return paper_base.zeroshot_config("tvas", arg)
+    return paper_base.zeroshot_config(ROW, arg)

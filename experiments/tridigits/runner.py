@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gram_jax import parallel
-from gram_jax.cli.convert import save_params as write_params_file
 from gram_jax.config import prepare
-from gram_jax.train import Trainer, checkpoint, init_train_state
-from gram_jax.train.step import NonFiniteLossError, check_finite
+from gram_jax.convert import params_file
+from gram_jax.train import Trainer, init_train_state
+from gram_jax.train.guard import NonFiniteLossError, check_finite
 
 
 class SeedBatchRunner:
@@ -168,23 +168,20 @@ class SeedBatchRunner:
             )
         return results
 
-    @staticmethod
-    def _load_params(params, files, log) -> dict:
+    def _load_params(self, params, files, log) -> dict:
         """The stacked params [R, ...] with run i's file written over run i's slice, as
-        ``config.model_init`` is (`checkpoint.merge_partial_params`: names and shapes checked)."""
-        per_run, cache = [], {}
+        ``config.model_init`` is (`params_file.init_from_file`: names and shapes checked, every
+        parameter loaded or allowed by ``config.model_init_allow_missing``)."""
+        allow = self.config.get("model_init_allow_missing", ())
+        per_run = []
         for i, path in enumerate(files):
             own = jax.tree.map(lambda x, i=i: x[i], params)
             if path is None:
                 per_run.append(own)
                 continue
-            if str(path) not in cache:
-                cache[str(path)] = checkpoint.load_param_file(path)
-            merged, replaced, unexpected = checkpoint.merge_partial_params(
-                own, cache[str(path)], f"config.model_init={path}"
-            )
+            merged, summary = params_file.init_from_file(own, path, allow_missing=allow)
             if i == 0 or path != files[i - 1]:
-                log(f"model_init {path}: {len(replaced)} params loaded, {len(unexpected)} unused")
+                log(summary)
             per_run.append(merged)
         return jax.tree.map(lambda *xs: jnp.stack(xs), *per_run)
 
@@ -195,7 +192,8 @@ class SeedBatchRunner:
         paths = []
         for i, (fold, seed) in enumerate(runs):
             own = jax.tree.map(lambda x, i=i: np.asarray(x[i]), host)
-            paths.append(write_params_file(own, pathlib.Path(out_dir) / f"fold{fold}_seed{seed}"))
+            run_dir = pathlib.Path(out_dir) / f"fold{fold}_seed{seed}"
+            paths.append(params_file.save_params(own, run_dir))
         return paths
 
     def embed(self, data, runs, state, split: str) -> list[tuple[dict, np.ndarray]]:

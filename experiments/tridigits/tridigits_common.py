@@ -163,6 +163,17 @@ def tridigits_config(
     config.progress_bar = True
     if text_init == "minilm":
         config.model_init = str(minilm_params())
+        # MiniLM is a text encoder only: every other part, and the fusion cross-attention it
+        # lacks, starts from init (gram_jax.convert.params_file refuses anything unnamed).
+        config.model_init_allow_missing = (
+            "vision/*",
+            "audio/*",
+            "heads/*",
+            "condition_tokens/*",
+            "match_head/*",
+            "contra_temperature/*",
+            "bert/layers/cross_*",
+        )
         config.optim.lr_groups.text = dict(pattern=r"^bert/", lr=5e-5)
     elif text_init != "scratch":
         raise ValueError(f"TriDigits text_init={text_init!r}: expected 'scratch' or 'minilm'")

@@ -3,7 +3,8 @@
 - 0 ``EXIT_OK``: finished (or a finished run restarted: nothing left to do);
 - 1: an unexpected error (Python's default, with its traceback);
 - 2 ``EXIT_REFUSED``: the config or workdir was refused before anything ran (a value out of range,
-  a resume whose config changes a shape or data-order key, a workdir holding another run's metrics);
+  a resume whose config changes a shape or data-order key, a workdir holding another run's metrics,
+  a checkpoint whose data position cannot be continued with this process count);
 - 3 ``EXIT_DIVERGED``: training diverged; the message names the last good checkpoint and the command
   to resume it with a smaller learning rate;
 - 4 ``EXIT_CHECKPOINT_WRITE``: a checkpoint could not be written (disk full, permissions);
@@ -18,7 +19,7 @@ import logging
 from collections.abc import Callable
 
 from gram_jax.config.validation import ConfigError
-from gram_jax.train.checkpoint import CheckpointWriteError, PreemptedError
+from gram_jax.train.checkpoint import CheckpointWriteError, PreemptedError, ProcessCountError
 from gram_jax.train.guard import DivergenceError
 
 EXIT_OK = 0
@@ -34,6 +35,7 @@ def exit_code_for(exc: BaseException) -> int | None:
         (PreemptedError, EXIT_PREEMPTED),
         (DivergenceError, EXIT_DIVERGED),
         (ConfigError, EXIT_REFUSED),
+        (ProcessCountError, EXIT_REFUSED),
         (CheckpointWriteError, EXIT_CHECKPOINT_WRITE),
     )
     return next((code for kind, code in outcomes if isinstance(exc, kind)), None)

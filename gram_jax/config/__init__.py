@@ -6,18 +6,18 @@
 - `validation`: unknown keys, types and ranges; `ConfigError`;
 - `fidelity`: the one switch that reproduces the released code, and the derived keys;
 - `resume`: whether a workdir's checkpoints can continue under a new config;
-- `prepare`: the one sequence every entry point runs (fidelity -> validation -> run length).
+- `preparation`: `prepare`, the one sequence every entry point runs (fidelity -> validation -> run length).
 
 Exports are lazy (PEP 562) so that ``gram-train --help`` imports neither JAX nor the data pipeline.
 """
 
 from __future__ import annotations
 
-import importlib
+from gram_jax import lazy_exports
 
 _EXPORTS = {
-    "prepare": "gram_jax.config.prepare",
-    "resolve_run_length": "gram_jax.config.prepare",
+    "prepare": "gram_jax.config.preparation",
+    "resolve_run_length": "gram_jax.config.preparation",
     "ConfigError": "gram_jax.config.validation",
     "validate_config": "gram_jax.config.validation",
     "load_config": "gram_jax.config.loading",
@@ -26,9 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gram_jax.config' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -42,7 +42,8 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         eps=1e-6,
         weight_decay=0.01,
         decay_embeddings=False,
-        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity row 9).
+        # 'structural' (above) or 'released_names' (the released rule; gram_jax.config.fidelity
+        # row 9).
         decay_mask="structural",
         grad_clip_norm=0.0,
         accumulation_steps=1,
@@ -54,13 +55,18 @@ def trainer_defaults() -> ml_collections.ConfigDict:
         name="warmup_linear", warmup_fraction=0.1, warmup_steps=0, end_factor=0.0
     )
     config.mesh = dict(data=-1, fsdp=1, model=1)
-    config.distributed = dict(
-        initialize=False, coordinator_address="", num_processes=1, process_id=0
-    )
+    # enabled: 'auto' joins a cluster JAX detects (or the explicit address), 'on' always calls
+    # jax.distributed.initialize(), 'off' never does (parallel.maybe_initialize_distributed).
+    config.distributed = dict(enabled="auto", coordinator_address="", num_processes=1, process_id=0)
     config.total_steps = 10_000
     # Epochs over the records actually kept (after filters): when set, total_steps is derived as
     # records // data.batch_size * num_epochs (logged) and the total_steps value is not used.
+    # None or 0 (``--config.num_epochs=0`` on the command line): total_steps as set, nothing read.
     config.num_epochs = None
+    # N > 0: once the run length is known (after num_epochs), eval_every = total_steps // N - 1 and
+    # checkpoint_steps = total_steps // N (the released code evaluates every
+    # num_train_steps // 10 - 1 steps: N = 10); 0 keeps eval_every and checkpoint_steps as set.
+    config.evals_per_run = 0
     config.checkpoint_steps = 1_000
     # Keep the newest N checkpoints, plus always the newest known-good one (gram_jax.train.guard).
     config.keep_checkpoints = 3
@@ -72,6 +78,10 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     config.seed = 50
     config.resume = ""
     config.model_init = ""
+    # fnmatch patterns of '/'-joined parameter paths that config.model_init may leave at their
+    # initial values (e.g. ("vision/*", "audio/*") for a file holding only the text tower); any
+    # other parameter the file lacks refuses the load (gram_jax.convert.params_file).
+    config.model_init_allow_missing = ()
     # "module:function" called on every process (it may gather over them; it writes on process 0)
     # after the last evaluation of a run that trained, as fn(config, trainer, state, workdir)
     # (e.g. the quickstart's table and embedding plot, gram_jax.evaluators.report:report_run).
@@ -89,8 +99,13 @@ def trainer_defaults() -> ml_collections.ConfigDict:
     # "reference_clips/t2d/R@1") in W/best/, apart from the final state; "" = off.
     config.best_metric = ""
     config.best_mode = "max"
-    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's key);
-    # fidelity_exceptions: dotted keys the switch leaves as set.
+    # gram_jax.config.fidelity: '' (every key as set), 'released' or 'improved' (sets every row's
+    # key); fidelity_exceptions: dotted keys the switch leaves as set.
     config.fidelity = ""
+    # gram_jax.config.protocol: '' (keys as set), 'standard_1ka' (every test video, missing audio
+    # marked absent) or 'released_audio_filtered' (videos without readable audio dropped, 884 of
+    # MSR-VTT's 1,000); sets data.caption_mode/filter_audio/bad_data and the retrieval evaluators'
+    # captions/require together.
+    config.protocol = ""
     config.fidelity_exceptions = ()
     return config

@@ -28,6 +28,7 @@ from typing import Any
 import ml_collections
 
 from data_pipelines.datasets import get_layout
+from gram_jax.config.protocol import apply_protocol
 from gram_jax.config.validation import ConfigError
 
 FIDELITIES = ("", "released", "improved")
@@ -142,6 +143,14 @@ ROWS: tuple[Row, ...] = (
         # rerank_top_k = 50), not of the config: it needs records captioned with their class name.
         (),
         "gram_jax.evaluators.classification, experiments/paper/classify_tva.py",
+    ),
+    Row(
+        12,
+        "records without a readable <id>.mp3 dropped from training and test (MSR-VTT 884 of 1,000)",
+        # One per-run key, config.protocol ('released_audio_filtered' | 'standard_1ka'), not a
+        # fidelity setting: it decides which test set a number is on, so the paper configs name it.
+        (),
+        "gram_jax.config.protocol, data_pipelines.samples (filter_audio)",
     ),
 )
 
@@ -258,8 +267,10 @@ def size_frame_tables(config: ml_collections.ConfigDict) -> None:
 
 
 def finalize_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The fidelity switch, then the rules that derive keys (rows 2 and 4). In place; returns it."""
+    """The fidelity switch, the protocol (gram_jax.config.protocol), then the rules that derive
+    keys (rows 2 and 4). In place; returns it."""
     apply_fidelity(config)
+    apply_protocol(config)
     if "model" in config:
         add_annotated_subtitles(config)
         size_frame_tables(config)

@@ -17,15 +17,17 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import pathlib
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+from flax.traverse_util import flatten_dict
 
 from gram_jax.config.validation import ConfigError, reference_config
 from gram_jax.train import checkpoint
+from gram_jax.train import workdir as workdir_paths
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ REFUSED_KEYS = (
     "data.dataset",
     "data.annotations.train",
     "data.caption_mode",
+    "data.repeated_ids",
     "data.filter_audio",
     "data.modalities",
     "optim.name",
@@ -59,16 +62,6 @@ REFUSED_KEYS = (
 
 class ResumeConfigError(ConfigError):
     """The new config cannot continue the workdir's checkpoint, or would clobber its metrics."""
-
-
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _jsonable(config) -> dict:
@@ -90,8 +83,8 @@ def _refused(path: str, old: Any, new: Any) -> bool:
 
 def compare_configs(saved: Mapping[str, Any], new) -> tuple[dict, dict]:
     """(refused, accepted): each {dotted key: (saved value, new value)} of the keys that differ."""
-    defaults = _flat(_jsonable(reference_config()))
-    old, cur = _flat(_jsonable(saved)), _flat(_jsonable(new))
+    defaults = flatten_dict(_jsonable(reference_config()), sep=".")
+    old, cur = (flatten_dict(_jsonable(c), sep=".") for c in (saved, new))
     refused, accepted = {}, {}
     for path in sorted(set(old) | set(cur)):
         a = old.get(path, defaults.get(path))
@@ -106,9 +99,10 @@ def _describe(diff: Mapping[str, tuple]) -> str:
     return ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in diff.items())
 
 
-def check_resume(config, workdir: pathlib.Path) -> None:
+def check_resume(config, workdir: str | os.PathLike) -> None:
     """Raises ResumeConfigError when the workdir's checkpoints cannot continue under `config`;
     logs the accepted changes (learning rates, schedule...)."""
+    workdir = workdir_paths.resolve(workdir)
     directory = checkpoint.checkpoint_dir(workdir)
     steps = sorted(
         (int(p.name) for p in directory.glob("*") if p.name.isdigit() and p.is_dir()),
@@ -135,11 +129,12 @@ def check_resume(config, workdir: pathlib.Path) -> None:
         log.info("resuming with changed settings: %s", _describe(accepted))
 
 
-def check_fresh_start(config, workdir: pathlib.Path) -> None:
+def check_fresh_start(config, workdir: str | os.PathLike) -> None:
     """Before a run starts from scratch (or config.resume / model_init) in `workdir`: refuses when
     its metrics.jsonl holds an earlier run's records, unless config.overwrite (moved aside)."""
+    workdir = workdir_paths.resolve(workdir)
     metrics = workdir / "metrics.jsonl"
-    if not metrics.exists() or metrics.stat().st_size == 0:
+    if not metrics.exists() or metrics.stat().length == 0:
         return
     if not config.get("overwrite", False):
         raise ResumeConfigError(
@@ -150,5 +145,5 @@ def check_fresh_start(config, workdir: pathlib.Path) -> None:
     if jax.process_index() != 0:
         return  # process 0 moves the file (a shared file system)
     target = metrics.with_name(f"metrics.replaced-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
-    metrics.rename(target)
+    workdir_paths.move(metrics, target)
     log.warning("config.overwrite: starting over in %s; old metrics moved to %s", workdir, target)

@@ -91,7 +91,8 @@ MESH_AXIS = Rule(low=1, integer=True, special=(-1,))
 RULES: tuple[tuple[str, Rule], ...] = (
     # run length and bookkeeping
     ("total_steps", POSITIVE_INT),
-    ("num_epochs", Rule(low=0, low_open=True, optional=True)),
+    ("num_epochs", Rule(low=0, optional=True)),  # 0 or None: total_steps as set
+    ("evals_per_run", NON_NEGATIVE_INT),
     ("checkpoint_steps", POSITIVE_INT),
     ("keep_checkpoints", POSITIVE_INT),
     ("log_every", POSITIVE_INT),
@@ -101,6 +102,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("divergence_factor", Rule(low=1, low_open=True, special=(0, 0.0))),
     ("on_nonfinite", Rule(choices=("stop", "rollback"))),
     ("best_mode", Rule(choices=("max", "min"))),
+    ("protocol", Rule(choices=("", "standard_1ka", "released_audio_filtered"))),
     # optimizer and schedule
     ("optim.lr", POSITIVE),
     ("optim.lr_groups.*.lr", POSITIVE),
@@ -120,6 +122,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("loss.gather_mode", Rule(choices=("global", "local", "reference"))),
     # parallelism
     ("mesh.*", MESH_AXIS),
+    ("distributed.enabled", Rule(choices=("auto", "on", "off"))),
     ("distributed.num_processes", POSITIVE_INT),
     ("distributed.process_id", NON_NEGATIVE_INT),
     # model

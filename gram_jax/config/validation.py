@@ -57,6 +57,8 @@ def _is_mapping(value: Any) -> bool:
 
 
 def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    # Not flax.traverse_util.flatten_dict: validating a config must not import JAX (flax does),
+    # and the sections themselves are listed too.
     keys = []
     for key, value in tree.items():
         path = f"{prefix}{key}"
@@ -118,7 +120,8 @@ def validate_config(config: Mapping[str, Any], reference: Mapping[str, Any] | No
 
 
 def check_ranges(config: Mapping[str, Any]) -> None:
-    """Raises ConfigError for the first leaf outside its `config_schema` rule (key and range named).
+    """Raises ConfigError for the first leaf outside its `gram_jax.config.schema` rule (key and
+    range named).
 
     Tuples and strings without a rule are not range-checked; every numeric key of the reference
     config has a rule (tests/test_reliability_config.py walks them).
@@ -152,6 +155,12 @@ def _check_values(config: Mapping[str, Any]) -> None:
                 f"config.best_metric={best!r}: expected '<eval name>/<metric>' with an eval name "
                 f"of config.evals ({sorted(evals)}), e.g. 'reference_clips/t2d/R@1'"
             )
+    allow = config.get("model_init_allow_missing", ())
+    if isinstance(allow, str) or not all(isinstance(p, str) and p for p in allow or ()):
+        raise ConfigError(
+            f"config.model_init_allow_missing={allow!r}: expected a tuple of fnmatch patterns of "
+            "'/'-joined parameter paths, e.g. ('vision/*', 'audio/*')"
+        )
     for name, group in dict(config.get("optim", {}).get("lr_groups", {}) or {}).items():
         missing = {"pattern", "lr"} - set(group)
         extra = set(group) - {"pattern", "lr"}

@@ -17,7 +17,8 @@ import pathlib
 import shutil
 import tempfile
 
-from gram_jax.cli.convert import convert_file, save_params
+from gram_jax.convert.params_file import save_params
+from gram_jax.convert.weights import convert_file
 
 
 def default_cache_dir() -> pathlib.Path:

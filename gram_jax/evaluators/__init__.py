@@ -9,6 +9,9 @@ Modules:
   runner.py          `run_evaluations`: config.evals -> evaluators fed by the jitted model
   report.py          `report_run`: the end-of-run retrieval table, collapse metrics and report.json
   plots.py           `plot_embeddings`: a shared 2-D PCA of every modality
+  model.py           `EvalModel`: the jitted eval-mode encode / match of one model, built once;
+                     `ModelScorer`: its encode_fn / match_fn for one set of parameters
+  diagnostics.py     sign, collapse and memorisation diagnostics (the volume's blind spots)
 
 Each evaluator has ``run(encode_fn, batches, match_fn=None) -> dict[str, float]`` (base.Evaluator);
 the metric functions (`retrieval_metrics`, `classification_metrics`, ...) are pure NumPy. The

@@ -20,7 +20,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from data_pipelines.config import TEXT_MODALITIES
 from data_pipelines.transforms import placeholder_batch
@@ -51,7 +50,7 @@ class EvalModel:
 
     Attributes: ``config`` (the run config; ``model`` and ``data`` are read), ``mesh``,
     ``graphdef``, ``abstract_params`` / ``abstract_rest`` (the State templates of parameters and
-    other variables), ``batch_sharding``.
+    other variables).
     """
 
     def __init__(self, config, mesh, *, graphdef=None, abstract_params=None, abstract_rest=None):
@@ -66,7 +65,6 @@ class EvalModel:
         self.graphdef = graphdef
         self.abstract_params = abstract_params
         self.abstract_rest = abstract_rest
-        self.batch_sharding = NamedSharding(mesh, PartitionSpec(parallel.BATCH_AXES))
         self.modalities = tuple(config.model.modalities)
         template = (graphdef, abstract_params, abstract_rest)
 
@@ -99,19 +97,10 @@ class EvalModel:
 
     def to_device(self, batch: Mapping[str, np.ndarray]) -> tuple[dict[str, jax.Array], int]:
         """A host batch (every process holds all rows) -> (global arrays on the batch axes, the
-        real row count n); rows are zero-padded to a multiple of the batch shards."""
-        divisor = parallel.batch_divisor(self.mesh)
+        real row count n); rows are zero-padded to a multiple of the batch shards
+        (`gram_jax.parallel.global_batch` with ``all_rows=True``)."""
         n = next(iter(batch.values())).shape[0]
-        pad = (-n) % divisor
-        out = {}
-        for key, value in batch.items():
-            value = np.asarray(value)
-            if pad:
-                value = np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)])
-            out[key] = jax.make_array_from_callback(
-                value.shape, self.batch_sharding, lambda index, v=value: v[index]
-            )
-        return out, n
+        return parallel.global_batch(batch, self.mesh, all_rows=True), n
 
     def scorer(self, params, model_state, anchor: str, *, keep_match_rows: bool = True):
         """A `ModelScorer` of these parameters (one evaluation's encode_fn / match_fn)."""

@@ -7,11 +7,12 @@ modality shows up as a single point.
 
 from __future__ import annotations
 
-import pathlib
+import os
 from collections.abc import Mapping
 
 import matplotlib
 import numpy as np
+from etils import epath
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -43,10 +44,10 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def plot_embeddings(
     embeddings: Mapping[str, np.ndarray],
     labels: np.ndarray,
-    path: str | pathlib.Path,
+    path: str | os.PathLike,
     *,
     title: str = "",
-) -> pathlib.Path:
+) -> epath.Path:
     """Write a PNG: the joint PCA of all modalities, then one panel per modality.
 
     Args:
@@ -101,7 +102,8 @@ def plot_embeddings(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95 if title else 1))
-    path = pathlib.Path(path)
+    path = epath.Path(path)  # a local path or gs://... (written through a file object)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with path.open("wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     return path

@@ -155,11 +155,5 @@ def retrieval_metrics(scores: np.ndarray, gt) -> dict[str, float]:
     return metrics_from_ranks(ranks(scores, gt))
 
 
-def transpose_gt(gt, num_queries: int, num_candidates: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ground truth of the opposite direction, as (query_idx, cand_idx) pairs."""
-    qi, ci = gt_pairs(gt, num_queries, num_candidates)
-    return ci, qi
-
-
 def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}

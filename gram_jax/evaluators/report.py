@@ -34,7 +34,6 @@ class@1 by |cos|, which sees an alignment the volume made only up to sign (diagn
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Mapping
 
 import jax
@@ -48,6 +47,7 @@ from gram_jax.evaluators.ranking import class_at_1, ranks, recall_at
 from gram_jax.evaluators.runner import eval_data_config, global_batches
 from gram_jax.evaluators.scoring import scoring_for_loss, tuple_scores, unit_rows
 from gram_jax.models.modalities import data_modalities
+from gram_jax.train import workdir as workdir_paths
 
 PAIR_DIRECTIONS = (
     ("video", "audio"),
@@ -222,7 +222,7 @@ def report_run(config, model: EvalModel, state, workdir, *, split: str = "test",
       `split_distinct` (None without texts in the annotations) of ``split``, and {split:
       {'retrieval', 'collapse', 'diagnostics', 'distinct'}} of the others.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
     scoring = scoring_for_loss(config.loss.name)
 
     def evaluate(name):

@@ -25,7 +25,9 @@ The package, one home for every objective:
 - `cross_entropy.py`: the smoothed row-wise cross-entropy pieces the softmax losses share;
 - `gather.py`: how a loss sees the batch across devices; `matching.py`: DAM and its hard negatives;
 - `schedule.py`: symmetry breakers for training from scratch (a hybrid cosine term, a cosine
-  warm-up, a matching-weight ramp) as per-step weights of the terms.
+  warm-up, a matching-weight ramp) as per-step weights of the terms;
+- `batch.py`: the loss of one training batch (`batch_loss`: the configured contrastive loss with its
+  schedule + the matching loss on hard negatives), its term names and the ``config.loss`` checks.
 The temperature is a model parameter: `gram_jax.models.temperature.Temperature`.
 """
 

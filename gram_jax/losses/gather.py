@@ -50,8 +50,9 @@ def shard_map_unchecked(fn: Callable, *, mesh: Mesh, in_specs: Any, out_specs: A
     """`jax.shard_map` with its replication/VMA checks off.
 
     The checks are off because an all-gathered value is varying-typed under `check_vma=True` and
-    cannot leave through a replicated spec (jax's varying-axes check); our outputs are all row-sharded, so
-    nothing is lost. (`jax.shard_map` is public from jax 0.7; setup.py requires jax >= 0.10.2.)
+    cannot leave through a replicated spec (jax's varying-axes check); our outputs are all
+    row-sharded, so nothing is lost. (`jax.shard_map` is public from jax 0.7; setup.py requires
+    jax >= 0.10.2.)
     """
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 

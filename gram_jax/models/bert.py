@@ -215,7 +215,8 @@ class BertEncoder(nnx.Module):
 
 
 def mean_pool(hidden: Array, mask: Array) -> Array:
-    """Masked mean over tokens: hidden[B, L, H], mask int|bool[B, L] -> float32[B, H]."""
+    """Mean of the real tokens (sentence-transformers' pooling; the text tower's ``text_pool``
+    'mean'): hidden[B, L, H], mask int|bool[B, L] -> float32[B, H] (0 for a row with no token)."""
     weight = mask.astype(jnp.float32)[..., None]
     total = jnp.sum(hidden.astype(jnp.float32) * weight, axis=1)
     return total / jnp.maximum(jnp.sum(weight, axis=1), 1e-9)

@@ -30,7 +30,7 @@ from flax import nnx
 
 from gram_jax.models import heads
 from gram_jax.models.audio import AudioTransformer, audio_config
-from gram_jax.models.bert import BertEncoder, bert_config
+from gram_jax.models.bert import BertEncoder, bert_config, mean_pool
 from gram_jax.models.config import TEXT_LIKE, VISION_LIKE, model_config, tiny_model_config
 from gram_jax.models.temperature import Temperature
 from gram_jax.models.vit import VisionTransformer, vit_config
@@ -224,7 +224,7 @@ class GramModel(nnx.Module):
                 ids = _batch_get(batch, f"{m}_ids", 2)
                 mask = _batch_get(batch, f"{m}_mask", 2)
                 hidden = self.bert(ids, mask, train=train)
-                pooled[m] = hidden[:, 0] if self.text_pool == "cls" else _masked_mean(hidden, mask)
+                pooled[m] = hidden[:, 0] if self.text_pool == "cls" else mean_pool(hidden, mask)
                 tokens[m], masks[m] = hidden, mask.astype(jnp.int32)
             elif m in VISION_LIKE:
                 frames = self.normalize_frames(_batch_get(batch, m, 5))
@@ -271,13 +271,6 @@ class GramModel(nnx.Module):
     def temperature(self) -> Array:
         """The contrastive temperature tau, float32[] (``models.temperature.Temperature``)."""
         return self.contra_temperature()
-
-
-def _masked_mean(hidden: Array, mask: Array) -> Array:
-    """Mean of the real tokens (sentence-transformers' pooling): [B, L, H], [B, L] -> f32[B, H]."""
-    weight = mask.astype(jnp.float32)[..., None]
-    total = jnp.sum(hidden.astype(jnp.float32) * weight, axis=1)
-    return total / jnp.maximum(jnp.sum(weight, axis=1), 1.0)
 
 
 def build_model(config: ml_collections.ConfigDict, seed: int | jax.Array) -> GramModel:

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import importlib
+from gram_jax import lazy_exports
 
 _EXPORTS = {
     "train_and_evaluate": "gram_jax.train.loop",
@@ -24,9 +24,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'gram_jax.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pathlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+from etils import epath
 
 from gram_jax.train import checkpoint
+from gram_jax.train import workdir as workdir_paths
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,12 @@ log = logging.getLogger(__name__)
 class BestCheckpoint:
     """Tracks config.best_metric over evaluations; saves the best state (no-op when unset)."""
 
-    def __init__(self, config, workdir: pathlib.Path):
+    def __init__(self, config, workdir: str | os.PathLike):
         self.config = config
         self.metric = str(config.get("best_metric", "") or "")
         self.mode = config.get("best_mode", "max")
         self.enabled = bool(self.metric)
-        self.root = pathlib.Path(workdir) / "best"
+        self.root = workdir_paths.resolve(workdir) / "best"
         self.record_path = self.root / "best.json"
         self.best: dict | None = None
         if self.enabled and self.record_path.exists():
@@ -86,7 +88,7 @@ class BestCheckpoint:
         log.info("new best %s = %.4g at step %d (%s)", self.metric, value, step, self.path())
         return True
 
-    def path(self) -> pathlib.Path | None:
+    def path(self) -> epath.Path | None:
         return None if self.best is None else self.root / "checkpoints" / str(self.best["step"])
 
     def describe(self) -> str:

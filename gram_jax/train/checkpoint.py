@@ -29,17 +29,17 @@ import pathlib
 import re
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import serialization
 from jax.experimental import multihost_utils
 
 from gram_jax import parallel
+from gram_jax.convert import params_file
+from gram_jax.train import workdir as workdir_paths
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ class IteratorHandler(ocp.CheckpointHandler):
     """Saves each process's iterator state to ``process_<i>-of-<n>.json``.
 
     Unlike grain's own handler it accepts any object with get_state/set_state (our pipeline may
-    wrap grain's iterators), storing dict states as JSON and bytes states as text.
+    wrap grain's iterators), storing dict states as JSON and bytes states as text. A run with
+    another process count gets the saved global position (`_state_for_new_process_count`).
     """
 
     def save(self, directory: epath.Path, args: IteratorSave):
@@ -103,13 +104,10 @@ class IteratorHandler(ocp.CheckpointHandler):
     def restore(self, directory: epath.Path, args: IteratorRestore):
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         path = directory / name
-        if not path.exists():
-            found = sorted(p.name for p in directory.iterdir())
-            raise FileNotFoundError(
-                f"{path}: no data-iterator state for this process "
-                f"(the checkpoint was written with a different process count? found {found})"
-            )
-        record = json.loads(path.read_text())
+        if path.exists():
+            record = json.loads(path.read_text())
+        else:
+            record = _state_for_new_process_count(directory, args.item)
         state = record["state"].encode() if record["kind"] == "bytes" else record["state"]
         args.item.set_state(state)
         return args.item
@@ -127,13 +125,61 @@ class IteratorHandler(ocp.CheckpointHandler):
         pass
 
 
+class ProcessCountError(RuntimeError):
+    """A checkpoint's data position cannot be continued with this run's process count (the
+    checkpoint is intact: it is never moved aside for this)."""
+
+
+_PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+
+
+def _state_for_new_process_count(directory: epath.Path, iterator) -> dict:
+    """The saved iterator record to give this process when the checkpoint was written by another
+    number of processes.
+
+    An iterator whose state is the global position (``state_is_global``: the training
+    TrainIterator stores the number of global batches consumed, the same on every process) takes
+    the state every saving process wrote identically, so 2 -> 1 and 1 -> 2 processes continue at
+    the same global batch. Anything else raises ProcessCountError in one line.
+    """
+    saved = {}
+    for path in directory.iterdir():
+        match = _PROCESS_FILE.fullmatch(path.name)
+        if match:
+            saved[int(match.group(1))] = (int(match.group(2)), path)
+    counts = {count for count, _ in saved.values()}
+    count = counts.pop() if len(counts) == 1 else 0
+    if not saved or counts or sorted(saved) != list(range(count)):
+        found = sorted(p.name for p in directory.iterdir())
+        raise FileNotFoundError(
+            f"{directory}: no complete set of data-iterator states (process_<i>-of-<n>.json); "
+            f"found {found}"
+        )
+    records = [json.loads(saved[i][1].read_text()) for i in range(count)]
+    now = jax.process_count()
+    why = None
+    if not getattr(iterator, "state_is_global", False):
+        why = f"this data iterator ({type(iterator).__name__}) keeps a per-process position"
+    elif any(r != records[0] for r in records) or records[0].get("kind") != "json":
+        why = "the processes saved different positions"
+    if why:
+        raise ProcessCountError(
+            f"{directory}: the data position was saved by {count} processes and this run has "
+            f"{now} ({why}); resume it with {count} processes"
+        )
+    if jax.process_index() == 0:
+        log.info("data position %s: saved by %d processes, continued by %d", directory, count, now)
+    return records[0]
+
+
 ocp.args.register_with_handler(IteratorHandler, for_save=True)(IteratorSave)
 ocp.args.register_with_handler(IteratorHandler, for_restore=True)(IteratorRestore)
 
 
 # ----------------------------------------------------------------------------- manager
-def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
-    return pathlib.Path(workdir).absolute() / "checkpoints"
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+    """``W/checkpoints`` of a local or ``gs://`` workdir (see gram_jax.train.workdir)."""
+    return workdir_paths.resolve(workdir) / "checkpoints"
 
 
 @dataclasses.dataclass
@@ -239,11 +285,12 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def set_aside(directory: str | pathlib.Path, step: int, reason: str) -> pathlib.Path:
+def set_aside(directory: str | os.PathLike, step: int, reason: str) -> epath.Path:
     """Renames checkpoint `step` of `directory` (``W/checkpoints``) to
     ``W/checkpoints_set_aside/<step>.<reason>`` (``.1``, ``.2``... appended when taken); returns
-    the new path. Never deletes anything."""
-    directory = pathlib.Path(directory)
+    the new path. Never deletes a checkpoint (on an object store its objects are copied, then the
+    originals removed)."""
+    directory = workdir_paths.resolve(directory)
     aside = directory.parent / SET_ASIDE_DIR
     aside.mkdir(parents=True, exist_ok=True)
     target = aside / f"{step}.{reason}"
@@ -251,13 +298,13 @@ def set_aside(directory: str | pathlib.Path, step: int, reason: str) -> pathlib.
     while target.exists():
         n += 1
         target = aside / f"{step}.{reason}.{n}"
-    (directory / str(step)).rename(target)
+    workdir_paths.move(directory / str(step), target)
     return target
 
 
-def saved_config(directory: str | pathlib.Path, step: int) -> dict | None:
+def saved_config(directory: str | os.PathLike, step: int) -> dict | None:
     """The run config saved with checkpoint `step` (its ``config`` item), or None."""
-    path = pathlib.Path(directory) / str(step) / "config" / "metadata"
+    path = workdir_paths.resolve(directory) / str(step) / "config" / "metadata"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -278,7 +325,7 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
     if step is None:
         raise FileNotFoundError(f"{manager.directory}: no checkpoint to restore")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    has_data = (pathlib.Path(manager.directory) / str(step) / "data").exists()
+    has_data = (epath.Path(manager.directory) / str(step) / "data").exists()
     if data_iterator is not None and has_data:
         items["data"] = IteratorRestore(data_iterator)
     elif data_iterator is not None:
@@ -288,77 +335,20 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
 
 
 # ----------------------------------------------------------------------------- partial init
-def _flatten(tree: Mapping, prefix=()) -> dict[tuple, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = value
-    return out
+# The converted-weights file has one home (gram_jax.convert.params_file); these names stay
+# importable from here for the trainer's callers.
+load_param_file = params_file.load_param_file
+merge_partial_params = params_file.merge_partial_params
 
 
-def _normalise_key(key) -> str:
-    return str(key)
-
-
-def load_param_file(path: str | pathlib.Path) -> dict[tuple[str, ...], np.ndarray]:
-    """Reads converted weights: an orbax/msgpack pytree or an .npz of '/'-joined paths.
-
-    Returns {path tuple of str: array}.
-    """
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config.model_init: {path} does not exist")
-    if path.is_dir():
-        tree = ocp.StandardCheckpointer().restore(path.absolute())
-    elif path.suffix == ".npz":
-        with np.load(path) as data:
-            return {tuple(k.split("/")): data[k] for k in data.files}
-    elif path.suffix == ".msgpack":
-        tree = serialization.msgpack_restore(path.read_bytes())
-    else:
-        raise ValueError(
-            f"config.model_init: {path} has an unknown format; expected an orbax directory, "
-            ".msgpack or .npz"
-        )
-    if isinstance(tree, Mapping) and "params" in tree and isinstance(tree["params"], Mapping):
-        tree = tree["params"]
-    return {tuple(_normalise_key(k) for k in p): np.asarray(v) for p, v in _flatten(tree).items()}
-
-
-def merge_partial_params(params: Mapping, loaded: Mapping[tuple, Any], source: str = "") -> tuple:
-    """Replaces the leaves of `params` (a pure dict) found in `loaded`; shapes must agree.
-
-    Returns (new params, list of replaced paths, list of loaded paths the model does not have).
-    Raises ValueError naming the parameter when a shape or dtype kind differs.
-    """
-    flat = _flatten(params)
-    by_name = {tuple(_normalise_key(k) for k in p): p for p in flat}
-    replaced, unexpected = [], []
-    for name, value in loaded.items():
-        if name not in by_name:
-            unexpected.append("/".join(name))
-            continue
-        target = flat[by_name[name]]
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(
-                f"{source}: parameter {'/'.join(name)} has shape {tuple(value.shape)}, "
-                f"the model expects {tuple(target.shape)}"
-            )
-        flat[by_name[name]] = jax.device_put(
-            np.asarray(value, dtype=target.dtype), getattr(target, "sharding", None)
-        )
-        replaced.append("/".join(name))
-    if not replaced:
-        raise ValueError(f"{source}: none of its {len(loaded)} parameters match the model's names")
-    out: dict = {}
-    for p, v in flat.items():
-        node = out
-        for k in p[:-1]:
-            node = node.setdefault(k, {})
-        node[p[-1]] = v
-    return out, replaced, unexpected
+def _cause_of_type(exc: BaseException, kind: type) -> BaseException | None:
+    """`exc` or the first exception of its cause/context chain that is a `kind`, else None."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def restore_newest_intact(manager, abstract_state, data_iterator=None, *, set_aside_bad=True):
@@ -376,6 +366,9 @@ def restore_newest_intact(manager, abstract_state, data_iterator=None, *, set_as
             state, data_iterator = restore(manager, step, abstract_state, data_iterator)
             return state, data_iterator, step
         except Exception as exc:  # orbax raises many types (ValueError, OSError, XlaRuntimeError)
+            refusal = _cause_of_type(exc, ProcessCountError)
+            if refusal is not None:  # intact, but not for this process count: never set aside
+                raise refusal from None
             cause = one_line(exc)
             tried.append(f"step {step}: {cause}")
             where = "left in place (read-only)"
@@ -416,7 +409,7 @@ def restore_or_initialize(
         state, data_iterator, step = found
         return state, data_iterator, f"workdir:{step}"
     if config.get("resume"):
-        directory = pathlib.Path(config.resume)
+        directory = workdir_paths.resolve(config.resume)
         if (directory / "checkpoints").is_dir():
             directory = directory / "checkpoints"
         if not directory.is_dir():
@@ -433,17 +426,12 @@ def restore_or_initialize(
         return state, data_iterator, f"resume:{directory}:{step}"
     state = init_fn()
     if config.get("model_init"):
-        loaded = load_param_file(config.model_init)
-        params, replaced, unexpected = merge_partial_params(
-            state["params"], loaded, f"config.model_init={config.model_init}"
-        )
-        log.info(
-            "model_init %s: %d parameters loaded, %d of the file unused (%s)",
+        params, summary = params_file.init_from_file(
+            state["params"],
             config.model_init,
-            len(replaced),
-            len(unexpected),
-            ", ".join(unexpected[:5]),
+            allow_missing=config.get("model_init_allow_missing", ()),
         )
+        log.info("%s", summary)
         state = dict(state, params=params)
         return state, data_iterator, f"model_init:{config.model_init}"
     return state, data_iterator, "scratch"

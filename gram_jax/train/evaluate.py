@@ -10,7 +10,6 @@ not lose the results before it.
 from __future__ import annotations
 
 import logging
-import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -20,6 +19,7 @@ from gram_jax.config import prepare
 from gram_jax.config.validation import ConfigError
 from gram_jax.evaluators.runner import run_evaluations
 from gram_jax.train import checkpoint, metric_writers
+from gram_jax.train import workdir as workdir_paths
 from gram_jax.train.state import Trainer
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def evaluate_checkpoint(
         unknown = [n for n in evals if n not in config.evals]
         if unknown:
             raise ConfigError(f"--evals {unknown}: config.evals has {sorted(config.evals)}")
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
     trainer = Trainer(config)
     manager = checkpoint.make_manager(checkpoint.checkpoint_dir(workdir), read_only=True)
     try:

@@ -14,8 +14,11 @@ of that magnitude is finite but cannot be resumed at any learning rate.
 
 The loop saves only after the steps since the last save were checked, and orbax retention keeps
 the newest known-good checkpoint (`newest_good`) whatever ``keep_checkpoints`` says. On a fault,
-checkpoints newer than it are moved aside (`gram_jax.train.checkpoint.set_aside`, reason ``diverged``),
-so the next start resumes from the good one with no surgery.
+checkpoints newer than it are moved aside (`gram_jax.train.checkpoint.set_aside`, reason
+``diverged``), so the next start resumes from the good one with no surgery.
+
+`check_finite` is the same check without the spike test, raising `NonFiniteLossError` at the first
+bad step, for callers that only stop (the TriDigits runner of ``experiments/``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from gram_jax.train.step import NonFiniteLossError, nonfinite_terms
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term, the gradient norm or the new train state became NaN or infinite."""
 
 
 class DivergenceError(NonFiniteLossError):
@@ -101,6 +106,30 @@ class DivergenceGuard:
         """The newest saved checkpoint step that is known good, or None."""
         good = [s for s in saved_steps if s <= self.confirmed]
         return max(good) if good else None
+
+
+def nonfinite_terms(metrics: Mapping[str, Any], names: Sequence[str]) -> dict[str, float]:
+    """{name: value} of the terms whose ``nonfinite`` bit (int32[] bitmask over `names`) is set;
+    STATE_TERM has no value of its own and reads nan."""
+    mask = int(np.asarray(metrics["nonfinite"]))
+    return {
+        n: float(np.asarray(metrics[n])) if n in metrics else float("nan")
+        for i, n in enumerate(names)
+        if mask & (1 << i)
+    }
+
+
+def check_finite(step_metrics: Sequence[tuple[int, Mapping[str, Any]]], names: Sequence[str]):
+    """Raises NonFiniteLossError naming the first step with a non-finite term (no spike test).
+
+    `step_metrics` holds (step index, metrics) pairs; the error names step index + 1, the state
+    that update produced (the numbering of the logs and checkpoints).
+    """
+    fault = DivergenceGuard(names, factor=0, start_step=0).check(
+        [PendingStep(index, metrics) for index, metrics in step_metrics]
+    )
+    if fault is not None:
+        raise NonFiniteLossError(f"step {fault.step}: {fault.reason}; stopping")
 
 
 def lower_lr_command(command: Sequence[str] | None, lr: float) -> str:

@@ -19,12 +19,14 @@ import dataclasses
 import functools
 import importlib
 import logging
-import pathlib
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
+from etils import epath
+from flax.traverse_util import flatten_dict
 from tqdm import tqdm
 
 from data_pipelines.pipeline import make_train_iterator
@@ -33,6 +35,7 @@ from gram_jax.config import prepare
 from gram_jax.config import resume as resume_check
 from gram_jax.evaluators.runner import run_evaluations
 from gram_jax.train import checkpoint, metric_writers
+from gram_jax.train import workdir as workdir_paths
 from gram_jax.train.best import BestCheckpoint
 from gram_jax.train.guard import (
     DivergenceError,
@@ -75,18 +78,19 @@ def _data_position(train_iter) -> int | None:
     return int(state["step"]) if isinstance(state, dict) and "step" in state else None
 
 
-def _has_checkpoints(workdir: pathlib.Path) -> bool:
+def _has_checkpoints(workdir: epath.Path) -> bool:
     directory = checkpoint.checkpoint_dir(workdir)
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def train_and_evaluate(
-    config, workdir: str | pathlib.Path, *, command: Sequence[str] | None = None
+    config, workdir: str | os.PathLike, *, command: Sequence[str] | None = None
 ) -> dict:
     """Trains `config` for `config.total_steps` steps in `workdir`; returns the final train state.
 
-    Resumes from the workdir's newest readable checkpoint when there is one (see gram_jax.train.checkpoint
-    for the full resume order), after checking that the saved config fits (gram_jax.config.resume).
+    Resumes from the workdir's newest readable checkpoint when there is one (see
+    gram_jax.train.checkpoint for the full resume order), after checking that the saved config
+    fits (gram_jax.config.resume).
     Raises DivergenceError naming the step, the last good checkpoint and a resume command
     (`command`: the gram-train argv, for that hint) when training diverges and
     ``config.on_nonfinite`` is "stop" or its rollbacks are spent; PreemptedError after saving on
@@ -94,7 +98,7 @@ def train_and_evaluate(
     """
     parallel.maybe_initialize_distributed(config.get("distributed"))
     config = prepare(config)
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
     is_main = jax.process_index() == 0
     # Nothing is written before these checks (a refused resume leaves the workdir as it was).
     resume_check.check_resume(config, workdir)
@@ -277,22 +281,14 @@ def _load_hook(spec: str):
     return fn
 
 
-def _flat_hparams(config) -> dict:
-    flat = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            if isinstance(v, Mapping):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
-
-    walk(config, "")
-    return flat
+def _flat_hparams(config) -> dict[str, int | float | str | bool]:
+    """{'section.key': value} of every leaf of the config (tuples and None as their str)."""
+    flat = flatten_dict(config.to_dict(), sep=".")
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
 
 
 def _evaluate(
-    trainer: Trainer, config, workdir: pathlib.Path, writer, best, state, step: int
+    trainer: Trainer, config, workdir: epath.Path, writer, best, state, step: int
 ) -> dict:
     """Runs every evaluator of config.evals; writes scalars and one JSON line per evaluator;
     keeps the state as the best checkpoint when config.best_metric improved."""

@@ -18,13 +18,15 @@ import importlib.util
 import json
 import logging
 import math
-import pathlib
+import os
 import sys
 import types
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from gram_jax.train import workdir as workdir_paths
 
 _SUMMARY_MODULE = "clu.metric_writers.summary_writer"
 
@@ -108,10 +110,12 @@ def install_tensorboardx_backend() -> None:
     interface.MetricWriter.register(module.SummaryWriter)
 
 
-def create_writer(workdir: str | pathlib.Path, *, just_logging: bool = False):
+def create_writer(workdir: str | os.PathLike, *, just_logging: bool = False):
     """clu's default writer: TensorBoard events in `workdir` plus absl logging, asynchronous.
 
-    `just_logging=True` for non-zero processes (only process 0 writes event files).
+    `just_logging=True` for non-zero processes (only process 0 writes event files). A ``gs://``
+    workdir gets its events through tensorboardX's own GCS writer (google-cloud-storage; each flush
+    uploads the whole event file, which an object store cannot append to).
     """
     install_tensorboardx_backend()
     # lazy: clu.metric_writers may only be imported after install_tensorboardx_backend().
@@ -133,7 +137,8 @@ def report_progress(total_steps: int, writer):
 
 # Libraries whose INFO lines are chatter at the default verbosity (all log through these names).
 # tensorboardX logs one INFO line per metric whose tag it renames (every "R@1" becomes "R_1").
-CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain", "tensorboardX")
+# gcsfs and fsspec log their read-ahead caches and client set-up at INFO (gs:// workdirs).
+CHATTY_LOGGERS = ("absl", "orbax", "jax", "etils", "grain", "tensorboardX", "gcsfs", "fsspec")
 PROGRESS_KEYS = ("loss", "grad_norm", "temperature", "lr_default")
 
 
@@ -189,9 +194,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def append_jsonl(path: str | pathlib.Path, record: Mapping[str, Any]) -> None:
-    """Appends one JSON object as a line to `path` (W/metrics.jsonl)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Appends one JSON object as a line to `path` (W/metrics.jsonl; local or gs://)."""
+    line = json.dumps(_jsonable(record), sort_keys=True) + "\n"
+    workdir_paths.append_text(workdir_paths.resolve(path), line)

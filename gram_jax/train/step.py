@@ -9,9 +9,9 @@ The train state is a plain dict pytree (checkpointed as is):
 - ``rng``: uint32[2] raw key of the run; step ``s`` uses ``fold_in(rng, s)``, so a resumed run draws
   the same hard negatives as an uninterrupted one.
 
-Loss = ``LOSSES[config.loss.name](LossInputs(...), **config.loss.options)`` (GRAM's volume
-contrastive loss by default) + ``matching_weight`` x the matching (DAM) loss on hard negatives drawn
-from the contrastive logits.
+The step merges the model, runs its towers, takes the loss of the batch from
+`gram_jax.losses.batch.batch_loss` (GRAM's volume contrastive loss by default + ``matching_weight``
+x the matching loss on hard negatives) and applies the optimizer.
 The step is jitted with `jax.jit(..., donate_argnums=0)` and explicit in/out shardings (not
 `nnx.jit`: its graph traversal costs ~0.6 ms of Python per step, measured).
 
@@ -19,7 +19,7 @@ Non-finite guard: metrics carry ``nonfinite``, an int32 bitmask over `term_names
 = term i is NaN/inf this step). The last name, ``STATE_TERM``, covers the *new* parameters and
 optimizer state: one fused all-finite reduction over them, so a state is known finite before it is
 ever saved (a finite loss can still produce an infinite update). The loop checks the mask
-(`check_finite`, `gram_jax.train.guard`) before logging or saving.
+(`gram_jax.train.guard`) before logging or saving.
 
 Skipped data: with ``data.bad_data='skip'`` a media item that cannot be decoded arrives with
 ``present_<m>=False`` on a valid row; the step counts those rows per media modality
@@ -29,23 +29,19 @@ Skipped data: with ``data.bad_data='skip'`` a media item that cannot be decoded 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from gram_jax import parallel
-from gram_jax.losses import LOSSES, LossFn, LossInputs
-from gram_jax.losses.inputs import option_names
-from gram_jax.losses.matching import build_matching_batch, matching_loss, sample_hard_negatives
-from gram_jax.losses.schedule import check_schedule, scheduled_contrastive, uses_cosine_term
+from gram_jax.losses.batch import batch_loss, check_loss_config
+from gram_jax.losses.batch import term_names as loss_term_names
 from gram_jax.models.axes import logical_sharding
 from gram_jax.models.gram import merge_model
-from gram_jax.models.modalities import data_modalities
 
 # The guard's name for "the new parameters or optimizer state hold NaN/inf".
 STATE_TERM = "params_or_opt_state"
@@ -54,18 +50,10 @@ STATE_TERM = "params_or_opt_state"
 MEDIA_MODALITIES = ("video", "audio")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss term, the gradient norm or the new train state became NaN or infinite."""
-
-
 def term_names(config) -> tuple[str, ...]:
-    """The values the guard checks, in bitmask order: loss terms, loss, grad_norm, STATE_TERM."""
-    names = [f"loss_{config.loss.name}"]
-    if uses_cosine_term(config.loss):
-        names.append("loss_cosine")
-    if float(config.loss.matching_weight) > 0:
-        names.append("loss_matching")
-    return (*names, "loss", "grad_norm", STATE_TERM)
+    """The values the guard checks, in bitmask order: the loss terms of
+    `gram_jax.losses.batch.term_names`, then loss, grad_norm, STATE_TERM."""
+    return (*loss_term_names(config.loss), "loss", "grad_norm", STATE_TERM)
 
 
 def all_finite(tree) -> jax.Array:
@@ -90,65 +78,27 @@ def skipped_counts(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 def make_loss_fn(config, graphdef, abstract_params, abstract_rest, mesh) -> Callable:
     """loss_fn(params, model_state, batch, rng, step) -> (total, (terms, extras, model_state)).
 
-    ``step`` (int32[]) drives the loss schedule of `gram_jax.losses.schedule` (cosine warm-up,
-    hybrid cosine term, matching-weight ramp); without those keys the weights are constant.
+    Merges the model, runs its towers in train mode and hands their outputs to
+    `gram_jax.losses.batch.batch_loss`; ``step`` (int32[]) drives the loss schedule.
     """
     loss_cfg = config.loss
-    if loss_cfg.name not in LOSSES:
-        raise ValueError(f"config.loss.name={loss_cfg.name!r}: expected one of {sorted(LOSSES)}")
-    contrastive = LOSSES[loss_cfg.name]
-    _check_loss_options(loss_cfg, contrastive)
-    options = _loss_options(loss_cfg)
-    check_schedule(loss_cfg)
-    weight = float(loss_cfg.matching_weight)
+    check_loss_config(loss_cfg)
 
     def loss_fn(params, model_state, batch, rng, step=0):
         model = merge_model(graphdef, abstract_params, abstract_rest, params, model_state)
         encoded = model.encode(batch, train=True)
-        embeddings = encoded.embeddings
-        present = {m: batch[f"present_{m}"] for m in embeddings if f"present_{m}" in batch}
-        rng_loss, rng_negatives = jax.random.split(rng)
-        inputs = LossInputs(
-            embeddings,
-            present,
+        total, terms, extras = batch_loss(
+            loss_cfg,
+            encoded.embeddings,
+            encoded.condition,
+            encoded.condition_mask,
+            batch,
             temperature=model.temperature(),
-            anchor=loss_cfg.anchor,
-            order=data_modalities(embeddings, loss_cfg.anchor),
-            label_smoothing=float(loss_cfg.label_smoothing),
-            gather_mode=loss_cfg.gather_mode,
+            match_logits_fn=functools.partial(model.match_logits, train=True),
+            rng=rng,
+            step=step,
             mesh=mesh,
-            batch_axes=parallel.BATCH_AXES,
-            rng=rng_loss,
         )
-        total, terms, aux, weights = scheduled_contrastive(
-            contrastive, inputs, options, loss_cfg=loss_cfg, step=step, main_name=loss_cfg.name
-        )
-        if weight > 0:
-            if "logits_a2d" not in aux or "logits_d2a" not in aux:
-                raise ValueError(
-                    f"config.loss.matching_weight={weight} needs the contrastive logits for hard "
-                    f"negatives, but loss {loss_cfg.name!r} returns only {sorted(aux)}; set "
-                    "config.loss.matching_weight=0"
-                )
-            neg_data, neg_text = sample_hard_negatives(
-                rng_negatives, aux["logits_a2d"], aux["logits_d2a"]
-            )
-            index = build_matching_batch(neg_data, neg_text)
-            anchor = loss_cfg.anchor
-            logits = model.match_logits(
-                batch[f"{anchor}_ids"][index["text_index"]],
-                batch[f"{anchor}_mask"][index["text_index"]],
-                encoded.condition[index["data_index"]],
-                encoded.condition_mask[index["data_index"]],
-                train=True,
-            )
-            terms["loss_matching"] = matching_loss(logits.astype(jnp.float32), index["labels"])
-            total = total + weights["matching"] * terms["loss_matching"]
-        extras = {
-            k: jax.lax.stop_gradient(v)
-            for k, v in aux.items()
-            if k in ("positive_volume", "temperature") and jnp.ndim(v) == 0
-        }
         _, _, rest = nnx.split(model, nnx.Param, ...)
         return total, (terms, extras, nnx.to_pure_dict(rest))
 
@@ -202,47 +152,3 @@ def make_train_step(
         out_shardings=(state_sharding, parallel.replicated(mesh)),
         donate_argnums=0,
     )
-
-
-def nonfinite_terms(metrics: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, float]:
-    """{name: value} of the terms whose `nonfinite` bit is set (STATE_TERM's value is nan)."""
-    mask = int(np.asarray(metrics["nonfinite"]))
-    return {
-        n: float(np.asarray(metrics[n])) if n in metrics else float("nan")
-        for i, n in enumerate(names)
-        if mask & (1 << i)
-    }
-
-
-def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]], names: tuple[str, ...]):
-    """Raises NonFiniteLossError naming the first bad step and term.
-
-    `step_metrics` holds (step index, metrics) pairs; the error names step index + 1, the step
-    number of the state that update produced (the numbering of the logs and checkpoints).
-    """
-    for step, metrics in step_metrics:
-        bad = nonfinite_terms(metrics, names)
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite values at step {step + 1}: {', '.join(bad)} = {bad}; stopping"
-            )
-
-
-def _loss_options(loss_cfg) -> dict:
-    """config.loss.options as plain keyword arguments of the LOSSES entry."""
-    options = loss_cfg.get("options", None)
-    if options is None:
-        return {}
-    return options.to_dict() if hasattr(options, "to_dict") else dict(options)
-
-
-def _check_loss_options(loss_cfg, fn: LossFn) -> None:
-    """Rejects config.loss.options keys the loss does not name, before tracing, with the loss's
-    options in the message (calling it would fail later with a bare TypeError)."""
-    named = option_names(fn)
-    unknown = sorted(set(_loss_options(loss_cfg)) - named)
-    if unknown:
-        raise ValueError(
-            f"config.loss.options: {unknown} are not options of loss {loss_cfg.name!r}; "
-            f"it accepts {sorted(named)}"
-        )

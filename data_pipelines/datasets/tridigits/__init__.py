@@ -5,7 +5,8 @@ word for d, the written word for d in that recording's language). The digit is t
 three share; language ties speech to text but not to the image. The video motion is synthetic
 (``motion: "synthetic"`` in every record); the pixels and the voices are real. Modules:
 ``sources`` (the packages), ``splits`` (folds and pairs), ``media`` (MP4/WAV writers), ``layout``
-(layout, options, config overrides), ``build`` (the builder and ``gram-data build tridigits``).
+(layout, options, config overrides), ``build`` (the builder and ``gram-data build tridigits``),
+``verify`` (the sources' content against the committed ``manifest.json``, on Debian or Ubuntu).
 
 On-disk layout (the VAST-style layout of the other datasets)::
 
@@ -26,7 +27,6 @@ Command line: ``gram-data build tridigits [--out DIR] [--cache-dir DIR] [--sourc
 
 from data_pipelines.datasets.tridigits.build import (
     FORMAT_VERSION,
-    REFERENCE_MANIFEST,
     build,
     build_main,
     default_out_dir,
@@ -34,7 +34,6 @@ from data_pipelines.datasets.tridigits.build import (
     is_built,
     reference_manifest,
     source_checksums,
-    verify_sources,
 )
 from data_pipelines.datasets.tridigits.layout import (
     AUDIO_FRAMES,
@@ -45,6 +44,11 @@ from data_pipelines.datasets.tridigits.layout import (
     annotation_path,
     data_overrides,
     default_cache_dir,
+)
+from data_pipelines.datasets.tridigits.verify import (
+    REFERENCE_MANIFEST,
+    source_content,
+    verify_content,
 )
 
 __all__ = [
@@ -65,5 +69,6 @@ __all__ = [
     "is_built",
     "reference_manifest",
     "source_checksums",
-    "verify_sources",
+    "source_content",
+    "verify_content",
 ]

@@ -29,8 +29,12 @@ from data_pipelines.datasets.tridigits.layout import (
     annotation_path,
     default_cache_dir,
 )
+from data_pipelines.datasets.tridigits.verify import (
+    committed_words,
+    source_content,
+    verify_content,
+)
 
-REFERENCE_MANIFEST = pathlib.Path(__file__).with_name("manifest.json")
 # 2: TriDigits v2 held-out sets (500 records per fold; seen/unseen voices; a train sample).
 FORMAT_VERSION = 2
 
@@ -43,28 +47,14 @@ def _link(src: pathlib.Path, dst: pathlib.Path) -> None:
 
 
 def source_checksums(source_dir: pathlib.Path, clips: list[sources.SpeechClip]) -> dict[str, str]:
-    """{path relative to the source root: sha256} of every source file TriDigits reads."""
+    """{path relative to the source root: sha256} of every source file TriDigits reads.
+
+    Recorded in a build's manifest; the build is verified on content (``verify.py``) instead,
+    since the word files' and the image sheet's bytes may differ between package versions."""
     files = [source_dir / sources.DIGITS_PNG]
     files += [source_dir / sources.TUXPAINT_MATH / f"{d}.txt" for d in range(10)]
     files += [c.path for c in clips]
     return {str(f.relative_to(source_dir)): sources.sha256_file(f) for f in sorted(files)}
-
-
-def verify_sources(checksums: dict[str, str], reference: pathlib.Path = REFERENCE_MANIFEST) -> None:
-    """Compare source checksums with the committed manifest; raise naming every differing file."""
-    expected = json.loads(reference.read_text())["sources"]
-    problems = [f"missing {k}" for k in expected if k not in checksums]
-    problems += [f"unexpected {k}" for k in checksums if k not in expected]
-    problems += [
-        f"{k}: sha256 {checksums[k]} != expected {v}"
-        for k, v in expected.items()
-        if k in checksums and checksums[k] != v
-    ]
-    if problems:
-        raise ValueError(
-            f"TriDigits sources differ from {reference} ({len(problems)} problems; other package "
-            "versions?): " + "; ".join(problems[:10]) + ". Pass --no-verify to build anyway."
-        )
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
@@ -73,11 +63,11 @@ def _write_json(path: pathlib.Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _record(pair: splits.Pair, fold: int, words, source_dir: pathlib.Path) -> dict:
+def _record(pair: splits.Pair, fold: int, words: dict[str, str], source_dir: pathlib.Path) -> dict:
     clip = pair.clip
     return {
         "id": pair.record_id,
-        "desc": sources.word_for(words, clip.label, clip.language),
+        "desc": words[f"{clip.label}/{clip.language}"],
         "label": clip.label,
         "language": clip.language,
         "voice": clip.voice,
@@ -108,7 +98,8 @@ def build(
       options: splits, sizes and seed.
       cache_dir: where .debs are downloaded and unpacked (default ``default_cache_dir()``).
       source_dir: an already unpacked root holding ``usr/share/...``; skips apt entirely.
-      verify: check source sha256s against the committed ``manifest.json``.
+      verify: check the content read from the sources (image pixels, clip files, the words used)
+        against the committed ``manifest.json`` and write the committed words (``verify.py``).
       keep_complete: if another process finished a build with the same options at ``out`` while
         this one ran, keep that one (ours is discarded) instead of replacing it.
     """
@@ -121,8 +112,15 @@ def build(
     words = sources.load_number_words(source_dir)
     clips = sources.find_speech_clips(source_dir)
     checksums = source_checksums(source_dir, clips)
+    content = source_content(images, words, clips, source_dir)
     if verify:
-        verify_sources(checksums)
+        differing = verify_content(content)
+        if differing:
+            log(
+                f"tridigits: {len(differing)} number words of the package differ from the "
+                f"committed ones; the committed words are used: {'; '.join(differing)}"
+            )
+        content["words"] = committed_words()
     log(
         f"tridigits: {len(images)} images, {len(clips)} clips "
         f"(sources read in {time.time() - start:.1f} s)"
@@ -190,7 +188,7 @@ def build(
                             out / "media" / "clips" / f"{pair.clip.voice}_{pair.clip.label}.wav",
                             out / "audios" / f"{rid}.wav",
                         )
-                    records.append(_record(pair, k, words, source_dir))
+                    records.append(_record(pair, k, content["words"], source_dir))
                 path = annotation_path(out, k, split)
                 _write_json(path, records)
                 annotations[path.relative_to(out).as_posix()] = {
@@ -205,7 +203,8 @@ def build(
             "note": "real digit images with synthetic motion; real speech; Tux Paint number words",
             "sources": checksums,
             # One sha256 per 20x20 cell (its raw uint8 bytes): the per-item checksum of the images.
-            "image_sha256": [hashlib.sha256(cell.tobytes()).hexdigest() for cell in images],
+            "image_sha256": content["image_sha256"],
+            "words": content["words"],
             "image_split": {s: [int(i) for i in idx] for s, idx in image_split.items()},
             "voice_fold": dict(sorted(voice_fold.items())),
             "annotations": annotations,
@@ -265,25 +264,28 @@ def ensure_built(
 def reference_manifest(manifest: dict) -> dict:
     """The committed subset of a default build's manifest: sources, splits, per-item metadata.
 
-    Encoded media bytes depend on the FFmpeg build, so the committed file holds the sha256 of the
-    sources (and of each image cell) rather than of the written MP4/WAV files.
+    Encoded media bytes depend on the FFmpeg build, so the committed file holds what is read from
+    the sources (each image cell's sha256, each clip file's sha256, the words used: ``verify.py``)
+    rather than the sha256 of the written MP4/WAV files.
     """
+    clips = sorted(
+        (
+            {k: v[k] for k in ("source", "label", "language", "voice", "fold", "split")}
+            for v in manifest["audios"].values()
+        ),
+        key=lambda c: c["source"],
+    )
     return {
         "dataset": "tridigits",
         "packages": sorted(sources.PACKAGES),
         "options": manifest["options"],
-        "sources": manifest["sources"],
+        "clip_sha256": {c["source"]: manifest["sources"][c["source"]] for c in clips},
+        "words": manifest["words"],
         "image_sha256": manifest["image_sha256"],
         "image_labels": [i // 500 for i in range(len(manifest["image_sha256"]))],
         "image_split": manifest["image_split"],
         "voice_fold": manifest["voice_fold"],
-        "clips": sorted(
-            (
-                {k: v[k] for k in ("source", "label", "language", "voice", "fold", "split")}
-                for v in manifest["audios"].values()
-            ),
-            key=lambda c: c["source"],
-        ),
+        "clips": clips,
     }
 
 

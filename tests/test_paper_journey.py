@@ -1,0 +1,234 @@
+"""The journey "released checkpoint + MSR-VTT -> the Table 1 number", run from its doc.
+
+``docs/reproduction.md`` opens with the commands (the ```bash block after `MARKER`); these tests
+read them from the doc and run them verbatim, substituting only the placeholders a user fills in:
+the released weights file (`WEIGHTS`) and ``GRAM_DATA`` (here a folder in the MSR-VTT layout holding
+the 4 reference clips of data_pipelines/reference_data with the golden's captions and subtitles).
+Console scripts run as ``python -m gram_jax.cli.<name>`` (the same entry point) so that the tree
+under test runs. Changing a documented command changes what runs here.
+
+Fast tier: the reduced-size golden of the released code (tests/golden/README.md), its state dict
+written as the released ``.pth`` layout; both commands get the reduced tower sizes as extra
+``--config.*`` overrides (`REDUCED`). Checked: the conversion leaves nothing at init, gram-eval's
+metrics.jsonl holds the released R@1 of volume and matching re-rank in both directions, and the
+converted weights, loaded through the documented config, give the released embeddings (1e-5
+relative), volume matrix and re-rank scores (1e-4), and the re-rank orders the candidates as the
+released code did. Measured: about 73 s of CPU time (convert + gram-eval + the in-process check;
+11.9 min wall on a machine loaded 10x over its 2 cores), peak RSS 1.3 GB.
+
+Not here yet: the same journey at the paper's full size (EVA01-CLIP-g/14, BERT-base, BEATs) against
+a full-size golden of the released code (a slow test); see tests/golden/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import jax_cache
+import numpy as np
+import pytest
+from released_golden import arrays, meta, state_dict
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "reproduction.md"
+MARKER = "<!-- journey: released checkpoint to Table 1 -->"
+WEIGHTS = "GRAM_pretrained.pth"  # the placeholder of the released weights file in the doc
+MEDIA = REPO / "data_pipelines" / "reference_data" / "media"
+MODULES = {"gram-convert": "gram_jax.cli.convert", "gram-eval": "gram_jax.cli.eval"}
+# The golden's reduced sizes (tests/golden/README.md): gram_jax's tiny towers at 56 px, a 64-wide
+# contrastive space, and the re-rank depth the golden ran (3 of its 4 candidates).
+REDUCED = (
+    "--config.model.text.size=tiny",
+    "--config.model.vision.size=tiny",
+    "--config.model.audio.size=tiny",
+    "--config.model.embed_dim=64",
+    "--config.model.vision.image_size=56",
+    "--config.data.image_size=56",
+    "--config.evals.msrvtt.top_k=3",
+)
+
+pytestmark = pytest.mark.torch
+
+
+def journey_commands(doc: pathlib.Path = DOC) -> list[list[str]]:
+    """The commands of the ```bash block after `MARKER` in ``doc``, as argument lists
+    (backslash continuations joined, comments dropped). Raises AssertionError if it is missing."""
+    text = doc.read_text()
+    assert MARKER in text, f"{doc}: the journey marker {MARKER!r} is gone"
+    block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER) :], re.S)
+    assert block, f"{doc}: no ```bash block after {MARKER!r}"
+    joined = block.group(1).replace("\\\n", " ")
+    return [shlex.split(line, comments=True) for line in joined.splitlines() if line.strip()]
+
+
+def msrvtt_folder(root: pathlib.Path) -> pathlib.Path:
+    """``root/msrvtt`` in the MSR-VTT layout: the 4 reference clips as the test split, with the
+    golden's captions and subtitles, and their audio as ``audios/<id>.mp3``. Returns ``root``."""
+    m = meta()
+    subtitles = json.loads(m["subtitles"]) if isinstance(m["subtitles"], str) else m["subtitles"]
+    folder = root / "msrvtt"
+    for sub in ("annotations", "videos", "audios"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, (vid, caption, subtitle) in enumerate(
+        zip(m["ids"], m["captions"], subtitles, strict=True), 1
+    ):
+        (folder / "videos" / f"{vid}.mp4").symlink_to(MEDIA / "videos" / f"video{i}.mp4")
+        (folder / "audios" / f"{vid}.mp3").symlink_to(MEDIA / "audios" / f"audio{i}.mp3")
+        records.append({"video_id": vid, "desc": caption, "subtitle": subtitle})
+    for name in ("descs_ret_test.json", "descs_ret_train.json"):
+        (folder / "annotations" / name).write_text(json.dumps(records))
+    return root
+
+
+def released_weights(path: pathlib.Path) -> pathlib.Path:
+    """The golden's state dict saved as the release ships it: ``torch.save({'model': sd})``."""
+    import torch  # the torch extra: the released file is a torch pickle
+
+    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict().items()}
+    torch.save({"model": sd}, path)
+    return path
+
+
+def run_journey(tmp: pathlib.Path, weights: pathlib.Path, extra=()) -> pathlib.Path:
+    """Runs the doc's commands in ``tmp`` (placeholders substituted, ``extra`` appended);
+    returns ``tmp``. Each command must exit 0."""
+    (tmp / "experiments").symlink_to(REPO / "experiments")
+    data = msrvtt_folder(tmp / "gram_data")
+    env = jax_cache.subprocess_env(1, REPO)
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"  # tiny towers: compile time dominates
+    for argv in journey_commands():
+        assignments = []
+        while argv and re.fullmatch(r"[A-Z_]+=.*", argv[0]):
+            assignments.append(argv.pop(0).split("=", 1)[0])
+        assert assignments in ([], ["GRAM_DATA"]), f"unexpected variables {assignments}"
+        program, *args = argv
+        assert program in MODULES, f"{DOC}: unexpected program {program!r} in the journey"
+        args = [str(weights) if a == WEIGHTS else a for a in args]
+        cmd = [sys.executable, "-m", MODULES[program], *args, *extra]
+        done = subprocess.run(
+            cmd, cwd=tmp, env=dict(env, GRAM_DATA=str(data)), capture_output=True, text=True
+        )
+        assert done.returncode == 0, (
+            f"{shlex.join(cmd)}\n{done.stdout[-3000:]}{done.stderr[-6000:]}"
+        )
+    return tmp
+
+
+def test_the_doc_states_the_journey():
+    """Convert for the run, then evaluate one evaluator with the converted weights."""
+    commands = journey_commands()
+    programs = [next(a for a in c if not re.fullmatch(r"[A-Z_]+=.*", a)) for c in commands]
+    assert programs == ["gram-convert", "gram-eval"], commands
+    convert, evaluate = commands
+    config = convert[convert.index("--config") + 1]
+    assert config in evaluate and "--evals" in evaluate and WEIGHTS in convert
+
+
+@pytest.fixture(scope="module")
+def journey(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("journey")
+    return run_journey(tmp, released_weights(tmp / WEIGHTS), REDUCED)
+
+
+def test_reduced_journey_gives_the_released_metrics(journey):
+    """gram-eval's line for the evaluator: the released R@1 (volume and re-rank, both ways)."""
+    (metrics,) = (journey / "runs").glob("*/metrics.jsonl")
+    lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+    (line,) = [x for x in lines if x["eval"] == "msrvtt"]
+    released = meta()["metrics"]
+    # The released evaluation logs the volume D2T result under 'forward_*' (a no-op rename).
+    assert {
+        "t2d/R@1": line["t2d/R@1"],
+        "d2t/R@1": line["d2t/R@1"],
+        "matching/t2d/R@1": line["matching/t2d/R@1"],
+        "matching/d2t/R@1": line["matching/d2t/R@1"],
+    } == {
+        "t2d/R@1": released["ret_area_forward"]["volume_T2D_r1"],
+        "d2t/R@1": released["ret_area_backard"]["forward_r1"],
+        "matching/t2d/R@1": released["ret_itm_area"]["volume_ITM_T2D_r1"],
+        "matching/d2t/R@1": released["ret_itm_area"]["volume_ITM_D2T_r1"],
+    }
+    for key, recall in (
+        ("t2d", released["ret_area_forward"]["volume_T2D_recall"]),
+        ("d2t", released["ret_area_backard"]["forward_recall"]),
+        ("matching/t2d", released["ret_itm_area"]["volume_ITM_T2D_recall"]),
+        ("matching/d2t", released["ret_itm_area"]["volume_ITM_D2T_recall"]),
+    ):
+        ours = "/".join(f"{line[f'{key}/R@{k}']:.1f}" for k in (1, 5, 10))
+        assert ours == recall, key
+    # From raw media (not the golden's decoded inputs): the mean smallest volume within 1e-3.
+    assert abs(line["min_volume"] - released["gramian_value"]["value"]) < 1e-3
+    assert line["source"].startswith("model_init:")
+
+
+def _config_with(spec: str, overrides) -> object:
+    """The run config of ``--config spec`` with ``--config.k=v`` overrides, prepared."""
+    import ast
+
+    from gram_jax.config import prepare
+    from gram_jax.config.loading import load_config
+
+    config = load_config(spec)
+    for flag in overrides:
+        key, text = flag[len("--config.") :].split("=", 1)
+        *parents, leaf = key.split(".")
+        node = config
+        for k in parents:
+            node = node[k]
+        try:
+            node[leaf] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            node[leaf] = text
+    return prepare(config, count_data=False)
+
+
+def test_converted_weights_give_the_released_outputs(journey, monkeypatch):
+    """The converted file, loaded by the documented config: the golden's embeddings (1e-5
+    relative), volume matrix and re-rank scores (1e-4) on the golden's own model inputs."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from released_golden import batch, jit_encode, zeros_model
+    from test_released_golden import GRAM_ORDER, _rerank
+
+    from gram_jax.convert import params_file
+    from gram_jax.evaluators.model import eval_model_config
+    from gram_jax.evaluators.scoring import volume_scores
+
+    convert, evaluate = journey_commands()
+    monkeypatch.setenv("GRAM_DATA", str(journey / "gram_data"))
+    monkeypatch.chdir(journey)
+    flags = [a for a in (*evaluate, *REDUCED) if a.startswith("--config.")]
+    config = _config_with(evaluate[evaluate.index("--config") + 1], flags)
+    model = zeros_model(eval_model_config(config.model))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    loaded, summary = params_file.init_from_file(params, config.model_init)
+    assert "; 0 left at init;" in summary, summary
+    model = zeros_model(eval_model_config(config.model), jax.tree.map(np.asarray, loaded))
+    with jax_cache.in_process_cache():
+        encoded = jit_encode(model, jax.tree.map(jnp.asarray, batch("frames_eval")), train=False)
+        reranked = {d: _rerank(model, encoded, d) for d in ("t2d", "d2t")}
+    golden = arrays("outputs")
+    for m, key in (("text", "t"), ("video", "v"), ("audio", "a"), ("subtitle", "s")):
+        want = golden[f"feat_{key}"]
+        rel = np.linalg.norm(encoded[0][m] - want) / np.linalg.norm(want)
+        assert rel <= 1e-5, (m, rel)
+    e = encoded[0]
+    volume = -volume_scores(e["text"], np.stack([e[m] for m in GRAM_ORDER]))
+    np.testing.assert_allclose(volume, golden["volume"], atol=1e-4, rtol=0)
+    for direction in ("t2d", "d2t"):
+        ours, want = reranked[direction], golden[f"itm_{direction}"]
+        candidates = want > 0
+        np.testing.assert_allclose(ours[candidates], want[candidates], atol=1e-4, rtol=0)
+        axis = 1 if direction == "t2d" else 0  # t2d ranks data per text, d2t texts per data
+
+        def order(scores, candidates=candidates, axis=axis):
+            return np.argsort(-np.where(candidates, scores, -1.0), axis=axis, kind="stable")
+
+        np.testing.assert_array_equal(order(ours), order(want), err_msg=direction)
