@@ -38,6 +38,7 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from etils import epath
 
 from gram_jax.evaluators import diagnostics, distinct
 from gram_jax.evaluators.base import collect
@@ -175,7 +176,7 @@ def split_distinct(config, split: str, embeddings, labels) -> dict | None:
     path = config.data.annotations.get(split)
     if labels is None or not path or not str(path).endswith(".json"):
         return None
-    records = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    records = json.loads(epath.Path(path).read_text(encoding="utf-8"))
     if not isinstance(records, list) or len(records) != len(labels):
         return None
     if not all(isinstance(r, Mapping) and "desc" in r and "id" in r for r in records):
