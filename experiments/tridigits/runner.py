@@ -30,6 +30,16 @@ from gram_jax.train import Trainer, init_train_state
 from gram_jax.train.guard import NonFiniteLossError, check_finite
 
 
+def _path(key_path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", k)) for k in key_path)
+
+
+def _like(tree, template):
+    """``tree``'s leaves in ``template``'s structure, matched by path string."""
+    by_path = {_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return jax.tree_util.tree_map_with_path(lambda p, _: by_path[_path(p)], template)
+
+
 class SeedBatchRunner:
     """Compiles one method's init, step and encoder once; trains any fold for a list of seeds."""
 
@@ -180,6 +190,9 @@ class SeedBatchRunner:
                 per_run.append(own)
                 continue
             merged, summary = params_file.init_from_file(own, path, allow_missing=allow)
+            # The merged tree's keys are strings ('0' for a layer index 0): back to the model's
+            # own keys, or the step's shardings (keyed like the model) would not match it.
+            merged = _like(merged, own)
             if i == 0 or path != files[i - 1]:
                 log(summary)
             per_run.append(merged)
