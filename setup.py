@@ -29,8 +29,8 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20,<0.24",
     "matplotlib>=3.8",
     "tqdm",
-    # Workdirs on GCS (--workdir gs://bucket/run, gram_jax.train.workdir): epath paths backed by gcsfs;
-    # tensorboardX writes gs:// event files with google-cloud-storage (orbax uses tensorstore).
+    # Workdirs on GCS (--workdir gs://bucket/run, gram_jax.train.workdir): epath paths backed by
+    # gcsfs; tensorboardX writes gs:// event files with google-cloud-storage (orbax: tensorstore).
     "etils[epath]>=1.7,<2",
     "gcsfs>=2026.8",
     "google-cloud-storage>=3.14",

@@ -178,7 +178,7 @@ print("clip with the smallest volume per caption:", [media.names[j] for j in vol
         ),
         md("## 4. Rankings per caption: volume, cosine, matching re-rank"),
         code(
-            """from gram_jax.cli.rank import format_ranking
+            """from gram_jax.inference.rank import format_ranking
 
 for scoring in ("volume", "cosine", "matching"):
     print(f"== {scoring}")
@@ -190,8 +190,8 @@ for scoring in ("volume", "cosine", "matching"):
 video, else the video's own track):
 
 ```
-gram-rank --checkpoint WORKDIR_OR_WEIGHTS [--config CONFIG] --media-dir my_clips \\
-    --queries "A dog is barking" "A red cat is meowing" --scoring volume
+gram-rank --checkpoint WORKDIR_OR_WEIGHTS [--config CONFIG] --media_dir my_clips \\
+    --queries "A dog is barking" --queries "A red cat is meowing" --scoring volume
 ```"""
         ),
     ]

@@ -6,7 +6,8 @@
 - `validation`: unknown keys, types and ranges; `ConfigError`;
 - `fidelity`: the one switch that reproduces the released code, and the derived keys;
 - `resume`: whether a workdir's checkpoints can continue under a new config;
-- `preparation`: `prepare`, the one sequence every entry point runs (fidelity -> validation -> run length).
+- `preparation`: `prepare`, the one sequence every entry point runs (fidelity -> validation ->
+  run length).
 
 Exports are lazy (PEP 562) so that ``gram-train --help`` imports neither JAX nor the data pipeline.
 """

@@ -48,10 +48,13 @@ def apply_protocol(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     for ev in (config.get("evals") or {}).values():
         if ev.get("type") != "retrieval":
             continue
-        ev.captions = "first"
-        # The filter already dropped records without audio; `require` also drops those whose
-        # audio could not be read, where the evaluator scores audio at all.
-        ev.require = ("audio",) if released and "audio" in ev.get("modalities", ()) else ()
+        # An evaluator entry is a user-chosen dict (its keys are optional): adding ours is expected,
+        # also when the config was locked by the command-line flag.
+        with ev.unlocked():
+            ev.captions = "first"
+            # The filter already dropped records without audio; `require` also drops those whose
+            # audio could not be read, where the evaluator scores audio at all.
+            ev.require = ("audio",) if released and "audio" in ev.get("modalities", ()) else ()
         overrides = ev.get("data")
         if overrides:
             # The overrides hold only the keys an evaluator changes: adding ours is expected.

@@ -22,7 +22,6 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_pipelines.config import TEXT_MODALITIES
-from data_pipelines.transforms import placeholder_batch
 from gram_jax import parallel
 from gram_jax.models.gram import build_model, merge_model
 
@@ -70,7 +69,8 @@ class EvalModel:
 
         def encode(params, model_state, batch):
             model = merge_model(*template, params, model_state)
-            out = model.encode(batch, train=False)
+            # The batch's keys are static under jit: each key set compiles once, with its towers.
+            out = model.encode(batch, train=False, modalities=self.batch_modalities(batch))
             return dict(out.embeddings), out.condition, out.condition_mask
 
         def match(params, model_state, ids, mask, cond, cond_mask):
@@ -79,21 +79,26 @@ class EvalModel:
 
         self.encode = jax.jit(encode)
         """(params, model_state, device batch) -> ({modality: float32[B, D]}, condition
-        float[B, T, H] | None, condition_mask int32[B, T] | None)."""
+        float[B, T, H] | None, condition_mask int32[B, T] | None). Only the towers of the
+        modalities whose inputs the batch holds run (`batch_modalities`), and only their
+        embeddings come back; the fusion tokens need every modality of the evaluation condition
+        (None otherwise)."""
         self.match = jax.jit(match)
         """(params, model_state, ids int32[n, L], mask int32[n, L], cond float[n, T, H],
         cond_mask int32[n, T]) -> logits float[n, 2] (index 1 = matched)."""
 
-    def complete(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``batch`` plus zero inputs for the model modalities it lacks (e.g. class prompts have
-        text only): the jitted encoder runs every tower; those outputs are unused."""
-        missing = [
-            m for m in self.modalities if (f"{m}_ids" if m in TEXT_MODALITIES else m) not in batch
-        ]
-        if not missing:
-            return dict(batch)
-        n = next(iter(batch.values())).shape[0]
-        return {**placeholder_batch(self.config.data, missing, n), **batch}
+    def batch_modalities(self, batch: Mapping[str, object]) -> tuple[str, ...]:
+        """The model modalities whose inputs ``batch`` holds (``<m>_ids`` for text-like ones,
+        ``<m>`` otherwise), in the model's order. Raises ValueError when there is none."""
+        found = tuple(
+            m for m in self.modalities if (f"{m}_ids" if m in TEXT_MODALITIES else m) in batch
+        )
+        if not found:
+            raise ValueError(
+                f"encode: the batch holds no input of the model's modalities {self.modalities} "
+                f"(keys: {sorted(batch)})"
+            )
+        return found
 
     def to_device(self, batch: Mapping[str, np.ndarray]) -> tuple[dict[str, jax.Array], int]:
         """A host batch (every process holds all rows) -> (global arrays on the batch axes, the
@@ -114,7 +119,8 @@ def _gathered(x: jax.Array, n: int) -> np.ndarray:
 class ModelScorer:
     """encode_fn / match_fn for the evaluators, backed by an `EvalModel` and one set of parameters.
 
-    encode_fn(batch) returns {modality: float32[B, D]} and remembers, for every valid row in
+    encode_fn(batch) returns {modality: float32[B, D]} of the modalities whose inputs the batch
+    holds (text-only class prompts run the text tower alone) and remembers, for every valid row in
     order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
     feeds to the matching head (probability of "matched", float32[n]). With
     ``keep_match_rows=False`` (embedding only, e.g. the end-of-run report) nothing is remembered.
@@ -129,7 +135,6 @@ class ModelScorer:
         self._rows: dict[str, list[np.ndarray]] = {}
 
     def encode_fn(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        batch = self._model.complete(batch)
         device_batch, n = self._model.to_device(batch)
         embeddings, condition, condition_mask = self._model.encode(
             self._params, self._model_state, device_batch

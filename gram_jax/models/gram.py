@@ -210,16 +210,31 @@ class GramModel(nnx.Module):
             return (x - mean) / jnp.asarray(self.video_std, jnp.float32)
         return frames.astype(jnp.float32)
 
-    def encode(self, batch, *, train: bool) -> Encoded:
+    def encode(self, batch, *, train: bool, modalities=None) -> Encoded:
         """Batch dict (docs/contracts.md) -> ``Encoded`` (unit embeddings + fusion tokens).
 
         The fusion tokens are those of ``matching.condition_modalities`` in training and of the
         evaluation condition (``matching.eval_condition``) otherwise.
+
+        ``modalities`` (default: all of the model's) names the towers to run: only their inputs
+        are read and only their embeddings returned (e.g. text alone for queries, so no vision
+        tower runs on placeholder frames). The fusion tokens need every modality of the condition;
+        when one is not run, ``condition`` and ``condition_mask`` are None.
         """
+        if modalities is None:
+            run = self.modalities
+        else:
+            unknown = sorted(set(modalities) - set(self.modalities))
+            if unknown or not modalities:
+                raise ValueError(
+                    f"encode: modalities={tuple(modalities)}; expected a non-empty subset of the "
+                    f"model's {self.modalities}"
+                )
+            run = tuple(m for m in self.modalities if m in modalities)
         pooled: dict[str, Array] = {}
         tokens: dict[str, Array] = {}
         masks: dict[str, Array] = {}
-        for m in self.modalities:
+        for m in run:
             if m in TEXT_LIKE:
                 ids = _batch_get(batch, f"{m}_ids", 2)
                 mask = _batch_get(batch, f"{m}_mask", 2)
@@ -233,11 +248,12 @@ class GramModel(nnx.Module):
             else:
                 out = self.audio(_batch_get(batch, m, 4), train=train)
                 pooled[m], tokens[m] = out.pooled, out.tokens
-        embeddings = {m: self.heads[m](pooled[m]) for m in self.modalities}
-        if not self.matching:
+        embeddings = {m: self.heads[m](pooled[m]) for m in run}
+        condition_modalities = self.train_condition if train else self.eval_condition
+        if not self.matching or any(m not in run for m in condition_modalities):
             return Encoded(embeddings, None, None)
         cond, cond_mask = [], []
-        for m in self.train_condition if train else self.eval_condition:
+        for m in condition_modalities:
             x = self.condition_tokens[m](tokens[m])
             cond.append(x)
             if m in masks and not self.attend_condition_padding:

@@ -29,7 +29,7 @@ import pathlib
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -57,7 +57,7 @@ class CheckpointReadError(RuntimeError):
 class PreemptedError(RuntimeError):
     """The run stopped on a pre-emption signal after saving; rerunning continues it.
 
-    ``gram-train`` exits with `gram_jax.cli.train.EXIT_PREEMPTED` (75) for it.
+    ``gram-train`` exits with `gram_jax.cli.exit_codes.EXIT_PREEMPTED` (75) for it.
     """
 
     def __init__(self, step: int, directory):
@@ -311,6 +311,27 @@ def saved_config(directory: str | os.PathLike, step: int) -> dict | None:
         return None
 
 
+def saved_run_config(directory: str | os.PathLike, step: int):
+    """The run config saved with checkpoint `step` as a ConfigDict (its ``data`` section built
+    again by ``data_pipelines.config.data_config``, which checks it), read by `saved_config`.
+
+    Raises FileNotFoundError when that checkpoint saved no config.
+    """
+    import ml_collections  # noqa: PLC0415 (lazy: only the readers of a saved config need them)
+
+    from data_pipelines.config import data_config  # noqa: PLC0415
+
+    saved = saved_config(directory, step)
+    if saved is None:
+        raise FileNotFoundError(
+            f"checkpoint {directory}/{step} saved no config; pass the experiment config"
+        )
+    config = ml_collections.ConfigDict(saved)
+    with config.ignore_type():
+        config.data = data_config(**saved["data"])
+    return config
+
+
 def abstract_like(state, shardings) -> Any:
     """ShapeDtypeStructs of `state` (arrays or ShapeDtypeStructs) carrying `shardings`."""
     return jax.tree.map(
@@ -332,6 +353,26 @@ def restore(manager, step: int | None, abstract_state, data_iterator=None):
         log.warning("checkpoint %s/%d has no data-iterator state", manager.directory, step)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], (restored["data"] if "data" in items else data_iterator)
+
+
+def restore_subtree(directory: str | os.PathLike, step: int, abstract: Mapping) -> dict:
+    """Restores only the entries of checkpoint `step`'s train state that `abstract` names (e.g.
+    ``{'params': ..., 'model_state': ...}``, pytrees of ShapeDtypeStructs with .sharding): an
+    orbax partial restore, so the rest (the optimizer moments, twice the parameters' size
+    with Adam) is never read into memory.
+
+    Raises FileNotFoundError when the checkpoint has no ``state`` item.
+    """
+    path = workdir_paths.resolve(directory) / str(step) / "state"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {directory}/{step}: no train state ({path})")
+    args = ocp.args.PyTreeRestore(
+        item=abstract,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True,
+    )
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(path, args=args)
 
 
 # ----------------------------------------------------------------------------- partial init
