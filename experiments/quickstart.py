@@ -12,9 +12,9 @@ vector's sign, lets the video tower collapse, and pushes video and audio apart w
 weakly aligned), learnable temperature and warm-up. It evaluates retrieval on held-out
 images with unseen voices (fold 0) and on a training sample, and writes TensorBoard events,
 ``metrics.jsonl`` (retrieval and the sign / collapse diagnostics), a retrieval table with the
-diagnostics (``report.json``, printed; also for held-out images with seen voices) and a 2-D
-embedding plot (``embeddings.png``) into the workdir. Budget: <= 10 minutes on 2 CPU cores,
-build included.
+diagnostics (``report.json``, printed: class@1 and text identity counted over distinct queries;
+also for held-out images paired with training recordings) and a 2-D embedding plot
+(``embeddings.png``) into the workdir. Budget: <= 10 minutes on 2 CPU cores, build included.
 
 Arguments (``--config experiments/quickstart.py:ARG``): ``runlocal`` (the small dataset variant,
 2 steps at batch 8: the smoke test), or ``fold=K,seed=S,steps=N,...`` (experiments/tridigits).

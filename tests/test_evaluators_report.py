@@ -121,6 +121,37 @@ def test_aligned_clusters_retrieve_their_class_and_collapse_is_detected(tmp_path
     assert path.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_distinct_queries_count_each_text_once():
+    """Repeated texts (TriDigits: one text per language and digit) are one query each; text
+    identity is scored where both sides carry a text, and the printed table has no instance
+    recall."""
+    from gram_jax.evaluators import distinct, ranking
+
+    emb, labels = _clustered(np.random.default_rng(3), n_per_class=4)
+    n = len(labels)
+    # Two languages per digit: records 0-1 of a digit say text "d-a", records 2-3 "d-b"; the text
+    # embeddings of one text are equal, as a text tower's are.
+    texts = np.array([f"{d}-{'ab'[i % 4 // 2]}" for i, d in enumerate(labels)])
+    first = {t: i for i, t in reversed(list(enumerate(texts)))}
+    emb["text"] = emb["text"][[first[t] for t in texts]]
+    ids = {"text": texts, "video": np.arange(n), "audio": np.arange(n) // 2}
+    out = distinct.split_metrics(emb, labels, ids)
+    assert out["text->video"]["queries"] == 20 and out["text->video"]["candidates"] == n
+    assert out["audio->video"]["queries"] == 20 and out["video->audio"]["candidates"] == 20
+    assert out["video+audio->text/volume"]["queries"] == n
+    assert out["text->video+audio/cosine"]["class@1"] == 1.0
+    assert "text@1" in out["audio->text"] and "text@1" not in out["video->text"]
+    assert out["audio_gain/volume"] == pytest.approx(
+        out["text->video+audio/volume"]["class@1"] - out["text->video"]["class@1"]
+    )
+    # Ties are shared: a query whose two top candidates differ in key scores one half.
+    assert ranking.top1_agreement(np.array([[1.0, 1.0, 0.0]]), [0], [0, 1, 0]) == 0.5
+    printed = report.format_distinct(out, report.collapse_metrics(emb), "t")
+    assert "class@1" in printed and "text@1" in printed and "R@1" not in printed
+    records = [{"id": f"r{i}", "desc": t} for i, t in enumerate(texts)]
+    assert distinct.record_identities(records)["video"].tolist() == [f"r{i}" for i in range(n)]
+
+
 def test_pca_2d():
     x = np.array([[0.0, 0, 0], [2, 0, 0], [0, 1, 0], [2, 1, 0]])
     xy, mean, comps = plots.pca_2d(x)
@@ -159,7 +190,7 @@ def test_sweep_aggregation(tmp_path):
     text = results.read_text()
     assert text.count(aggregate.START) == 1 and "kept text" in text
     assert "| gram | 2 | 1.000 ± 0.000" in text
-    assert "**class@1, held-out images, seen voices**" in text
+    assert "**class@1, held-out images, training recordings**" in text
     assert "training records" not in text  # no run evaluated that split
     # The diagnostics row: aligned clusters, no negative positive pair, video not collapsed.
     assert "| gram | 0.000 ± 0.000 | 0.000 ± 0.000 | 0.000 ± 0.000 | 1.000 ± 0.000" in text

@@ -61,7 +61,10 @@ def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
     printed = []
     model = Trainer(prepare(config)).eval_model
     out = report_run(config, model, state, tmp_path, log=printed.append)
-    assert "text->video+audio" in printed[0] and "video->audio" in printed[0]
+    assert "text->video+audio/volume" in printed[0] and "video->audio" in printed[0]
+    # The printed table: class@1 and text identity over distinct queries, no instance recall.
+    assert "text@1" in printed[0] and "queries" in printed[0] and "R@1" not in printed[0]
+    assert "test_seen (held-out images, training recordings)" in "\n".join(printed)
     test_records = json.loads(pathlib.Path(config.data.annotations.test).read_text())
     assert set(out["retrieval"]) == {
         "text->video+audio",
@@ -79,6 +82,9 @@ def test_quickstart_trains_and_reports(runlocal_config, tmp_path):
     assert 0.0 <= report["diagnostics"]["video-audio"]["neg_positive_fraction"] <= 1.0
     assert set(report["other_splits"]) == {"test_seen", "train_sample"}
     assert "text->video" in report["other_splits"]["train_sample"]["retrieval"]
+    texts = {r["desc"] for r in test_records}
+    assert report["distinct"]["text->video"]["queries"] == len(texts) < len(test_records)
+    assert report["retrieval"]["text->video"]["class@1"] >= 0.0
 
 
 def test_sweep_arrays_equal_the_pipeline(runlocal_config, tmp_path):

@@ -5,6 +5,13 @@ generated part of docs/results.md (between the ``tridigits-table`` markers; ``--
 the ``long-table`` block and ``long_*.png`` figures instead); text outside the
 markers (the discussion) is kept.
 
+The fine-tuning comparison (finetune.py, finetune_table.py) is generated from the run files
+committed under ``experiments/tridigits/runs/finetune``: ``--finetune-runs DIR`` writes its block
+(``finetune-table`` markers), and ``python -m experiments.tridigits.aggregate --check
+docs/results.md`` regenerates it from the committed run files and exits 1 (printing a diff) when
+the file's block differs. The from-scratch sweep's run files were never committed, so its tables
+are not checked.
+
 The interval is mean +- t(0.975, n-1) * sd / sqrt(n) over the n (fold, seed) runs of a method.
 Runs of different folds test different voices, so the interval covers voice and seed variation.
 """
@@ -13,9 +20,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import difflib
 import json
 import math
 import pathlib
+import sys
+
+from experiments.tridigits import finetune_table
 
 # A results file may hold several generated blocks (e.g. the main sweep and a longer budget), each
 # between its own markers and with its own figures; "tridigits" is the main sweep's.
@@ -54,7 +65,8 @@ METHOD_ORDER = [
 ]
 SPLIT_TITLES = {
     "test": "held-out images, unseen voices",
-    "test_seen": "held-out images, seen voices",
+    # The seen voices' recordings are the training clips themselves (one clip per voice and digit).
+    "test_seen": "held-out images, training recordings",
     "train_sample": "training records (500 sampled)",
 }
 PAIRS = (("t", "v"), ("t", "a"), ("v", "a"))
@@ -328,16 +340,53 @@ def write_results(runs_dir: pathlib.Path, results: pathlib.Path, name: str = DEF
     if not by_method:
         raise FileNotFoundError(f"no run JSON files in {runs_dir}")
     results = pathlib.Path(results)
-    start, end = markers(name)
     text = results.read_text(encoding="utf-8") if results.exists() else TEMPLATE
-    if start not in text or end not in text:
-        text = text.rstrip() + "\n\n" + start + "\n" + end + "\n"
     body = tables(by_method)
     figures(by_method, results.parent / "figures", name)
+    results.write_text(_replace_block(text, name, body), encoding="utf-8")
+    return results
+
+
+FINETUNE_RUNS = pathlib.Path(__file__).resolve().parent / "runs" / "finetune"
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    start, end = markers(name)
+    if start not in text or end not in text:
+        text = text.rstrip() + "\n\n" + start + "\n" + end + "\n"
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    results.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def write_finetune(runs_dir: pathlib.Path, results: pathlib.Path) -> pathlib.Path:
+    """Rewrite the ``finetune`` block of ``results`` from the run files in ``runs_dir``."""
+    results = pathlib.Path(results)
+    text = results.read_text(encoding="utf-8") if results.exists() else TEMPLATE
+    body = finetune_table.table(finetune_table.load_runs(runs_dir))
+    results.write_text(_replace_block(text, finetune_table.NAME, body), encoding="utf-8")
     return results
+
+
+def check_finetune(runs_dir: pathlib.Path, results: pathlib.Path, out=sys.stdout) -> int:
+    """0 when the ``finetune`` block of ``results`` is what ``runs_dir`` generates; else 1 and a
+    unified diff on ``out``."""
+    results = pathlib.Path(results)
+    text = results.read_text(encoding="utf-8")
+    start, end = markers(finetune_table.NAME)
+    if start not in text or end not in text:
+        print(f"{results}: no {start} ... {end} block to check", file=out)
+        return 1
+    body = finetune_table.table(finetune_table.load_runs(runs_dir))
+    want = _replace_block(text, finetune_table.NAME, body)
+    if want == text:
+        print(f"{results}: the {finetune_table.NAME} block matches {runs_dir}", file=out)
+        return 0
+    diff = difflib.unified_diff(
+        text.splitlines(), want.splitlines(), str(results), f"from {runs_dir}", lineterm=""
+    )
+    print("\n".join(diff), file=out)
+    return 1
 
 
 def main(argv=None) -> int:
@@ -350,7 +399,25 @@ def main(argv=None) -> int:
     p.add_argument(
         "--name", default=DEFAULT_NAME, help="which generated block (markers, figure names)"
     )
+    p.add_argument(
+        "--finetune-runs",
+        type=pathlib.Path,
+        default=None,
+        help=f"write the fine-tuning block from these run files (--check default: {FINETUNE_RUNS})",
+    )
+    p.add_argument(
+        "--check",
+        type=pathlib.Path,
+        default=None,
+        metavar="RESULTS",
+        help="exit 1 when the generated fine-tuning block of RESULTS differs from the run files",
+    )
     args = p.parse_args(argv)
+    if args.check is not None:
+        return check_finetune(args.finetune_runs or FINETUNE_RUNS, args.check)
+    if args.finetune_runs is not None:
+        print(write_finetune(args.finetune_runs, args.results))
+        return 0
     print(write_results(args.runs, args.results, args.name))
     return 0
 

@@ -22,6 +22,12 @@ from data_pipelines.config import data_config
 from data_pipelines.datasets import tridigits
 from data_pipelines.pipeline import make_eval_iterator
 
+# Splits derived from a fold's training records for choosing a budget without the test voices:
+# "val" holds every VAL_EVERY-th training voice (sorted by name), "fit" the other training voices.
+# Records of a "val" voice are (training image, recording of a voice the "fit" runs never hear).
+DERIVED = ("fit", "val")
+VAL_EVERY = 4
+
 
 def _eval_arrays(config, split: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     out: dict[str, list] = {k: [] for k in keys}
@@ -89,7 +95,18 @@ class TriDigitsArrays:
         return _eval_arrays(config, "all", (modality,))[modality]
 
     def split(self, fold: int, split: str) -> dict[str, np.ndarray]:
-        """Record table of one fold split: rows into videos/clips, text ids/mask, labels."""
+        """Record table of one fold split: rows into videos/clips, text ids/mask, labels, and
+        the record's text (``desc``, str[N]) and voice (str[N]).
+
+        ``split``: a split of the build's annotations (train, test, test_seen, train_sample) or
+        one of ``DERIVED`` (a voice-disjoint division of ``train``).
+        """
+        if split in DERIVED and (fold, split) not in self._folds:
+            train = self.split(fold, "train")
+            voices = sorted(set(train["voice"].tolist()))
+            held = np.isin(train["voice"], voices[::VAL_EVERY])
+            for name, keep in (("fit", ~held), ("val", held)):
+                self._folds[(fold, name)] = {k: v[keep] for k, v in train.items()}
         if (fold, split) not in self._folds:
             path = tridigits.annotation_path(self.root, fold, split)
             records = json.loads(path.read_text(encoding="utf-8"))
@@ -101,6 +118,8 @@ class TriDigitsArrays:
                 clip_row=np.array(
                     [self.clip_row[f"{r['voice']}_{r['label']}"] for r in records], np.int32
                 ),
+                desc=np.array([r["desc"] for r in records]),
+                voice=np.array([r["voice"] for r in records]),
                 **text,
             )
         return self._folds[(fold, split)]

@@ -47,7 +47,8 @@ METHODS = {  # method -> loss name; gram* keep GRAM's recipe (matching loss, lea
     "area": "area",
 }
 # Held-out splits of TriDigits v2 (data_pipelines/datasets/tridigits/splits.py): unseen voices,
-# seen voices, and a training sample (train-split retrieval beside the held-out splits).
+# held-out images with training recordings (`test_seen`), and a training sample (train-split
+# retrieval beside the held-out splits).
 SPLITS = ("test", "test_seen", "train_sample")
 
 

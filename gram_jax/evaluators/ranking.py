@@ -130,9 +130,20 @@ def class_at_1(scores: np.ndarray, labels: np.ndarray) -> float:
     and candidate i are record i). Among tied top candidates the fraction of the query's class
     counts, so a collapsed modality (all scores equal) scores chance, never a lucky hit.
     """
-    scores, labels = np.asarray(scores), np.asarray(labels)
+    return top1_agreement(scores, labels, labels)
+
+
+def top1_agreement(scores: np.ndarray, query_keys, candidate_keys) -> float:
+    """Fraction of queries whose top candidate carries the query's key, ties shared.
+
+    scores: float[Nq, Nc]; query_keys: [Nq] and candidate_keys: [Nc], any comparable values (a
+    class, a text). Among tied top candidates the fraction with the query's key counts.
+    """
+    scores = np.asarray(scores)
+    query_keys, candidate_keys = np.asarray(query_keys), np.asarray(candidate_keys)
     top = scores >= scores.max(axis=1, keepdims=True)
-    return float(np.mean((top & (labels[None, :] == labels[:, None])).sum(1) / top.sum(1)))
+    same = candidate_keys[None, :] == query_keys[:, None]
+    return float(np.mean((top & same).sum(1) / top.sum(1)))
 
 
 def retrieval_metrics(scores: np.ndarray, gt) -> dict[str, float]:

@@ -19,6 +19,12 @@ same class). TriDigits
 test sets hold repeated texts (two voices of one language saying one digit share a word), so the
 instance recall of text queries has an upper bound below 1; ``class@1`` has none.
 
+The printed table (`format_distinct`) shows what means something with repeated items (TriDigits:
+~40 distinct texts and recordings in a split of hundreds of records): for every direction, class@1
+and text identity (``text@1``, where both sides carry a text) counted over distinct queries, and
+the number of distinct queries (`distinct.split_metrics`; ``report.json``: ``distinct``). The
+instance recalls stay in ``report.json`` (``retrieval``) and are not printed.
+
 Collapse metrics per modality: ``mean_cos`` (mean off-diagonal cosine; 1 = every item the same
 vector) and ``variance`` (total variance of the unit vectors, 0 = collapsed to a constant).
 Sign diagnostics per pair (``diagnostics_summary``): how many positive pairs point apart, and
@@ -32,8 +38,9 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from etils import epath
 
-from gram_jax.evaluators import diagnostics
+from gram_jax.evaluators import diagnostics, distinct
 from gram_jax.evaluators.base import collect
 from gram_jax.evaluators.model import EvalModel
 from gram_jax.evaluators.plots import plot_embeddings
@@ -137,6 +144,46 @@ def format_table(table: Mapping[str, Mapping[str, float]], collapse=None, title:
     return "\n".join(lines)
 
 
+# What the TriDigits splits hold, for the printed titles (other datasets' splits print by name).
+SPLIT_LABELS = {
+    "test": "held-out images, unseen voices",
+    # A seen voice's recording of a digit is the very clip the model trained on.
+    "test_seen": "held-out images, training recordings",
+    "train_sample": "training records",
+}
+
+
+def format_distinct(metrics: Mapping[str, Mapping], collapse=None, title: str = "") -> str:
+    """A fixed-width text table of `distinct.split_metrics` (class@1, text@1, distinct queries of
+    every direction; '-' where text identity is undefined) and ``collapse_metrics``."""
+    lines = [title] if title else []
+    lines.append(f"{'direction':<26}{'class@1':>9}{'text@1':>9}{'queries':>9}")
+    for direction, m in metrics.items():
+        if not isinstance(m, Mapping):
+            continue
+        text = f"{m['text@1']:>9.3f}" if "text@1" in m else f"{'-':>9}"
+        lines.append(f"{direction:<26}{m['class@1']:>9.3f}{text}{m['queries']:>9d}")
+    if collapse:
+        lines.append(f"{'modality':<26}{'mean_cos':>9}{'variance':>9}")
+        for mod, v in collapse.items():
+            lines.append(f"{mod:<26}{v['mean_cos']:>9.3f}{v['variance']:>9.3f}")
+    return "\n".join(lines)
+
+
+def split_distinct(config, split: str, embeddings, labels) -> dict | None:
+    """`distinct.split_metrics` of a split whose annotation records carry texts (``desc``), else
+    None (the records are in annotation order, as `embed_split` returns the embeddings)."""
+    path = config.data.annotations.get(split)
+    if labels is None or not path or not str(path).endswith(".json"):
+        return None
+    records = json.loads(epath.Path(path).read_text(encoding="utf-8"))
+    if not isinstance(records, list) or len(records) != len(labels):
+        return None
+    if not all(isinstance(r, Mapping) and "desc" in r and "id" in r for r in records):
+        return None
+    return distinct.split_metrics(embeddings, labels, distinct.record_identities(records))
+
+
 def embed_split(
     config, model: EvalModel, state, split: str
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -161,8 +208,9 @@ def report_run(config, model: EvalModel, state, workdir, *, split: str = "test",
     The end-of-training report of the quickstart (and of any labelled tri-modal run). Every
     process must call it (the embedding gathers over processes); process 0 logs and writes.
     Besides ``split`` it reports every other split of ``config.data.annotations`` except
-    ``train`` (TriDigits v2: ``test_seen``, held-out images with voices seen in training, and
-    ``train_sample``, training records: train-split retrieval beside the held-out one).
+    ``train`` (TriDigits v2: ``test_seen``, held-out images paired with training recordings (a
+    seen voice has one clip per digit, the one trained on), and ``train_sample``, training
+    records: train-split retrieval beside the held-out one).
 
     Args:
       config: the run config (``config.data`` is read; ``config.loss.name`` picks the scoring).
@@ -170,9 +218,10 @@ def report_run(config, model: EvalModel, state, workdir, *, split: str = "test",
       state: the train state dict (``params``, ``model_state``).
       workdir: where ``report.json`` and ``embeddings.png`` go.
     Returns:
-      {'split', 'scoring', 'retrieval', 'collapse', 'diagnostics', 'other_splits', 'plot': path
-      or None off process 0}: retrieval, collapse and `diagnostics_summary` of ``split``, and
-      {split: {'retrieval', 'collapse', 'diagnostics'}} of the others.
+      {'split', 'scoring', 'retrieval', 'collapse', 'diagnostics', 'distinct', 'other_splits',
+      'plot': path or None off process 0}: retrieval, collapse, `diagnostics_summary` and
+      `split_distinct` (None without texts in the annotations) of ``split``, and {split:
+      {'retrieval', 'collapse', 'diagnostics', 'distinct'}} of the others.
     """
     workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
     scoring = scoring_for_loss(config.loss.name)
@@ -186,6 +235,7 @@ def report_run(config, model: EvalModel, state, workdir, *, split: str = "test",
                 "retrieval": retrieval_table(embeddings, labels, scoring),
                 "collapse": collapse_metrics(embeddings),
                 "diagnostics": diagnostics_summary(embeddings, labels),
+                "distinct": split_distinct(config, name, embeddings, labels),
             },
         )
 
@@ -198,15 +248,23 @@ def report_run(config, model: EvalModel, state, workdir, *, split: str = "test",
     out["other_splits"] = {name: o[2] for name, o in others.items()}
     if jax.process_index() != 0:
         return {**out, "plot": None}
-    title = f"{split}: {len(labels)} records, text->video+audio scored by {scoring}"
-    log(format_table(out["retrieval"], out["collapse"], title))
+
+    def label(name):
+        return f"{name} ({SPLIT_LABELS[name]})" if name in SPLIT_LABELS else name
+
+    title = f"{label(split)}: {len(labels)} records"
+    if out["distinct"] is not None:
+        log(format_distinct(out["distinct"], out["collapse"], title + "; chance class@1 0.1"))
+    else:
+        log(format_table(out["retrieval"], out["collapse"], f"{title}, tuples by {scoring}"))
     log(format_diagnostics(out["diagnostics"]))
     for name, (_, other_labels, other) in others.items():
+        table = other["distinct"] or other["retrieval"]
         cells = "  ".join(
-            f"{d} {other['retrieval'][d]['class@1']:.3f}"
-            for d in ("text->video", "text->audio", "video->audio")
+            f"{d} {table[d]['class@1']:.3f}"
+            for d in ("text->video", "text->audio", "video->audio", "audio->video")
         )
-        log(f"{name} ({len(other_labels)} records) class@1: {cells}")
+        log(f"{label(name)}, {len(other_labels)} records, class@1: {cells}")
     plot = plot_embeddings(
         embeddings, labels, workdir / "embeddings.png", title=f"{config.loss.name}, {split} split"
     )
