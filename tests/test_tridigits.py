@@ -24,6 +24,7 @@ from data_pipelines.datasets.tridigits import media, sources, splits
 from data_pipelines.datasets.tridigits import vocab as td_vocab
 from data_pipelines.media import text as text_media
 from data_pipelines.pipeline import make_eval_iterator
+from experiments.tridigits import tridigits_common
 
 pytestmark = pytest.mark.media
 
@@ -351,7 +352,6 @@ def test_texts_tokenize_without_collisions(small_build, source_dir, tmp_path):
 def test_minilm_config_keeps_the_bert_vocabulary(small_build):
     """The MiniLM warm start embeds bert-base-uncased's ids: its data keeps that vocabulary
     (words of scripts it lacks become [UNK]); the from-scratch configs read the build's."""
-    tridigits_common = pytest.importorskip("experiments.tridigits.tridigits_common")
     out, _ = small_build
     kwargs = dict(data_root=str(out), build=False, small_data=True)
     scratch = tridigits_common.tridigits_config(**kwargs)

@@ -43,14 +43,11 @@ def _planar_float(frame: av.AudioFrame, resampler: av.AudioResampler) -> list[np
     return [f.to_ndarray() for f in resampler.resample(frame)]
 
 
-def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """(float32[channels, samples] in [-1, 1], sample rate) of the first audio stream at ``path``.
+def _open_audio(path: str):
+    """The opened container of ``path`` (use it with ``with``), checked to hold an audio stream.
 
-    Raises:
-      MediaError: missing or empty file, not a media container, no audio stream, a decoder error,
-        or no samples at all.
+    Raises MediaError for a missing or empty file, a file FFmpeg cannot open, or no audio stream.
     """
-    path = os.fspath(path)
     if not os.path.exists(path):
         raise MediaError(path, "audio file does not exist")
     if os.path.getsize(path) == 0:
@@ -59,10 +56,22 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         container = av.open(path)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         raise MediaError(path, f"FFmpeg cannot open the file as a media container ({err})") from err
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(s.type for s in container.streams) or "none"
-            raise MediaError(path, f"no audio stream in the container (streams: {kinds})")
+    if not container.streams.audio:
+        kinds = ", ".join(s.type for s in container.streams) or "none"
+        container.close()
+        raise MediaError(path, f"no audio stream in the container (streams: {kinds})")
+    return container
+
+
+def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """(float32[channels, samples] in [-1, 1], sample rate) of the first audio stream at ``path``.
+
+    Raises:
+      MediaError: missing or empty file, not a media container, no audio stream, a decoder error,
+        or no samples at all.
+    """
+    path = os.fspath(path)
+    with _open_audio(path) as container:
         stream = container.streams.audio[0]
         # Seconds the container announces (MP4 headers do; MP3 estimates from the file size).
         announced = float(stream.duration * stream.time_base) if stream.duration else 0.0
@@ -143,17 +152,7 @@ def probe_audio(path: str | os.PathLike) -> None:
     video without a sound track used as the audio folder) is not counted as audio.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise MediaError(path, "audio file does not exist")
-    if os.path.getsize(path) == 0:
-        raise MediaError(path, "audio file is empty (0 bytes)")
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise MediaError(path, f"FFmpeg cannot open the file as a media container ({err})") from err
-    with container:
-        if not container.streams.audio:
-            raise MediaError(path, "no audio stream in the container")
+    with _open_audio(path) as container:
         try:
             for _ in container.decode(container.streams.audio[0]):
                 return
