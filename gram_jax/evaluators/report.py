@@ -137,11 +137,19 @@ def format_table(table: Mapping[str, Mapping[str, float]], collapse=None, title:
             for c in cols
         )
         lines.append(f"{direction:<20}{cells}")
-    if collapse:
-        lines.append(f"{'modality':<20}{'mean_cos':>9}{'variance':>9}")
-        for m, v in collapse.items():
-            lines.append(f"{m:<20}{v['mean_cos']:>9.3f}{v['variance']:>9.3f}")
+    lines.extend(_collapse_lines(collapse, 20))
     return "\n".join(lines)
+
+
+def _collapse_lines(collapse, width: int) -> list[str]:
+    """The ``collapse_metrics`` rows of a printed table (none without them); `width`: its first
+    column's."""
+    if not collapse:
+        return []
+    lines = [f"{'modality':<{width}}{'mean_cos':>9}{'variance':>9}"]
+    for m, v in collapse.items():
+        lines.append(f"{m:<{width}}{v['mean_cos']:>9.3f}{v['variance']:>9.3f}")
+    return lines
 
 
 # What the TriDigits splits hold, for the printed titles (other datasets' splits print by name).
@@ -163,10 +171,7 @@ def format_distinct(metrics: Mapping[str, Mapping], collapse=None, title: str = 
             continue
         text = f"{m['text@1']:>9.3f}" if "text@1" in m else f"{'-':>9}"
         lines.append(f"{direction:<26}{m['class@1']:>9.3f}{text}{m['queries']:>9d}")
-    if collapse:
-        lines.append(f"{'modality':<26}{'mean_cos':>9}{'variance':>9}")
-        for mod, v in collapse.items():
-            lines.append(f"{mod:<26}{v['mean_cos']:>9.3f}{v['variance']:>9.3f}")
+    lines.extend(_collapse_lines(collapse, 26))
     return "\n".join(lines)
 
 
