@@ -234,6 +234,15 @@ argv += ["--seeds", SEEDS, "--folds", FOLDS, "--batch-size", str(BATCH), "--fram
 argv += ["--results", str(WORKDIR / "results.md")] + (["--small"] if SMALL else [])
 argv"""
         ),
+        md(
+            """**Tiny, not a result.** With `GRAM_JAX_NOTEBOOK_ARG=runlocal` (the stored outputs)
+each method trains one run (seed 0, fold 1) for 2 steps of batch 8 on the small TriDigits, and each
+modality variant below 4 steps on the 4 reference clips: the smallest run that still fills every
+table row and draws every curve. Its numbers are chance; they show what the notebook reports, not
+how the methods compare (docs/results.md has the full sweep). The tiny build takes about 15
+minutes on 2 busy CPU cores, almost all of it XLA compilation (one program per method and variant);
+the full settings train longer, not compile longer."""
+        ),
         md("## 2. Train every method (builds TriDigits the first time, about a minute)"),
         code(
             """from experiments.tridigits import sweep

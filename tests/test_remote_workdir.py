@@ -77,6 +77,16 @@ def test_resolve_keeps_uris_and_makes_local_paths_absolute(tmp_path, monkeypatch
     _no_local_gs_folder(tmp_path)
 
 
+@pytest.mark.parametrize("absent", ["gcsfs", "google.cloud.storage"])
+def test_gs_path_without_the_gcs_extra_names_it(absent, monkeypatch):
+    """The GCS clients are the `gcs` extra, not the base install: without one, a gs:// path is
+    refused up front with the module and the pip line (None in sys.modules: import fails)."""
+    monkeypatch.setitem(sys.modules, absent, None)
+    with pytest.raises(ImportError, match=rf"gs://b/run: gs:// paths need {absent}.*\[gcs\]"):
+        workdir_paths.resolve("gs://b/run")
+    assert str(workdir_paths.resolve("run")).startswith("/")  # local paths need no client
+
+
 def test_metrics_append_and_checkpoint_set_aside_on_gcs(gcs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = f"gs://{gcs.bucket}/unit"
