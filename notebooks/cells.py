@@ -240,7 +240,7 @@ each method trains one run (seed 0, fold 1) for 8 steps of batch 8 on the small 
 (evaluated every 2 steps: 4 points per curve), and each modality variant below 4 steps on the 4
 reference clips: the smallest run that still fills every table row and draws every curve. Its
 class@1 and R@1 are chance; they show what the notebook reports, not how the methods compare
-(docs/results.md has the full sweep). The tiny run takes about 15 minutes on 2 busy CPU cores,
+(docs/results.md has the full sweep). The tiny run took 15 to 19 minutes on 2 busy CPU cores,
 almost all of it XLA compilation (one program per method and variant); the full settings train
 longer, not compile longer."""
         ),

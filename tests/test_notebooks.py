@@ -85,6 +85,7 @@ def _assert_shows(nb, name):
         assert "| cosine_anchor | 1 |" in text and "| gram_hybrid | 1 |" in text
         for variant in ("| tv | text, video |", "| tva |", "| tvas |"):
             assert variant in text
+        assert "| positive_volume |" in text  # the modality table's volume column
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,15 +94,7 @@ def test_committed_cells_are_the_builders(name):
     assert _shape(_committed(name)) == _shape(build.notebook(name))
 
 
-# The ablations notebook's tiny run (2 loss methods, then T-V, T-VA, T-VAS) took over 50 minutes
-# on the contended 2-core development machine and was not stored yet: strict, so storing its
-# outputs (`python notebooks/build.py --only ablations`) makes this fail until the mark goes.
-NOT_STORED = pytest.mark.xfail(strict=True, reason="ablations outputs not stored yet")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=NOT_STORED) if n == "ablations" else n for n in NAMES]
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_committed_notebook_carries_its_outputs(name):
     _assert_shows(_committed(name), name)
 
