@@ -35,7 +35,7 @@ INSTALL_REQUIRES = [
 
 # Workdirs on GCS (--workdir gs://bucket/run): epath paths backed by gcsfs; tensorboardX writes
 # gs:// event files with google-cloud-storage (orbax's arrays go through tensorstore, already in
-# the base install). 28 packages, 65 MB (grpcio, cryptography, aiohttp, ...): an extra, not the
+# the base install). 29 packages, 69 MB (grpcio, cryptography, aiohttp, ...): an extra, not the
 # base install, brought by `tpu` (a TPU slice's hosts share no file system but a bucket).
 GCS = ["gcsfs>=2026.8", "google-cloud-storage>=3.14"]
 
