@@ -36,6 +36,7 @@ from pipeline_fixtures import clip_dataset, small_config
 from test_train import _leaves
 
 from data_pipelines import pipeline, prepare
+from gram_jax.cli import exit_codes
 from gram_jax.config import resume as resume_check
 from gram_jax.config.resume import ResumeConfigError
 from gram_jax.convert import params_file
@@ -87,8 +88,9 @@ def test_gs_path_without_the_gcs_extra_names_it(absent, monkeypatch):
     """The GCS clients are the `gcs` extra, not the base install: without one, a gs:// path is
     refused up front with the module and the pip line (None in sys.modules: import fails)."""
     monkeypatch.setitem(sys.modules, absent, None)
-    with pytest.raises(ImportError, match=rf"gs://b/run: gs:// paths need {absent}.*\[gcs\]"):
+    with pytest.raises(ImportError, match=rf"gs://b/run: gs:// paths need {absent}.*\[gcs\]") as e:
         workdir_paths.resolve("gs://b/run")
+    assert exit_codes.exit_code_for(e.value) == exit_codes.EXIT_REFUSED  # one line, exit code 2
     assert str(workdir_paths.resolve("run")).startswith("/")  # local paths need no client
 
 

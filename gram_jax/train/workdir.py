@@ -36,9 +36,14 @@ def is_remote(path: str | os.PathLike) -> bool:
 _CLIENTS = {"gs": (("gcsfs", "google.cloud.storage"), "gcs")}
 
 
+class MissingClientError(ImportError):
+    """A URI whose scheme needs clients that are not installed (the console scripts refuse the run
+    with exit code 2 and this one line)."""
+
+
 def check_clients(uri: str) -> None:
-    """Raises ImportError naming the missing modules and the pip extra when `uri`'s scheme needs
-    clients that are not installed (``gs://`` without gcsfs / google-cloud-storage)."""
+    """Raises MissingClientError naming the missing modules and the pip extra when `uri`'s scheme
+    needs clients that are not installed (``gs://`` without gcsfs / google-cloud-storage)."""
     scheme = uri.split("://", 1)[0].lower()
     modules, extra = _CLIENTS.get(scheme, ((), ""))
     missing = []
@@ -48,7 +53,7 @@ def check_clients(uri: str) -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise ImportError(
+        raise MissingClientError(
             f"{uri}: {scheme}:// paths need {', '.join(missing)}, which the base install lacks; "
             f'install them with `pip install "gram_jax[{extra}]"` (from a clone: '
             f'`pip install -e ".[{extra}]"`)'
