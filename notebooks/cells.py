@@ -281,13 +281,17 @@ how the count enters the volume: with 2 modalities it is |sin| of one angle, eac
 multiplies in one more distance to a span."""
         ),
         code(
-            """from experiments.ablations import modalities
+            """import math
+
+from experiments.ablations import modalities
 from gram_jax.train import train_and_evaluate
 
 MODALITY_ARG = "runlocal"
 rows = {}
 for variant in modalities.VARIANTS:  # by name: "tv", "tva", "tvas"
     cfg = modalities.get_config(",".join(t for t in (variant, MODALITY_ARG) if t))
+    # The global batch must split over every device (runlocal's 4 clips; 8 cores on a TPU runtime).
+    cfg.data.batch_size = math.lcm(cfg.data.batch_size, jax.device_count())
     run_dir = WORKDIR / "modalities" / variant
     train_and_evaluate(cfg, run_dir)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
