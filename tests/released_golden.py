@@ -17,18 +17,20 @@ from flax import nnx
 from gram_jax.models.gram import GramModel
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+PAPER = GOLDEN / "paper"  # the paper-size golden (seeded weights; tests/golden/README.md)
 
 
 @functools.cache
-def meta() -> dict:
-    """released_meta.json: settings, loss values, drawn negatives, metrics, versions."""
-    return json.loads((GOLDEN / "released_meta.json").read_text())
+def meta(golden: pathlib.Path = GOLDEN) -> dict:
+    """``golden``/released_meta.json: settings, metrics, versions (the reduced golden also: loss
+    values and drawn negatives)."""
+    return json.loads((golden / "released_meta.json").read_text())
 
 
 @functools.cache
-def arrays(name: str) -> dict[str, np.ndarray]:
-    """All arrays of ``released_<name>.npz`` (inputs, outputs, preprocessing, state)."""
-    with np.load(GOLDEN / f"released_{name}.npz") as f:
+def arrays(name: str, golden: pathlib.Path = GOLDEN) -> dict[str, np.ndarray]:
+    """All arrays of ``golden``/released_<name>.npz (inputs, outputs, preprocessing, state)."""
+    with np.load(golden / f"released_{name}.npz") as f:
         return {k: f[k] for k in f.files}
 
 
@@ -71,9 +73,9 @@ def model_overrides() -> dict:
     )
 
 
-def batch(frames_key: str) -> dict[str, np.ndarray]:
+def batch(frames_key: str, golden: pathlib.Path = GOLDEN) -> dict[str, np.ndarray]:
     """The golden model inputs in gram_jax's batch contract (frames channels-last, float32)."""
-    x = arrays("inputs")
+    x = arrays("inputs", golden)
     frames = x[frames_key].astype(np.float32)  # [B, F, 3, H, W], CLIP-normalised
     return {
         "text_ids": x["caption_ids"],
