@@ -88,22 +88,30 @@ def batch(frames_key: str, golden: pathlib.Path = GOLDEN) -> dict[str, np.ndarra
 
 
 def zeros_model(config, params=None):
-    """``GramModel(config)`` with every array zero, then ``params`` (a complete pure dict, e.g.
-    converted) written in. No init runs: eager init is slow on CPU and the values are replaced
-    anyway; the zero RNG keys only matter for dropout, which these tests turn off."""
+    """``GramModel(config)`` with every array zero, or with ``params`` (a complete pure dict,
+    e.g. converted) as its parameters and the rest zero. No init runs: eager init is slow on CPU
+    and the values are replaced anyway; the zero RNG keys only matter for dropout, which these
+    tests turn off. With ``params`` no zero parameter is allocated (at the paper's size the
+    parameters are ~5 GB)."""
 
     def zeros(s):
         if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(jnp.zeros((*s.shape, 2), jnp.uint32))
         return jnp.zeros(s.shape, s.dtype)
 
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0))))
-    model = nnx.merge(graphdef, jax.tree.map(zeros, abstract))
-    if params is not None:
-        p = nnx.state(model, nnx.Param)
+    abstract = nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))
+    graphdef, p, rest = nnx.split(abstract, nnx.Param, ...)
+    if params is None:
+        p = jax.tree.map(zeros, p)
+    else:
         nnx.replace_by_pure_dict(p, jax.tree.map(jnp.asarray, params))
-        nnx.update(model, p)
-    return model
+    return nnx.merge(graphdef, p, jax.tree.map(zeros, rest))
+
+
+def abstract_params(config) -> dict:
+    """The pure dict of ``GramModel(config)``'s parameters as ShapeDtypeStructs (no array)."""
+    abstract = nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))
+    return nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
 
 
 def jit_encode(model, x, *, train: bool):

@@ -214,8 +214,7 @@ def check_converted(journey, monkeypatch, overrides, golden: pathlib.Path) -> di
     Returns the measured differences {name: value}."""
     import jax
     import jax.numpy as jnp
-    from flax import nnx
-    from released_golden import batch, jit_encode, zeros_model
+    from released_golden import abstract_params, batch, jit_encode, zeros_model
     from test_released_golden import GRAM_ORDER, _rerank
 
     from gram_jax.convert import params_file
@@ -227,13 +226,10 @@ def check_converted(journey, monkeypatch, overrides, golden: pathlib.Path) -> di
     monkeypatch.chdir(journey)
     flags = [a for a in (*evaluate, *overrides) if a.startswith("--config.")]
     config = _config_with(evaluate[evaluate.index("--config") + 1], flags)
-    model = zeros_model(eval_model_config(config.model))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    del model
-    loaded, summary = params_file.init_from_file(params, config.model_init)
-    del params
+    template = abstract_params(eval_model_config(config.model))
+    loaded, summary = params_file.init_from_file(template, config.model_init)
     assert "; 0 left at init;" in summary, summary
-    model = zeros_model(eval_model_config(config.model), jax.tree.map(np.asarray, loaded))
+    model = zeros_model(eval_model_config(config.model), loaded)  # jax arrays: no copy
     del loaded
     with jax_cache.in_process_cache():
         x = jax.tree.map(jnp.asarray, batch("frames_eval", golden))
