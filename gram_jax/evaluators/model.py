@@ -141,6 +141,8 @@ class ModelScorer:
     order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
     feeds to the matching head (probability of "matched", float32[n]). With
     ``keep_match_rows=False`` (embedding only, e.g. the end-of-run report) nothing is remembered.
+    The padding rows after a batch's last valid row are not encoded (`trimmed_rows`): their
+    embeddings come back as zeros, so a 4-item test set with ``eval_batch_size=64`` runs 4 rows.
     """
 
     def __init__(self, model: EvalModel, params, model_state, anchor: str, *, keep_match_rows=True):
