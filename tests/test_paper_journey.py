@@ -19,7 +19,11 @@ released code did. Measured: about 73 s of CPU time (convert + gram-eval + the i
 Slow tier: the same commands at the paper's full size with NO size override (EVA01-CLIP-g/14,
 BEATs iter3+, BERT-base with cross-attention), on the paper-size golden (tests/golden/paper/): its
 state dict drawn from the committed manifest and seed (tests/golden/seeded_state.py) and saved as
-the released ``.pth``; the same checks and tolerances. MEASURED
+the released ``.pth``; the same checks and tolerances. Measured (one run, 2 cores shared with
+another engineer's CPU job): 37.9 min wall, 1334 s CPU (1235 user + 99 sys), peak RSS 15.7 GB
+(`/usr/bin/time -v` on pytest: the largest process of the tree); embeddings within 1.3e-6
+relative, volume matrix 5.4e-7, re-rank probabilities 3.6e-7, ranks and R@1/5/10 equal (those of
+gram-eval from raw media included).
 """
 
 from __future__ import annotations
