@@ -98,6 +98,20 @@ def _mean(by_arm, arm, key, metric="class@1") -> str:
     return f"{sum(values) / len(values):.3f}"
 
 
+def query_counts(by_arm: dict) -> str:
+    """'direction n' (or 'direction lo-hi' when units differ) for every direction of the run
+    files' ``queries``: how many distinct queries one unit's class@1 is counted over."""
+    counts = collections.defaultdict(set)
+    for runs in by_arm.values():
+        for record in runs.values():
+            for direction, n in record.get("queries", {}).items():
+                counts[direction].add(n)
+    return ", ".join(
+        f"{d} {min(n)}" if len(n) == 1 else f"{d} {min(n)}-{max(n)}"
+        for d, n in sorted(counts.items())
+    )
+
+
 def table(by_arm: dict) -> str:
     """The markdown block (without markers) of the fine-tuning comparison."""
     if not by_arm:
@@ -107,12 +121,10 @@ def table(by_arm: dict) -> str:
         )
     arms = [a for a in ARM_ORDER if a in by_arm] + sorted(a for a in by_arm if a not in ARM_ORDER)
     units = sorted({u for a in arms for u in by_arm[a]})
-    some = next(iter(by_arm[arms[0]].values()))
-    queries = some.get("queries", {})
     lines = [
         f"Units: {len(units)} (fold, seed) pairs {units}; test split: held-out images, unseen "
-        "voices; budget chosen on the validation voices. Distinct queries per direction (one "
-        "unit): " + ", ".join(f"{d} {n}" for d, n in sorted(queries.items())) + ".",
+        "voices; budget chosen on the validation voices. Distinct queries per direction and unit "
+        "(the range over units): " + query_counts(by_arm) + ".",
         "",
         "**Primary** (class@1 over distinct queries; volume arm scored by the volume minus the "
         "cosine-anchored arm scored by summed cosine; paired over units, 95 % t interval, Holm "
