@@ -17,18 +17,20 @@ from flax import nnx
 from gram_jax.models.gram import GramModel
 
 GOLDEN = pathlib.Path(__file__).resolve().parent / "golden"
+PAPER = GOLDEN / "paper"  # the paper-size golden (seeded weights; tests/golden/README.md)
 
 
 @functools.cache
-def meta() -> dict:
-    """released_meta.json: settings, loss values, drawn negatives, metrics, versions."""
-    return json.loads((GOLDEN / "released_meta.json").read_text())
+def meta(golden: pathlib.Path = GOLDEN) -> dict:
+    """``golden``/released_meta.json: settings, metrics, versions (the reduced golden also: loss
+    values and drawn negatives)."""
+    return json.loads((golden / "released_meta.json").read_text())
 
 
 @functools.cache
-def arrays(name: str) -> dict[str, np.ndarray]:
-    """All arrays of ``released_<name>.npz`` (inputs, outputs, preprocessing, state)."""
-    with np.load(GOLDEN / f"released_{name}.npz") as f:
+def arrays(name: str, golden: pathlib.Path = GOLDEN) -> dict[str, np.ndarray]:
+    """All arrays of ``golden``/released_<name>.npz (inputs, outputs, preprocessing, state)."""
+    with np.load(golden / f"released_{name}.npz") as f:
         return {k: f[k] for k in f.files}
 
 
@@ -71,9 +73,9 @@ def model_overrides() -> dict:
     )
 
 
-def batch(frames_key: str) -> dict[str, np.ndarray]:
+def batch(frames_key: str, golden: pathlib.Path = GOLDEN) -> dict[str, np.ndarray]:
     """The golden model inputs in gram_jax's batch contract (frames channels-last, float32)."""
-    x = arrays("inputs")
+    x = arrays("inputs", golden)
     frames = x[frames_key].astype(np.float32)  # [B, F, 3, H, W], CLIP-normalised
     return {
         "text_ids": x["caption_ids"],
@@ -86,22 +88,30 @@ def batch(frames_key: str) -> dict[str, np.ndarray]:
 
 
 def zeros_model(config, params=None):
-    """``GramModel(config)`` with every array zero, then ``params`` (a complete pure dict, e.g.
-    converted) written in. No init runs: eager init is slow on CPU and the values are replaced
-    anyway; the zero RNG keys only matter for dropout, which these tests turn off."""
+    """``GramModel(config)`` with every array zero, or with ``params`` (a complete pure dict,
+    e.g. converted) as its parameters and the rest zero. No init runs: eager init is slow on CPU
+    and the values are replaced anyway; the zero RNG keys only matter for dropout, which these
+    tests turn off. With ``params`` no zero parameter is allocated (at the paper's size the
+    parameters are ~5 GB)."""
 
     def zeros(s):
         if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(jnp.zeros((*s.shape, 2), jnp.uint32))
         return jnp.zeros(s.shape, s.dtype)
 
-    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0))))
-    model = nnx.merge(graphdef, jax.tree.map(zeros, abstract))
-    if params is not None:
-        p = nnx.state(model, nnx.Param)
+    abstract = nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))
+    graphdef, p, rest = nnx.split(abstract, nnx.Param, ...)
+    if params is None:
+        p = jax.tree.map(zeros, p)
+    else:
         nnx.replace_by_pure_dict(p, jax.tree.map(jnp.asarray, params))
-        nnx.update(model, p)
-    return model
+    return nnx.merge(graphdef, p, jax.tree.map(zeros, rest))
+
+
+def abstract_params(config) -> dict:
+    """The pure dict of ``GramModel(config)``'s parameters as ShapeDtypeStructs (no array)."""
+    abstract = nnx.eval_shape(lambda: GramModel(config, rngs=nnx.Rngs(0)))
+    return nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
 
 
 def jit_encode(model, x, *, train: bool):

@@ -368,3 +368,16 @@ def test_retrieval_evaluator_area_and_symile_scorings():
     absent = {**batch, "present_audio": np.arange(12) != 3}
     with pytest.raises(ValueError, match="'area'.*absent"):
         RetrievalEvaluator(scorings=("area",)).run(lambda b: emb, [absent])
+
+
+def test_padding_rows_at_the_end_are_not_encoded():
+    """The last batch is encoded up to its last valid row, rounded up to a power of two (one more
+    compiled shape at most); a full or a fully valid batch keeps every row."""
+    from gram_jax.evaluators.model import trimmed_rows
+
+    def rows(valid_rows, batch):
+        return trimmed_rows(np.arange(batch) < valid_rows)
+
+    assert [rows(n, 64) for n in (64, 40, 33, 32, 5, 4, 1)] == [64, 64, 64, 32, 8, 4, 1]
+    assert rows(0, 8) == 1  # nothing valid: one row, so the output contract holds
+    assert trimmed_rows(np.array([True, False, True, False])) == 4  # up to the last valid row

@@ -90,11 +90,12 @@ def test_volume_matrix(encoded):
     )
 
 
-def _rerank(model, encoded, direction):
-    """Matching re-rank of the volume candidates; released order (text, data) in both directions."""
+def _rerank(model, encoded, direction, golden=GOLDEN):
+    """Matching re-rank of the volume candidates of ``golden``'s inputs (its re-rank depth);
+    released order (text, data) in both directions."""
     e, cond, cond_mask = encoded
     base = volume_scores(e["text"], np.stack([e[m] for m in GRAM_ORDER]))
-    x = batch("frames_eval")
+    x = batch("frames_eval", golden)
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -113,7 +114,7 @@ def _rerank(model, encoded, direction):
             )
         )
 
-    k = meta()["itm_rerank_num"]
+    k = meta(golden)["itm_rerank_num"]
     if direction == "t2d":
         return rerank_with_matching(base, match_fn, top_k=k)
     return rerank_with_matching(base.T, lambda d, t: match_fn(t, d), top_k=k).T

@@ -116,6 +116,23 @@ def _gathered(x: jax.Array, n: int) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))[:n]
 
 
+def trimmed_rows(valid: np.ndarray) -> int:
+    """Rows of a host batch worth encoding: up to its last valid row, rounded up to a power of
+    two (so a run compiles at most one more encoder shape than its full batch), at most all rows.
+
+    bool[B] -> int. A batch with no valid row keeps one row (the contract wants an output row).
+    """
+    last = int(np.flatnonzero(valid)[-1]) + 1 if valid.any() else 1
+    return min(1 << (last - 1).bit_length(), valid.shape[0])
+
+
+def _padded(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` float[n, ...] zero-padded to ``rows`` rows."""
+    if x.shape[0] == rows:
+        return x
+    return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
+
+
 class ModelScorer:
     """encode_fn / match_fn for the evaluators, backed by an `EvalModel` and one set of parameters.
 
@@ -124,6 +141,8 @@ class ModelScorer:
     order, the anchor tokens and the fusion condition tokens, which match_fn(text_pos, data_pos)
     feeds to the matching head (probability of "matched", float32[n]). With
     ``keep_match_rows=False`` (embedding only, e.g. the end-of-run report) nothing is remembered.
+    The padding rows after a batch's last valid row are not encoded (`trimmed_rows`): their
+    embeddings come back as zeros, so a 4-item test set with ``eval_batch_size=64`` runs 4 rows.
     """
 
     def __init__(self, model: EvalModel, params, model_state, anchor: str, *, keep_match_rows=True):
@@ -135,12 +154,17 @@ class ModelScorer:
         self._rows: dict[str, list[np.ndarray]] = {}
 
     def encode_fn(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = next(iter(batch.values())).shape[0]
+        valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(rows, bool)
+        # The padding rows at the end of the last batch are not encoded (every process holds
+        # the same host batch, so all cut alike); their embeddings are returned as zeros.
+        batch = {k: np.asarray(v)[: trimmed_rows(valid)] for k, v in batch.items()}
         device_batch, n = self._model.to_device(batch)
         embeddings, condition, condition_mask = self._model.encode(
             self._params, self._model_state, device_batch
         )
-        out = {m: _gathered(e, n) for m, e in embeddings.items()}
-        valid = np.asarray(batch["valid"], bool) if "valid" in batch else np.ones(n, bool)
+        out = {m: _padded(_gathered(e, n), rows) for m, e in embeddings.items()}
+        valid = valid[:n]
         if self._keep_match_rows and condition is not None and f"{self._anchor}_ids" in batch:
             rows = {
                 "ids": np.asarray(batch[f"{self._anchor}_ids"]),

@@ -119,7 +119,7 @@ def abstract_variables(eval_model: EvalModel) -> dict:
     return checkpoint.abstract_like(dict(params=params, model_state=rest), shardings)
 
 
-def _weights_file_variables(path: epath.Path, config, abstract: dict) -> dict:
+def weights_file_variables(path: epath.Path, config, abstract: dict) -> dict:
     """{'params', 'model_state'} from converted weights (`gram_jax.convert.params_file`): every
     parameter must be in the file unless ``config.model_init_allow_missing`` names it (those, and
     only then, are initialised from ``config.seed``); the model state (dropout RNG counters only)
@@ -176,7 +176,7 @@ def load_model(checkpoint_path: str | os.PathLike, config=None, *, step: int | N
         variables = checkpoint.restore_subtree(directory, at, abstract)
         source = f"{directory}:{at}"
     else:
-        variables = _weights_file_variables(path, config, abstract)
+        variables = weights_file_variables(path, config, abstract)
         source = str(path)
     return config, eval_model, variables, source
 
@@ -503,5 +503,6 @@ __all__ = [
     "EmbeddedTexts",
     "GramInference",
     "abstract_variables",
+    "weights_file_variables",
     "load_model",
 ]

@@ -1,7 +1,8 @@
 """Evaluate a workdir's checkpoint (or ``config.model_init`` weights): what ``gram-eval`` runs.
 
-Restores the train state of ``W/checkpoints`` (the latest step, or ``step``; with no checkpoint,
-the ``config.model_init`` weights, or an error), runs the evaluators of ``config.evals`` (all, or
+Restores the parameters of ``W/checkpoints`` (the latest step, or ``step``; with no checkpoint,
+``config.resume``'s newest, then the ``config.model_init`` weights, or an error; the optimizer
+state is never read nor built), runs the evaluators of ``config.evals`` (all, or
 the chosen ones) and appends one JSON line per evaluator to ``W/metrics.jsonl`` as soon as that
 evaluator finishes, so a later evaluator that fails (e.g. a dataset whose files are missing) does
 not lose the results before it.
@@ -14,13 +15,13 @@ from collections.abc import Sequence
 
 import jax
 
-from gram_jax import parallel
+from gram_jax import inference, parallel
 from gram_jax.config import prepare
 from gram_jax.config.validation import ConfigError
+from gram_jax.evaluators.model import EvalModel
 from gram_jax.evaluators.runner import run_evaluations
 from gram_jax.train import checkpoint, metric_writers
 from gram_jax.train import workdir as workdir_paths
-from gram_jax.train.state import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +48,31 @@ def evaluate_checkpoint(
         if unknown:
             raise ConfigError(f"--evals {unknown}: config.evals has {sorted(config.evals)}")
     workdir = workdir_paths.resolve(workdir)  # a local folder or gs://bucket/run
-    trainer = Trainer(config)
-    manager = checkpoint.make_manager(checkpoint.checkpoint_dir(workdir), read_only=True)
+    # Evaluation reads parameters only: no train state (optimizer moments, twice the parameters
+    # with Adam) is built or restored, and no parameter is initialised before being overwritten.
+    eval_model = EvalModel(config, parallel.make_mesh(config.mesh))
+    abstract = inference.abstract_variables(eval_model)
+    directory = checkpoint.checkpoint_dir(workdir)
+    manager = checkpoint.make_manager(directory, read_only=True)
     try:
-        if manager.latest_step() is None and step is None:
-            if not config.get("model_init"):
-                raise FileNotFoundError(
-                    f"{checkpoint.checkpoint_dir(workdir)}: no checkpoint, and config.model_init "
-                    "is empty: nothing to evaluate"
-                )
-            state, _, source = checkpoint.restore_or_initialize(
-                manager, config, trainer.abstract_state, trainer.init_state
-            )
-        else:
-            state, _ = checkpoint.restore(manager, step, trainer.abstract_state)
-            source = f"workdir:{step if step is not None else manager.latest_step()}"
+        at = manager.latest_step() if step is None else int(step)
     finally:
         manager.close()
-    at = int(jax.device_get(state["step"]))
+    if at is not None:
+        state = checkpoint.restore_subtree(directory, at, abstract)
+        source = f"workdir:{at}"
+    elif config.get("resume"):
+        # Another run's checkpoint directory (the resume order of gram-train): its newest step.
+        state, at, source = _restore_resume(config.resume, abstract)
+    elif config.get("model_init"):
+        state = inference.weights_file_variables(
+            workdir_paths.resolve(config.model_init), config, abstract
+        )
+        at, source = 0, f"model_init:{config.model_init}"
+    else:
+        raise FileNotFoundError(
+            f"{directory}: no checkpoint, and config.model_init is empty: nothing to evaluate"
+        )
     log.info("evaluating %s (step %d)", source, at)
 
     def write(name: str, metrics: dict) -> None:
@@ -73,4 +81,22 @@ def evaluate_checkpoint(
             metric_writers.append_jsonl(workdir / "metrics.jsonl", record)
             log.info("%s: %s", name, metrics)
 
-    return run_evaluations(config, trainer.eval_model, state, names=evals, on_result=write)
+    return run_evaluations(config, eval_model, state, names=evals, on_result=write)
+
+
+def _restore_resume(resume: str, abstract: dict) -> tuple[dict, int, str]:
+    """({'params', 'model_state'}, step, source) of the newest checkpoint of ``config.resume``
+    (a run directory or its ``checkpoints/``)."""
+    directory = workdir_paths.resolve(resume)
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"config.resume: {directory} is not a checkpoint directory")
+    manager = checkpoint.make_manager(directory, read_only=True)
+    try:
+        at = manager.latest_step()
+    finally:
+        manager.close()
+    if at is None:
+        raise FileNotFoundError(f"config.resume: {directory} holds no checkpoint")
+    return checkpoint.restore_subtree(directory, at, abstract), at, f"resume:{directory}:{at}"

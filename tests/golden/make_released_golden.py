@@ -3,6 +3,8 @@
 Usage (needs a checkout of the released code and its PyTorch-side packages; see the README):
 
     python tests/golden/make_released_golden.py --released /path/to/GRAM [--out tests/golden]
+    python tests/golden/make_released_golden.py --released /path/to/GRAM --size paper \
+        [--out tests/golden/paper]
 
 It builds the released ``GRAM`` model at a reduced size with random weights (fixed seeds: no
 pretrained file exists offline), runs the released data mappers on the four committed reference
@@ -29,6 +31,9 @@ What is changed around the released code, and why (none of it moves a number):
 - dropout, drop-path and layer drop are 0 so that the training-mode loss is deterministic;
 - the hard negatives are drawn by the released ``torch.multinomial`` loop; the drawn indices are
   recorded and saved so that gram_jax can build the same matching batch.
+
+``--size paper`` (paper_golden.py) builds the released model at the paper's full sizes instead
+and runs only the evaluation; what it changes around the released code is listed there.
 """
 
 from __future__ import annotations
@@ -343,8 +348,20 @@ def main(argv=None) -> None:
     parser.add_argument("--released", required=True, type=pathlib.Path, help="GRAM checkout")
     parser.add_argument("--out", default=HERE, type=pathlib.Path)
     parser.add_argument("--commit", default=None, help="the checkout's commit, if not a git dir")
+    parser.add_argument(
+        "--size", default="reduced", choices=("reduced", "paper"),
+        help="reduced: tiny towers (default); paper: full size, seeded weights",
+    )  # fmt: skip
+    parser.add_argument("--clips", type=int, default=4, help="--size paper: clips to run (1..4)")
+    parser.add_argument("--no-write", action="store_true", help="--size paper: print only")
     args = parser.parse_args(argv)
     released = args.released.resolve()
+    if args.size == "paper":
+        # lazy: paper_golden imports this module; its own file keeps the reduced mode unchanged
+        import paper_golden  # noqa: PLC0415
+
+        out = HERE / "paper" if args.out == HERE else args.out
+        return paper_golden.main(released, out, args.commit or released_commit(released), args)
     modules = import_released(released)
 
     torch.manual_seed(SEED)
