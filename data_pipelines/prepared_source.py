@@ -23,16 +23,17 @@ import hashlib
 import io
 import json
 import os
-import pathlib
 import threading
 
 import ml_collections
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from data_pipelines.media import MediaError
 from data_pipelines.media import audio as media_audio
 from data_pipelines.media import video as media_video
+from gram_jax.train import workdir as workdir_paths
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -53,8 +54,13 @@ SPEC_KEYS = (
 )
 
 
-def split_dir(prepared_dir: str | os.PathLike, split: str) -> pathlib.Path:
-    return pathlib.Path(prepared_dir) / split
+is_remote = workdir_paths.is_remote  # the reader takes gs://, the writer (prepare.py) refuses it
+
+
+def split_dir(prepared_dir: str | os.PathLike, split: str) -> epath.Path:
+    """``<prepared_dir>/<split>``: a local folder or a ``gs://`` URI, as the run's workdir (one
+    path type, `gram_jax.train.workdir`; pathlib would make ``gs://b/p`` the local ``gs:/b/p``)."""
+    return workdir_paths.resolve(prepared_dir) / split
 
 
 def ids_digest(ids) -> str:
@@ -132,7 +138,7 @@ def check_manifest_matches(manifest: dict, records, config, annotation_path: str
             raise ValueError(f"{where}: modality {m!r} was not prepared (key 'spec.modalities')")
 
 
-def open_part(part_dir: pathlib.Path):
+def open_part(part_dir: epath.Path):
     """tfds data source (random access, numpy, no TensorFlow) of one complete part."""
     import tensorflow_datasets as tfds  # 3.6 s to import: only the prepared path pays it
 

@@ -39,8 +39,11 @@ def setup_url(setup_py: pathlib.Path = REPO / "setup.py") -> str:
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
-            if isinstance(target, ast.Name) and target.id in ("URL", "EXTRAS"):
-                values[target.id] = ast.literal_eval(node.value)
+            if isinstance(target, ast.Name) and target.id == "URL":
+                values["URL"] = ast.literal_eval(node.value)
+            elif isinstance(target, ast.Name) and target.id == "EXTRAS":
+                # The extras' names only (their lists may splice shared lists: `*GCS`).
+                values["EXTRAS"] = [ast.literal_eval(key) for key in node.value.keys]
     missing = {"URL", "EXTRAS"} - set(values)
     if missing:
         raise ValueError(f"{setup_py}: expected top-level assignments of {sorted(missing)}")

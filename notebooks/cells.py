@@ -228,17 +228,27 @@ numbers are chance."""
             """METHODS = ["cosine_anchor", "gram", "gram_hybrid"]
 STEPS, SEEDS, FOLDS, BATCH = 300, "0,1", "0", 32
 if SMALL:
-    METHODS, STEPS, SEEDS, FOLDS, BATCH = ["cosine_anchor", "gram_hybrid"], 2, "0", "1", 8
+    METHODS, STEPS, SEEDS, FOLDS, BATCH = ["cosine_anchor", "gram_hybrid"], 8, "0", "1", 8
 argv = ["--workdir", str(WORKDIR), "--methods", ",".join(METHODS), "--steps", str(STEPS)]
 argv += ["--seeds", SEEDS, "--folds", FOLDS, "--batch-size", str(BATCH), "--frames", "2"]
 argv += ["--results", str(WORKDIR / "results.md")] + (["--small"] if SMALL else [])
 argv"""
         ),
+        md(
+            """**Tiny, not a result.** With `GRAM_JAX_NOTEBOOK_ARG=runlocal` (the stored outputs)
+each method trains one run (seed 0, fold 1) for 8 steps of batch 8 on the small TriDigits
+(evaluated every 2 steps: 4 points per curve), and each modality variant below 4 steps on the 4
+reference clips: the smallest run that still fills every table row and draws every curve. Its
+class@1 and R@1 are chance; they show what the notebook reports, not how the methods compare
+(docs/results.md has the full sweep). The tiny run took 15 to 19 minutes on 2 busy CPU cores,
+almost all of it XLA compilation (one program per method and variant); the full settings train
+longer, not compile longer."""
+        ),
         md("## 2. Train every method (builds TriDigits the first time, about a minute)"),
         code(
             """from experiments.tridigits import sweep
 
-sweep.main(argv)"""
+assert sweep.main(argv) == 0"""
         ),
         md("## 3. Tables: class@1 per split and the sign / collapse diagnostics"),
         code(
@@ -263,7 +273,13 @@ Each variant of `experiments/ablations/modalities.py` puts 2, 3 or 4 modalities 
 (prepared with `gram-data`, see docs/) on a GPU: set `MODALITY_ARG = ""` and pass the weights
 with `config.model_init` (the paper reports T2V R@1 55.7 / 58.4 / 64.0). Here `runlocal` trains
 each variant's tiny towers for a few steps on the 4 reference clips: it shows the path and which
-modalities each variant uses, not the paper's numbers."""
+modalities each variant uses, not the paper's numbers (R@1 is chance, 25 %). The clips have no
+subtitles, so the T-VAS run meets every subtitle as missing (dropped from each Gram matrix) and is
+scored on text, video and audio: its row exercises the missing-modality path. The positive-tuple
+volume (mean volume of each caption with its own clip, the paper's 1 - GRAM is 1 minus it) shows
+how the count enters the volume: with 2 modalities it is |sin| of one angle, each added modality
+multiplies in one more distance to a span. The 4 clips make one global batch, so this tiny run
+needs at most 4 devices (a CPU or GPU runtime; a TPU runtime's 8 cores need the full data)."""
         ),
         code(
             """from experiments.ablations import modalities
@@ -280,12 +296,13 @@ for variant in modalities.VARIANTS:  # by name: "tv", "tva", "tvas"
     rows[variant] = (cfg.model.modalities, evals[-1])"""
         ),
         code(
-            """# Text-to-clip R@1 by volume, by cosine and after the matching re-rank (%).
-keys = ["t2d/R@1", "cosine/t2d/R@1", "matching/t2d/R@1"]
+            """# Text-to-clip R@1 by volume, by cosine and after the matching re-rank (%), and the
+# mean volume of the positive tuples.
+keys = ["t2d/R@1", "cosine/t2d/R@1", "matching/t2d/R@1", "positive_volume"]
 lines = ["| variant | modalities in the volume | " + " | ".join(keys) + " |"]
 lines.append("|---" * (len(keys) + 2) + "|")
 for variant, (mods, metrics) in rows.items():
-    cells = " | ".join(f"{metrics.get(k, float('nan')):.1f}" for k in keys)
+    cells = " | ".join(f"{metrics.get(k, float('nan')):.3g}" for k in keys)
     lines.append(f"| {variant} | {', '.join(mods)} | {cells} |")
 display(Markdown("\\n".join(lines)))""",
             "table",

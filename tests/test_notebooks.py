@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ def _assert_shows(nb, name):
         assert "| cosine_anchor | 1 |" in text and "| gram_hybrid | 1 |" in text
         for variant in ("| tv | text, video |", "| tva |", "| tvas |"):
             assert variant in text
+        assert "| positive_volume |" in text  # the modality table's volume column
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -93,15 +95,7 @@ def test_committed_cells_are_the_builders(name):
     assert _shape(_committed(name)) == _shape(build.notebook(name))
 
 
-# The ablations notebook's tiny run (2 loss methods, then T-V, T-VA, T-VAS) took over 50 minutes
-# on the contended 2-core development machine and was not stored yet: strict, so storing its
-# outputs (`python notebooks/build.py --only ablations`) makes this fail until the mark goes.
-NOT_STORED = pytest.mark.xfail(strict=True, reason="ablations outputs not stored yet")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=NOT_STORED) if n == "ablations" else n for n in NAMES]
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_committed_notebook_carries_its_outputs(name):
     _assert_shows(_committed(name), name)
 
@@ -153,12 +147,22 @@ def _skip_without_tridigits_tools(name):
             pytest.skip("apt-get/dpkg-deb absent and no unpacked TriDigits sources in the cache")
 
 
+def _one_device_kernel(monkeypatch):
+    """The kernel gets the machine's own devices (one CPU, as a Colab CPU runtime), not the 8
+    that conftest forces for this process: the ablations notebook's tiny modality run trains on
+    the 4 reference clips, one global batch that 8 devices cannot split."""
+    forced = r"--xla_force_host_platform_device_count=\d+"
+    flags = re.sub(forced, "", os.environ.get("XLA_FLAGS", ""))
+    monkeypatch.setenv("XLA_FLAGS", flags.strip())
+
+
 @pytest.mark.slow
 @pytest.mark.media
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_executes_here(name, tmp_path):
+def test_notebook_executes_here(name, tmp_path, monkeypatch):
     """Top to bottom in this environment (the install cell finds gram_jax and installs nothing)."""
     _skip_without_tridigits_tools(name)
+    _one_device_kernel(monkeypatch)
     nb = build.notebook(name)
     start = time.time()
     build.execute(nb, REPO / "notebooks", build.tiny_env(tmp_path / "workdir"))
@@ -192,6 +196,7 @@ def test_notebook_executes_in_a_fresh_venv(name, fresh_venv, tmp_path, monkeypat
     root, python = fresh_venv
     monkeypatch.setenv("JUPYTER_PATH", str(root / "share" / "jupyter"))
     monkeypatch.delenv("PYTHONPATH", raising=False)  # the kernel must not see this checkout
+    _one_device_kernel(monkeypatch)
     nb = build.notebook(name)
     start = time.time()
     build.execute(nb, REPO / "notebooks", build.tiny_env(tmp_path / "workdir"), "fresh")

@@ -2,7 +2,8 @@
 
 A local GCS emulator (tests/gcs_emulator.py) stands in for the bucket; the code under test reaches
 it only through the standard emulator variables. The fast tests cover what an object store does
-differently (no append, folders that are only name prefixes, so renames are copies); the slow one
+differently (no append, folders that are only name prefixes, so renames are copies) and the
+other run inputs that take gs:// (config.model_init weights, data.prepared_dir shards); the slow one
 is the journey of docs/scaling.md's "Workdirs on GCS": its ``gram-train`` command, killed with
 ``kill -9`` after a checkpoint and run again, ends with the parameters of an uninterrupted run, and
 its ``gram-eval`` command writes its results to the bucket.
@@ -10,6 +11,7 @@ its ``gram-eval`` command writes its results to the bucket.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -30,10 +32,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from etils import epath
+from pipeline_fixtures import clip_dataset, small_config
 from test_train import _leaves
 
+from data_pipelines import pipeline, prepare
+from gram_jax.cli import exit_codes
 from gram_jax.config import resume as resume_check
 from gram_jax.config.resume import ResumeConfigError
+from gram_jax.convert import params_file
 from gram_jax.train import checkpoint, metric_writers
 from gram_jax.train import workdir as workdir_paths
 
@@ -77,6 +83,17 @@ def test_resolve_keeps_uris_and_makes_local_paths_absolute(tmp_path, monkeypatch
     _no_local_gs_folder(tmp_path)
 
 
+@pytest.mark.parametrize("absent", ["gcsfs", "google.cloud.storage"])
+def test_gs_path_without_the_gcs_extra_names_it(absent, monkeypatch):
+    """The GCS clients are the `gcs` extra, not the base install: without one, a gs:// path is
+    refused up front with the module and the pip line (None in sys.modules: import fails)."""
+    monkeypatch.setitem(sys.modules, absent, None)
+    with pytest.raises(ImportError, match=rf"gs://b/run: gs:// paths need {absent}.*\[gcs\]") as e:
+        workdir_paths.resolve("gs://b/run")
+    assert exit_codes.exit_code_for(e.value) == exit_codes.EXIT_REFUSED  # one line, exit code 2
+    assert str(workdir_paths.resolve("run")).startswith("/")  # local paths need no client
+
+
 def test_metrics_append_and_checkpoint_set_aside_on_gcs(gcs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = f"gs://{gcs.bucket}/unit"
@@ -108,6 +125,56 @@ def test_metrics_append_and_checkpoint_set_aside_on_gcs(gcs, tmp_path, monkeypat
     resume_check.check_fresh_start(ml_collections.ConfigDict({"overwrite": True}), run)
     (moved,) = gcs.objects("unit/metrics")
     assert re.fullmatch(r"unit/metrics\.replaced-[\d-]+\.jsonl", moved), moved
+    _no_local_gs_folder(tmp_path)
+
+
+def test_model_init_weights_on_gcs(gcs, tmp_path, monkeypatch):
+    """config.model_init and gram-convert's output take gs:// too: each layout (orbax folder,
+    .msgpack, .npz) written to the bucket and read back unchanged; nothing local."""
+    monkeypatch.chdir(tmp_path)
+    tree = {"towers": {"text": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}}}
+    run = f"gs://{gcs.bucket}/weights"
+    orbax_dir = params_file.save_params(tree, f"{run}/converted")
+    assert str(orbax_dir) == f"{run}/converted/params"
+    msgpack = params_file.save_params(tree, f"{run}/w.msgpack")
+    assert gcs.objects("weights/w.msgpack") == ["weights/w.msgpack"]
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"towers/text/kernel": tree["towers"]["text"]["kernel"]})
+    (workdir_paths.resolve(f"{run}/w.npz")).write_bytes(buffer.getvalue())
+    for path in (f"{run}/converted", str(orbax_dir), str(msgpack), f"{run}/w.npz"):
+        loaded = params_file.load_params(path)
+        np.testing.assert_array_equal(
+            loaded["towers"]["text"]["kernel"], np.arange(6).reshape(2, 3)
+        )
+    with pytest.raises(FileNotFoundError, match=f"config.model_init: {run}/absent.msgpack"):
+        params_file.load_params(f"{run}/absent.msgpack")
+    _no_local_gs_folder(tmp_path)
+
+
+@pytest.mark.media
+def test_prepared_dir_on_gcs_reads_as_the_local_copy(gcs, tmp_path, monkeypatch):
+    """data.prepared_dir=gs://...: the shards prepared locally, copied to the bucket as the doc
+    says, give the local copy's evaluation batches bit for bit; `prepare --out gs://` refuses."""
+    monkeypatch.chdir(tmp_path)
+    layout = clip_dataset(tmp_path)
+    local = tmp_path / "prepared"
+    config = small_config(layout, num_frames=3, eval_batch_size=4, prepared_dir=str(local))
+    prepare.prepare_split(config, "test", local, records_per_part=3, progress=False)
+    gcsfs.GCSFileSystem().put(str(local), f"{gcs.bucket}/prepared", recursive=True)
+    remote = f"gs://{gcs.bucket}/prepared"
+
+    def batches(prepared_dir):
+        config.prepared_dir = prepared_dir
+        return list(pipeline.make_eval_iterator(config, "test", process_index=0, process_count=1))
+
+    expected, got = batches(str(local)), batches(remote)
+    assert len(got) == len(expected) == 2
+    for a, b in zip(expected, got, strict=True):
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with pytest.raises(ValueError, match=r"--out gs://b/p: prepare writes a local folder"):
+        prepare.prepare_split(config, "test", "gs://b/p", progress=False)
     _no_local_gs_folder(tmp_path)
 
 

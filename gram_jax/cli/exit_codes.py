@@ -4,7 +4,8 @@
 - 1: an unexpected error (Python's default, with its traceback);
 - 2 ``EXIT_REFUSED``: the config or workdir was refused before anything ran (a value out of range,
   a resume whose config changes a shape or data-order key, a workdir holding another run's metrics,
-  a checkpoint whose data position cannot be continued with this process count);
+  a checkpoint whose data position cannot be continued with this process count, a ``gs://`` path
+  without the ``gcs`` extra's clients);
 - 3 ``EXIT_DIVERGED``: training diverged; the message names the last good checkpoint and the command
   to resume it with a smaller learning rate;
 - 4 ``EXIT_CHECKPOINT_WRITE``: a checkpoint could not be written (disk full, permissions);
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from gram_jax.config.validation import ConfigError
 from gram_jax.train.checkpoint import CheckpointWriteError, PreemptedError, ProcessCountError
 from gram_jax.train.guard import DivergenceError
+from gram_jax.train.workdir import MissingClientError
 
 EXIT_OK = 0
 EXIT_REFUSED = 2
@@ -36,6 +38,7 @@ def exit_code_for(exc: BaseException) -> int | None:
         (DivergenceError, EXIT_DIVERGED),
         (ConfigError, EXIT_REFUSED),
         (ProcessCountError, EXIT_REFUSED),
+        (MissingClientError, EXIT_REFUSED),
         (CheckpointWriteError, EXIT_CHECKPOINT_WRITE),
     )
     return next((code for kind, code in outcomes if isinstance(exc, kind)), None)

@@ -24,12 +24,16 @@ them. Two differences between the file and the model are adapted, as the release
 from __future__ import annotations
 
 import fnmatch
+import io
 import logging
-import pathlib
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from etils import epath
+
+from gram_jax.train import workdir as workdir_paths
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,15 @@ LOG_TAU, TAU = "log_temperature", "temperature"
 
 
 # ----------------------------------------------------------------------------- writing
-def save_params(params: Mapping, output: str | pathlib.Path) -> pathlib.Path:
+def save_params(params: Mapping, output: str | os.PathLike) -> epath.Path:
     """Writes ``params`` (nested dict of arrays, cast to float32).
 
     ``output`` ending in ``.msgpack``: one flax-serialized file. Anything else: a directory that
-    receives an orbax checkpoint ``output/params`` (created; an existing one is refused).
-    Returns the written path (what ``config.model_init`` takes).
+    receives an orbax checkpoint ``output/params`` (created; an existing one is refused). A local
+    path or a ``gs://`` URI (the workdirs' path type, `gram_jax.train.workdir`). Returns the
+    written path (what ``config.model_init`` takes).
     """
-    out = pathlib.Path(output).absolute()
+    out = workdir_paths.resolve(output)
     tree = _to_float32(params)
     if out.suffix == ".msgpack":
         # lazy: flax imports JAX; `gram-convert --help` must stay light.
@@ -74,12 +79,13 @@ def _to_float32(tree):
 
 
 # ----------------------------------------------------------------------------- reading
-def load_params(path: str | pathlib.Path) -> dict:
-    """The nested dict of arrays of a converted-weights file (any of the three layouts).
+def load_params(path: str | os.PathLike) -> dict:
+    """The nested dict of arrays of a converted-weights file (any of the three layouts), local or
+    on ``gs://`` (`gram_jax.train.workdir.resolve`).
 
     Raises FileNotFoundError / ValueError naming the path.
     """
-    path = pathlib.Path(path)
+    path = workdir_paths.resolve(path)
     if not path.exists():
         raise FileNotFoundError(f"config.model_init: {path} does not exist")
     if path.is_dir():
@@ -88,10 +94,10 @@ def load_params(path: str | pathlib.Path) -> dict:
         # lazy: orbax imports JAX; `gram-convert --help` must stay light.
         import orbax.checkpoint as ocp  # noqa: PLC0415
 
-        tree = ocp.StandardCheckpointer().restore(path.absolute())
+        tree = ocp.StandardCheckpointer().restore(path)
     elif path.suffix == ".npz":
         tree = {}
-        with np.load(path) as data:
+        with np.load(io.BytesIO(path.read_bytes())) as data:  # np.load wants a local file
             for key in data.files:
                 node = tree
                 *parents, leaf = key.split("/")
@@ -135,7 +141,7 @@ def unflatten(flat: Mapping[tuple, Any]) -> dict:
     return out
 
 
-def load_param_file(path: str | pathlib.Path) -> dict[tuple[str, ...], np.ndarray]:
+def load_param_file(path: str | os.PathLike) -> dict[tuple[str, ...], np.ndarray]:
     """{path tuple of str: numpy array} of a converted-weights file."""
     return {p: np.asarray(v) for p, v in flatten(load_params(path)).items()}
 
@@ -234,7 +240,7 @@ def missing_params(params: Mapping, replaced: Iterable[str]) -> list[str]:
 
 def init_from_file(
     params: Mapping,
-    path: str | pathlib.Path,
+    path: str | os.PathLike,
     *,
     allow_missing: Iterable[str] = (),
     source: str = "config.model_init",

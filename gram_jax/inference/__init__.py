@@ -249,10 +249,11 @@ class GramInference:
         variables = dict(params=params, model_state=rest)
         return cls(config, eval_model, variables, source="random init", batch_size=batch_size)
 
-    def save_params(self, path: str | os.PathLike) -> pathlib.Path:
+    def save_params(self, path: str | os.PathLike) -> epath.Path:
         """Writes the parameters as a .msgpack weights file (what :meth:`load` and
-        ``config.model_init`` read; `gram_jax.convert.params_file`); returns the path."""
-        path = pathlib.Path(path)
+        ``config.model_init`` read; `gram_jax.convert.params_file`), local or ``gs://``; returns
+        the path."""
+        path = workdir_paths.resolve(path)
         if path.suffix != ".msgpack":
             raise ValueError(f"save_params: expected a .msgpack path, got {path}")
         return params_file.save_params(jax.tree.map(np.asarray, self._params), path)

@@ -6,7 +6,9 @@ Everything a run reads or writes under its workdir (checkpoints, ``config.json``
 absolute (``run`` -> ``/current/dir/run``, as before), a URI is kept as it is (``pathlib`` would
 turn ``gs://bucket/run`` into the local folder ``gs:/bucket/run``). ``gs://`` goes through
 ``gcsfs`` (for epath) and tensorstore's own GCS driver (for orbax's arrays); both take the host's
-Google credentials.
+Google credentials. gcsfs and google-cloud-storage (TensorBoard's gs:// events) are setup.py's
+``gcs`` extra (the ``tpu`` extra brings them too): a ``gs://`` path without them is refused at
+`resolve`, naming the extra, rather than failing at the first write deep inside a run.
 
 Object stores differ from a file system in two ways the run code meets here: an object cannot be
 appended to (`append_text` rewrites it), and a "folder" exists only while it holds an object, so a
@@ -15,6 +17,7 @@ rename into an empty folder is refused by epath (`move` copies and deletes inste
 
 from __future__ import annotations
 
+import importlib
 import os
 import pathlib
 import re
@@ -29,10 +32,39 @@ def is_remote(path: str | os.PathLike) -> bool:
     return bool(_URI.match(os.fspath(path)))
 
 
+# The modules a URI scheme needs beyond the base install, and the extra that installs them.
+_CLIENTS = {"gs": (("gcsfs", "google.cloud.storage"), "gcs")}
+
+
+class MissingClientError(ImportError):
+    """A URI whose scheme needs clients that are not installed (the console scripts refuse the run
+    with exit code 2 and this one line)."""
+
+
+def check_clients(uri: str) -> None:
+    """Raises MissingClientError naming the missing modules and the pip extra when `uri`'s scheme
+    needs clients that are not installed (``gs://`` without gcsfs / google-cloud-storage)."""
+    scheme = uri.split("://", 1)[0].lower()
+    modules, extra = _CLIENTS.get(scheme, ((), ""))
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise MissingClientError(
+            f"{uri}: {scheme}:// paths need {', '.join(missing)}, which the base install lacks; "
+            f'install them with `pip install "gram_jax[{extra}]"` (from a clone: '
+            f'`pip install -e ".[{extra}]"`)'
+        )
+
+
 def resolve(path: str | os.PathLike) -> epath.Path:
-    """`path` as an epath.Path: a URI unchanged, a local path made absolute (not resolved:
-    symlinks stay as given, as with pathlib's absolute())."""
+    """`path` as an epath.Path: a URI unchanged (its clients checked, `check_clients`), a local
+    path made absolute (not resolved: symlinks stay as given, as with pathlib's absolute())."""
     if is_remote(path):
+        check_clients(os.fspath(path))
         return epath.Path(os.fspath(path))
     return epath.Path(pathlib.Path(path).absolute())
 
