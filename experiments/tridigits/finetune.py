@@ -4,8 +4,10 @@ The paper fine-tunes towers pretrained with a pairwise cosine objective (VAST) w
 and compares against fine-tuning them with cosine. This is that comparison in miniature, one
 command:
 
-    python -m experiments.tridigits.finetune --folds 0,1,2,3 --seeds 0,1,2,3 \\
-        --stage1_steps 300 --stage2_steps 150 --out runs/finetune
+    python -m experiments.tridigits.finetune --folds 0,1,2,3 --seeds 0,1,2 \\
+        --stage1_steps 300 --stage2_steps 100 --eval_points 4 --out runs/finetune
+
+(the run whose files are committed in ``experiments/tridigits/runs/finetune``; docs/results.md)
 
 - stage 1 (the VAST stand-in): cosine InfoNCE anchored on text, from scratch, on the fold's
   ``fit`` voices (``arrays.DERIVED``: the training voices less every 4th, which form ``val``);
@@ -27,16 +29,12 @@ Writes ``<out>/runs/<arm>_fold<k>_seed<s>.json`` (one per arm x fold x seed, sma
 ``python -m experiments.tridigits.aggregate --finetune-runs <out>/runs --results docs/results.md``
 writes the paired table (finetune_table.py).
 
-Cost. Not yet probed at full size: the 20-step probe of one arm (batch 32, 2 frames, 16 runs
-vmapped) is left to the next session, which should write its seconds per step here (each run file
-records ``stage2_seconds_per_step``, compilation excluded). Measured at tiny size (small build,
-batch 8, 2 frames, 2 runs vmapped) on the project's shared 2-core CPU machine under load average
-16-22 (2026-12-07): compiling one stage's vmapped init took 3.4 minutes and its first step ~6
-minutes; the steps after it ~1 s. Projection, from the from-scratch sweep's documented rate on the
-same machine unloaded (~0.5 s per step for 5 vmapped runs at batch 32, 2 frames, no matching
-head; docs/results.md), assuming cost linear in the runs vmapped: 16 units ~1.6 s per step, so
-stage 1 (300 steps) ~8 minutes and 4 trained arms x 150 steps ~16 minutes, plus 5 compilations
-(minutes each) and the evaluations: about 45-60 minutes for 16 units x 5 arms.
+Cost (the committed run, 12 units x 5 arms, 2-core CPU shared with two other jobs, 2026-12-07):
+98.9 minutes of wall time, 68 minutes of user CPU. Stage 1 (300 steps of the 12 runs vmapped,
+evaluations included) 2,551 s, its first compilation ~7 minutes; stage 2 4.3-11.1 s per step of
+the 12 runs together, varying with the load beside it (``stage2_seconds_per_step`` in each run
+file, compilation excluded), ~3.5 minutes of compilation per arm. A 20-step probe at 16 units
+ran ~5.5 s per step of stage 1 on the lightly loaded machine.
 """
 
 from __future__ import annotations
@@ -75,11 +73,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/finetune"))
     p.add_argument("--folds", type=_ints, default=[0, 1, 2, 3])
-    p.add_argument("--seeds", type=_ints, default=[0, 1, 2, 3])
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     p.add_argument("--arms", default=",".join(ARMS), help="comma list of " + ", ".join(ARMS))
     p.add_argument("--stage1_steps", type=int, default=300)
-    p.add_argument("--stage2_steps", type=int, default=150)
-    p.add_argument("--eval_points", type=int, default=5, help="stage-2 evaluations (budget)")
+    p.add_argument("--stage2_steps", type=int, default=100)
+    p.add_argument("--eval_points", type=int, default=4, help="stage-2 evaluations (budget)")
     p.add_argument("--stage1_lr", type=float, default=2e-3)
     p.add_argument("--stage2_lr", type=float, default=5e-4)
     p.add_argument("--batch_size", type=int, default=32)
