@@ -109,6 +109,20 @@ OMIT_PREFIXES = (
 WORD_EMBEDDINGS = "multimodal_encoder.bert.embeddings.word_embeddings.weight"
 
 
+def save_inputs(path: pathlib.Path, cap, sub, fbank, **frames) -> None:
+    """The model inputs the released code was fed: the tokenizer outputs ``cap`` / ``sub`` as
+    int32 ids and masks, ``fbank`` and every ``frames`` tensor (name -> tensor) as float16."""
+    np.savez_compressed(
+        path,
+        caption_ids=cap.input_ids.numpy().astype(np.int32),
+        caption_mask=cap.attention_mask.numpy().astype(np.int32),
+        subtitle_ids=sub.input_ids.numpy().astype(np.int32),
+        subtitle_mask=sub.attention_mask.numpy().astype(np.int32),
+        fbank=fbank.numpy().astype(np.float16),
+        **{name: x.numpy().astype(np.float16) for name, x in frames.items()},
+    )
+
+
 def real_subtitles() -> list[str]:
     """Three real MSR-VTT test subtitles and one empty one (the released code encodes it too)."""
     records = json.loads((ANNOTATIONS / "msrvtt" / "descs_ret_test.json").read_text())
@@ -452,16 +466,10 @@ def main(argv=None) -> None:
         else:
             state[key] = arr
     np.savez_compressed(out / "released_state.npz", **state)
-    np.savez_compressed(
-        out / "released_inputs.npz",
-        caption_ids=cap.input_ids.numpy().astype(np.int32),
-        caption_mask=cap.attention_mask.numpy().astype(np.int32),
-        subtitle_ids=sub.input_ids.numpy().astype(np.int32),
-        subtitle_mask=sub.attention_mask.numpy().astype(np.int32),
-        frames_eval=frames_eval.numpy().astype(np.float16),
-        frames_train=frames_train.numpy().astype(np.float16),
-        fbank=fbank_in.numpy().astype(np.float16),
-    )
+    save_inputs(
+        out / "released_inputs.npz", cap, sub, fbank_in,
+        frames_eval=frames_eval, frames_train=frames_train,
+    )  # fmt: skip
     np.savez_compressed(
         out / "released_outputs.npz",
         feat_t=ev["feat_t"].numpy(),

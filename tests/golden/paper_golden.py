@@ -260,15 +260,7 @@ def main(released: pathlib.Path, out: pathlib.Path, commit: str, args) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     seeded_state.write_manifest(manifest, out / "manifest.json")
-    np.savez_compressed(
-        out / "released_inputs.npz",
-        caption_ids=cap.input_ids.numpy().astype(np.int32),
-        caption_mask=cap.attention_mask.numpy().astype(np.int32),
-        subtitle_ids=sub.input_ids.numpy().astype(np.int32),
-        subtitle_mask=sub.attention_mask.numpy().astype(np.int32),
-        frames_eval=frames.numpy().astype(np.float16),
-        fbank=fbank.numpy().astype(np.float16),
-    )
+    mrg.save_inputs(out / "released_inputs.npz", cap, sub, fbank, frames_eval=frames)
     np.savez_compressed(
         out / "released_outputs.npz",
         **feats,
