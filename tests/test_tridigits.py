@@ -20,7 +20,7 @@ from data_pipelines import cli
 from data_pipelines.config import data_config
 from data_pipelines.datasets import get_layout
 from data_pipelines.datasets import tridigits as td
-from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.datasets.tridigits import captions, media, sources, splits
 from data_pipelines.datasets.tridigits import vocab as td_vocab
 from data_pipelines.media import text as text_media
 from data_pipelines.pipeline import make_eval_iterator
@@ -360,3 +360,70 @@ def test_minilm_config_keeps_the_bert_vocabulary(small_build):
     assert bert.data.vocab_file is None
     with pytest.raises(ValueError, match="text_vocab"):
         tridigits_common.tridigits_config(text_init="minilm", text_vocab="dataset", **kwargs)
+
+
+def _centroid(frame: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(frame[..., 0] > 100)
+    return np.array([xs.mean(), ys.mean()])
+
+
+def test_motion_words_name_what_the_rendered_video_shows():
+    """Each caption word is checked on the rendering itself: an off-centre bar drawn by
+    ``animate_digit`` along a path that changes one pose component at a time."""
+    cell = np.zeros((20, 20), np.uint8)
+    cell[0:3, 9:11] = 255  # a bar at the top centre: rotation moves it sideways
+    still = [0.0, 0.0, 0.0, 1.0]
+    cases = {
+        "right": [3.0, 0.0, 0.0, 1.0],
+        "left": [-3.0, 0.0, 0.0, 1.0],
+        "down": [0.0, 3.0, 0.0, 1.0],
+        "up": [0.0, -3.0, 0.0, 1.0],
+    }
+    for drift, end in cases.items():
+        poses = np.array([still, end], np.float32)
+        first, last = (_centroid(f) for f in media.animate_digit(cell, poses, 28))
+        shift = last - first  # (x, y) on screen, y downwards
+        seen = {
+            "right": shift[0] > 2,
+            "left": shift[0] < -2,
+            "down": shift[1] > 2,
+            "up": shift[1] < -2,
+        }
+        assert seen[drift] and captions.motion_words(poses)[0] == drift
+    turn = np.array([still, [0.0, 0.0, 30.0, 1.0]], np.float32)
+    first, last = (_centroid(f) for f in media.animate_digit(cell, turn, 28))
+    assert last[0] > first[0] + 2  # the top of the bar moved right: clockwise on screen
+    assert captions.motion_words(turn)[1] == "clockwise"
+    assert captions.motion_words(turn[::-1])[1] == "anticlockwise"
+    grow = np.array([still, [0.0, 0.0, 0.0, 1.2]], np.float32)
+    first, last = (_centroid(f) for f in media.animate_digit(cell, grow, 28))
+    assert last[1] < first[1]  # the bar moved away from the centre: the digit grew
+    assert captions.motion_words(grow)[2] == "growing"
+    assert captions.motion_words(grow[::-1])[2] == "shrinking"
+    path = np.array([still, [1.0, -0.5, -10.0, 0.9]], np.float32)
+    assert captions.caption("sieben", path) == "sieben: right, anticlockwise, shrinking"
+    with pytest.raises(ValueError, match=r"poses of shape \[F >= 2, 4\]"):
+        captions.motion_words(np.zeros((1, 4)))
+
+
+def test_caption_build_describes_each_record_s_motion(source_dir, tmp_path):
+    """A caption build: every text is its record's word plus its image's motion; the word is kept
+    beside it; the media are those of the word build; the pipeline reads the longer texts."""
+    options = dataclasses.replace(SMALL, text="caption")
+    out = tmp_path / "captions"
+    manifest = td.build(out, options, source_dir=source_dir, log=lambda *_: None)
+    assert manifest["options"]["text"] == "caption" and td.is_built(out, options)
+    assert not td.is_built(out, SMALL)
+    records = [r for s in splits.SPLITS for r in _records(out, 0, s)]
+    for r in records[:50]:
+        rng = np.random.default_rng([options.seed, 4, r["image_index"]])
+        poses = media.motion_path(rng, options.frames, options.size)
+        assert r["desc"] == captions.caption(r["word"], poses)
+    assert len({r["desc"] for r in records}) > len({r["word"] for r in records})
+    config = data_config(**td.data_overrides(out, 0, options))
+    tokenizer = text_media.from_data_config(config)
+    ids, _ = tokenizer.encode([r["desc"] for r in records], options.text_max_len)
+    # No caption is cut: the last position of every row is padding or [SEP].
+    assert all(row[-1] in (tokenizer.pad_id, tokenizer.sep_id) for row in ids.tolist())
+    with pytest.raises(ValueError, match="BuildOptions.text='sentence'"):
+        td.BuildOptions(text="sentence")

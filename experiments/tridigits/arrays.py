@@ -71,6 +71,7 @@ class TriDigitsArrays:
         root = pathlib.Path(root)
         manifest = json.loads((root / "manifest.json").read_text())
         self.root = root
+        self.options = tridigits.BuildOptions(**manifest["options"])
         cache_dir.mkdir(parents=True, exist_ok=True)
         image_ids = sorted(pathlib.Path(p).stem for p in manifest["videos"])
         clip_ids = sorted(pathlib.Path(p).stem for p in manifest["audios"])
@@ -96,7 +97,8 @@ class TriDigitsArrays:
 
     def split(self, fold: int, split: str) -> dict[str, np.ndarray]:
         """Record table of one fold split: rows into videos/clips, text ids/mask, labels, and
-        the record's text (``desc``, str[N]) and voice (str[N]).
+        the record's text (``desc``, str[N]), its number word (``word``, str[N]: the text itself
+        in a word build, the word of its caption in a caption build) and voice (str[N]).
 
         ``split``: a split of the build's annotations (train, test, test_seen, train_sample) or
         one of ``DERIVED`` (a voice-disjoint division of ``train``).
@@ -110,7 +112,7 @@ class TriDigitsArrays:
         if (fold, split) not in self._folds:
             path = tridigits.annotation_path(self.root, fold, split)
             records = json.loads(path.read_text(encoding="utf-8"))
-            overrides = tridigits.data_overrides(self.root, fold)
+            overrides = tridigits.data_overrides(self.root, fold, self.options)
             config = data_config(**{**overrides, "modalities": ("text",)}, eval_batch_size=256)
             text = _eval_arrays(config, split, ("text_ids", "text_mask", "label"))
             self._folds[(fold, split)] = dict(
@@ -119,6 +121,7 @@ class TriDigitsArrays:
                     [self.clip_row[f"{r['voice']}_{r['label']}"] for r in records], np.int32
                 ),
                 desc=np.array([r["desc"] for r in records]),
+                word=np.array([r.get("word", r["desc"]) for r in records]),
                 voice=np.array([r["voice"] for r in records]),
                 **text,
             )

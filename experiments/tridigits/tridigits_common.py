@@ -29,11 +29,14 @@ from gram_jax.convert.pretrained import minilm_params
 from gram_jax.models.config import model_config
 
 
-def build_options(small: bool = False):
-    """TriDigits build options: the full default set, or a small one for smoke tests."""
+def build_options(small: bool = False, text: str = "word"):
+    """TriDigits build options: the full default set, or a small one for smoke tests; ``text``:
+    'word' (the number word) or 'caption' (the word and the video's motion)."""
     if small:
-        return tridigits.BuildOptions(folds=4, images_per_class=12, test_images_per_class=4)
-    return tridigits.BuildOptions()
+        return tridigits.BuildOptions(
+            folds=4, images_per_class=12, test_images_per_class=4, text=text
+        )
+    return tridigits.BuildOptions(text=text)
 
 
 # Symmetry breakers for GRAM trained from scratch (gram_jax/losses/schedule.py), by name: the
@@ -75,6 +78,7 @@ def tridigits_config(
     frames: int = 4,
     image_size: int = 28,
     text_vocab: str | None = None,
+    text: str = "word",
 ) -> ml_collections.ConfigDict:
     """A full trainer config for TriDigits.
 
@@ -101,6 +105,9 @@ def tridigits_config(
         texts share ids; the default from scratch) or 'bert' (bert-base-uncased's, which maps 10
         Korean/Chinese/Japanese words to the same [UNK]; docs/results.md's runs used it). The
         MiniLM warm start needs 'bert' (its embedding rows are BERT's ids) and defaults to it.
+      text: what a record's text holds: 'word' (the number word, ~40 distinct texts per test
+        split) or 'caption' (the word and how the video moves, ~350;
+        data_pipelines/datasets/tridigits/captions.py), each its own build.
     """
     if matching is None:
         matching = loss == "volume"
@@ -114,7 +121,7 @@ def tridigits_config(
             "bert-base-uncased's ids; use text_vocab='bert'"
         )
     config = base_config.get_config()
-    options = build_options(small_data)
+    options = build_options(small_data, text)
     root = pathlib.Path(data_root) if data_root else tridigits.default_out_dir(options)
     if build:
         tridigits.ensure_built(root, options)
@@ -188,12 +195,13 @@ def parse_arg(arg: str | None) -> dict:
 
     ``steps`` sets total_steps; ``small`` selects the small dataset variant; ``runlocal`` is
     ``small`` plus 2 steps at batch 8 on 2 frames of 28x28 (the smoke test of every config);
-    ``minilm`` warm-starts the text tower from the real all-MiniLM-L6-v2 weights.
+    ``minilm`` warm-starts the text tower from the real all-MiniLM-L6-v2 weights; ``captions``
+    reads the caption build (the number word and the video's motion).
     """
     parsed = parse_config_arg(
         arg,
         source="TriDigits config",
-        words=("small", "runlocal", "minilm"),
+        words=("small", "runlocal", "minilm", "captions"),
         keys=(*_INT_KEYS, "data_root"),
     )
     kwargs: dict = {}
@@ -201,6 +209,8 @@ def parse_arg(arg: str | None) -> dict:
         kwargs["small_data"] = True
     if parsed.has("minilm"):
         kwargs["text_init"] = "minilm"
+    if parsed.has("captions"):
+        kwargs["text"] = "caption"
     if parsed.has("runlocal"):
         kwargs.update(small_data=True, total_steps=2, batch_size=8, frames=2, image_size=28)
     for key, value in parsed.values.items():

@@ -11,9 +11,11 @@ counts one text N/40 times. Here every direction ranks distinct candidates for d
   how many distinct queries a number is counted over;
 - ``class@1``: the top candidate shows the query's digit (ties shared, `ranking.top1_agreement`;
   chance 0.1);
-- ``text@1`` where both sides carry a text identity (the text itself, or a record whose recording
-  fixes its language): the top candidate is the query's own text, i.e. language and digit (chance
-  1 / number of distinct texts). Undefined for directions between text and video alone.
+- ``text@1`` where both sides carry a text identity: the top candidate is the query's own text
+  (chance 1 / number of distinct texts). Between texts and (video, audio) tuples the identity is
+  the whole text (a tuple fixes its record's text); between texts and recordings it is the
+  ``word`` identity, what a recording fixes (TriDigits: language and digit; the text itself unless
+  the texts are captions that also describe the video). Undefined between text and video alone.
 
 Directions: the primaries ``video+audio->text`` ((v, a) tuples rank texts) and
 ``text->video+audio``, each scored by the Gram volume (``/volume``) and by the sum of the two
@@ -45,11 +47,13 @@ PAIRWISE = (
 
 
 def record_identities(records: list[Mapping]) -> dict[str, np.ndarray]:
-    """Identities (str[N]) of annotation records: text ``desc``; video ``image_index`` (TriDigits:
+    """Identities (str[N]) of annotation records: text ``desc``; word ``word`` (TriDigits caption
+    builds: the number word of the caption) or else ``desc``; video ``image_index`` (TriDigits:
     the source image) or else ``id``; audio ``audio_source`` (the recording's file) or else ``id``
     (each record's medium its own)."""
     return {
         "text": np.array([str(r["desc"]) for r in records]),
+        "word": np.array([str(r.get("word", r["desc"])) for r in records]),
         "video": np.array([str(r.get("image_index", r["id"])) for r in records]),
         "audio": np.array([str(r.get("audio_source", r["id"])) for r in records]),
     }
@@ -88,12 +92,14 @@ def split_metrics(
       embeddings: {'text', 'video', 'audio': float[N, D]} of the split's N records (any norm).
       labels: int[N] classes (TriDigits: the digit).
       identities: {'text', 'video', 'audio': [N]} identity of each record's item (equal values:
-        the same item; `record_identities`).
+        the same item; `record_identities`), optionally 'word' (what a recording fixes of the
+        text; default: the text).
     """
     unit = {m: unit_rows(np.asarray(embeddings[m], np.float64)) for m in ("text", "video", "audio")}
     labels = np.asarray(labels)
     keys = _with_tuples(identities)
     texts = keys["text"]
+    words = np.asarray(identities.get("word", texts)).astype(str)
     rows = {m: _first(k) for m, k in keys.items()}
     out: dict = {}
     t_rows, va_rows = rows["text"], rows["video+audio"]
@@ -110,7 +116,7 @@ def split_metrics(
         )
     for q, c in PAIRWISE:
         scores = unit[q][rows[q]] @ unit[c][rows[c]].T
-        out[f"{q}->{c}"] = _metrics(scores, rows[q], rows[c], labels, texts, "video" not in (q, c))
+        out[f"{q}->{c}"] = _metrics(scores, rows[q], rows[c], labels, words, "video" not in (q, c))
     for scoring in TUPLE_SCORINGS:
         out[f"audio_gain/{scoring}"] = (
             out[f"text->video+audio/{scoring}"]["class@1"] - out["text->video"]["class@1"]

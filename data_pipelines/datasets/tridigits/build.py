@@ -21,10 +21,11 @@ import time
 import numpy as np
 
 from data_pipelines.atomic_dir import publish_dir, staging_dir
-from data_pipelines.datasets.tridigits import media, sources, splits
+from data_pipelines.datasets.tridigits import captions, media, sources, splits
 from data_pipelines.datasets.tridigits import vocab as tridigits_vocab
 from data_pipelines.datasets.tridigits.layout import (
     DEFAULT_OPTIONS,
+    TEXTS,
     BuildOptions,
     annotation_path,
     default_cache_dir,
@@ -63,11 +64,19 @@ def _write_json(path: pathlib.Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _record(pair: splits.Pair, fold: int, words: dict[str, str], source_dir: pathlib.Path) -> dict:
+def _record(
+    pair: splits.Pair, fold: int, words: dict[str, str], source_dir: pathlib.Path, options, poses
+) -> dict:
+    """One annotation record; ``poses``: float[F, 4] of the pair's image (its motion path)."""
     clip = pair.clip
+    word = words[f"{clip.label}/{clip.language}"]
+    text = {"desc": word}
+    if options.text == "caption":
+        # The word stays beside the caption: it is what a recording alone fixes (evaluation).
+        text = {"desc": captions.caption(word, poses), "word": word}
     return {
         "id": pair.record_id,
-        "desc": words[f"{clip.label}/{clip.language}"],
+        **text,
         "label": clip.label,
         "language": clip.language,
         "voice": clip.voice,
@@ -143,9 +152,10 @@ def build(
 
         items = {"videos": {}, "audios": {}}
         split_of_image = {int(i): s for s, idx in image_split.items() for i in idx}
+        poses_of = {}
         for image in sorted(split_of_image):
             rng = np.random.default_rng([options.seed, 4, image])
-            poses = media.motion_path(rng, options.frames, options.size)
+            poses = poses_of[image] = media.motion_path(rng, options.frames, options.size)
             path = out / "media" / "images" / f"img{image:04d}.mp4"
             media.write_mp4(
                 path, media.animate_digit(images[image], poses, options.size), options.fps
@@ -188,7 +198,12 @@ def build(
                             out / "media" / "clips" / f"{pair.clip.voice}_{pair.clip.label}.wav",
                             out / "audios" / f"{rid}.wav",
                         )
-                    records.append(_record(pair, k, content["words"], source_dir))
+                    records.append(
+                        _record(
+                            pair, k, content["words"], source_dir, options,
+                            poses_of[pair.image_index],
+                        )  # fmt: skip
+                    )
                 path = annotation_path(out, k, split)
                 _write_json(path, records)
                 annotations[path.relative_to(out).as_posix()] = {
@@ -337,8 +352,9 @@ def build_main(argv: list[str] | None = None) -> int:
     )
     defaults = BuildOptions()
     for field in dataclasses.fields(BuildOptions):
+        kind = dict(choices=TEXTS, type=str) if field.name == "text" else dict(type=int)
         parser.add_argument(
-            f"--{field.name.replace('_', '-')}", type=int, default=getattr(defaults, field.name)
+            f"--{field.name.replace('_', '-')}", default=getattr(defaults, field.name), **kind
         )
     args = parser.parse_args(argv)
     options = BuildOptions(

@@ -14,6 +14,10 @@ AUDIO_FRAMES = 160
 # Every number word is one token of the build's vocabulary; with bert-base-uncased's (the MiniLM
 # warm start) the longest is 7 WordPieces (Belarusian "Дзевяць"); 9 with [CLS] and [SEP].
 TEXT_MAX_LEN = 12
+# A caption (captions.py) adds six tokens after the word: ": left, clockwise, growing".
+CAPTION_MAX_LEN = 16
+#: What a record's text (``desc``) holds: the number word, or the word and its motion (captions.py).
+TEXTS = ("word", "caption")
 
 LAYOUT = DatasetLayout(
     name="tridigits",
@@ -37,6 +41,18 @@ class BuildOptions:
     # 28x28 frames with the 20x20 digit centred: MNIST's own geometry.
     size: int = 28
     fps: int = 8
+    # "word": the number word (TriDigits v2); "caption": the word and the video's motion
+    # (captions.py), ~350 distinct texts per test split instead of ~40.
+    text: str = "word"
+
+    def __post_init__(self):
+        if self.text not in TEXTS:
+            raise ValueError(f"TriDigits BuildOptions.text={self.text!r}: expected one of {TEXTS}")
+
+    @property
+    def text_max_len(self) -> int:
+        """WordPieces read per text, [CLS] and [SEP] included."""
+        return CAPTION_MAX_LEN if self.text == "caption" else TEXT_MAX_LEN
 
 
 #: The options of the default build (the committed manifest, the quickstart).
@@ -49,7 +65,7 @@ def data_overrides(
     """Keyword arguments of ``data_pipelines.config.data_config`` reading fold ``fold`` of a build.
 
     Frames are read at the built size (no crop: the digit must stay whole), audio as one 1.6 s
-    slice, text up to ``TEXT_MAX_LEN`` WordPieces of the build's ``vocab.txt`` (vocab.py); splits
+    slice, text up to ``options.text_max_len`` WordPieces of the build's ``vocab.txt`` (vocab.py); splits
     ``SPLITS`` (splits.py).
     """
     if not 0 <= fold < options.folds:
@@ -65,7 +81,7 @@ def data_overrides(
         image_size=options.size,
         resize="resize",
         audio=dict(mel_bins=64, target_length=AUDIO_FRAMES),
-        text_max_len=dict(text=TEXT_MAX_LEN),
+        text_max_len=dict(text=options.text_max_len),
         # The build's own vocabulary (tridigits/vocab.py): no two number words share ids.
         vocab_file=str(pathlib.Path(root) / "vocab.txt"),
         caption_mode="first",
