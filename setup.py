@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "av>=14",
     "kaldi-native-fbank>=1.20",
+    # Single-threaded BLAS in the decoding threads (data config key blas_threads).
+    "threadpoolctl>=3.1",
     # HF's Rust WordPiece tokenizer (no PyTorch); bert-base-uncased's vocabulary ships in
     # data_pipelines/vocab.
     "tokenizers>=0.20,<0.24",

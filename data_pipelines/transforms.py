@@ -11,11 +11,14 @@ and it builds its tokenizer and reader lazily inside the process that uses them.
 from __future__ import annotations
 
 import collections
+import functools
+import os
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
+import threadpoolctl
 from absl import logging
 
 from data_pipelines import prepared_source, samples
@@ -72,6 +75,12 @@ def _make_reader(split: samples.SplitData, config: ml_collections.ConfigDict, tr
     return prepared_source.PreparedReader(split, config, train=train)
 
 
+@functools.cache
+def _limit_blas(pid: int, threads: int) -> None:
+    """Limit numpy's BLAS to ``threads`` in this process (``pid``: once per worker process too)."""
+    threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+
+
 class LoadSample(grain.transforms.Map):
     """Decodes and tokenizes one sample; applies the bad-data policy.
 
@@ -112,6 +121,8 @@ class LoadSample(grain.transforms.Map):
 
     def _get_reader(self):
         if self._reader is None:
+            if self._config.blas_threads is not None:
+                _limit_blas(os.getpid(), self._config.blas_threads)
             self._reader = _make_reader(self._split, self._config, self._train)
         return self._reader
 

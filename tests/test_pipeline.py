@@ -140,6 +140,20 @@ def test_train_batch_follows_the_contract(clips):
     assert row[0] == cls_id and row[n - 1] == sep_id and not row[n:].any()
 
 
+def test_decoding_limits_blas_threads_once_per_process(clips):
+    """blas_threads: the decoding process's BLAS runs single-threaded after the first sample
+    (the resampler's small matmuls under read_threads only contend otherwise)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with pytest.raises(ValueError, match="'blas_threads'"):
+        data_config(blas_threads=0)
+    config = small_config(clips, modalities=("audio",), num_epochs=1)
+    assert config.blas_threads == 1
+    next(iter(pipeline.make_train_iterator(config, process_index=0, process_count=1)))
+    blas = threadpoolctl.threadpool_info()
+    blas = [i for i in blas if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas)
+
+
 def test_restore_mid_epoch_continues_with_the_same_samples(clips):
     # 8 samples, batch 2: 4 steps per epoch; restoring at step 3 crosses into epoch 2.
     config = small_config(clips, num_epochs=2)

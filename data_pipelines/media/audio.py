@@ -16,6 +16,7 @@ algorithm is in tests/test_media_audio.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -102,6 +103,21 @@ def decode_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return wave, int(rate)
 
 
+@functools.lru_cache(maxsize=32)
+def _sinc_kernel(orig: int, new: int, lowpass_filter_width: int, rolloff: float):
+    """(width, float64[new, 2 * width + orig] read-only kernel) of ``sinc_resample``; cached: a
+    dataset has a handful of rates, and building the kernel costs as much as applying it."""
+    base = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base)
+    offsets = np.arange(-width, width + orig, dtype=np.float64) / orig
+    t = (offsets[None, :] - np.arange(new, dtype=np.float64)[:, None] / new) * base
+    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+    window = np.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    kernel = np.sinc(t) * window * (base / orig)  # np.sinc(x) = sin(pi x) / (pi x)
+    kernel.flags.writeable = False
+    return width, kernel
+
+
 def sinc_resample(
     wave: np.ndarray,
     orig_rate: int,
@@ -125,13 +141,7 @@ def sinc_resample(
         return wave.astype(np.float32)
     g = math.gcd(int(orig_rate), int(new_rate))
     orig, new = int(orig_rate) // g, int(new_rate) // g
-    base = min(orig, new) * rolloff
-    width = math.ceil(lowpass_filter_width * orig / base)
-    offsets = np.arange(-width, width + orig, dtype=np.float64) / orig
-    t = (offsets[None, :] - np.arange(new, dtype=np.float64)[:, None] / new) * base
-    t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
-    window = np.cos(t * math.pi / lowpass_filter_width / 2) ** 2
-    kernel = np.sinc(t) * window * (base / orig)  # np.sinc(x) = sin(pi x) / (pi x)
+    width, kernel = _sinc_kernel(orig, new, lowpass_filter_width, rolloff)
     padded = np.pad(wave, (width, width + orig))
     taps = kernel.shape[1]
     num_blocks = (padded.shape[0] - taps) // orig + 1

@@ -5,11 +5,12 @@ generated part of docs/results.md (between the ``tridigits-table`` markers; ``--
 the ``long-table`` block and ``long_*.png`` figures instead); text outside the
 markers (the discussion) is kept.
 
-The fine-tuning comparison (finetune.py, finetune_table.py) is generated from the run files
-committed under ``experiments/tridigits/runs/finetune``: ``--finetune-runs DIR`` writes its block
-(``finetune-table`` markers), and ``python -m experiments.tridigits.aggregate --check
-docs/results.md`` regenerates it from the committed run files and exits 1 (printing a diff) when
-the file's block differs. The from-scratch sweep's run files were never committed, so its tables
+The fine-tuning comparisons (finetune.py, finetune_table.py) are generated from the run files
+committed under ``experiments/tridigits/runs/<block>`` (``FINETUNE_BLOCKS``: ``finetune``, the
+number-word texts; ``finetune_captions``, the caption build): ``--finetune-runs DIR
+[--finetune-block NAME]`` writes one block (``<NAME>-table`` markers), and ``python -m
+experiments.tridigits.aggregate --check docs/results.md`` regenerates every block from the
+committed run files and exits 1 (printing a diff) when a block differs or is missing. The from-scratch sweep's run files were never committed, so its tables
 are not checked.
 
 The interval is mean +- t(0.975, n-1) * sd / sqrt(n) over the n (fold, seed) runs of a method.
@@ -347,7 +348,11 @@ def write_results(runs_dir: pathlib.Path, results: pathlib.Path, name: str = DEF
     return results
 
 
-FINETUNE_RUNS = pathlib.Path(__file__).resolve().parent / "runs" / "finetune"
+# Generated fine-tuning blocks of docs/results.md: marker name -> committed run files.
+FINETUNE_BLOCKS = {
+    name: pathlib.Path(__file__).resolve().parent / "runs" / name
+    for name in ("finetune", "finetune_captions")
+}
 
 
 def _replace_block(text: str, name: str, body: str) -> str:
@@ -359,28 +364,38 @@ def _replace_block(text: str, name: str, body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def write_finetune(runs_dir: pathlib.Path, results: pathlib.Path) -> pathlib.Path:
-    """Rewrite the ``finetune`` block of ``results`` from the run files in ``runs_dir``."""
+def write_finetune(
+    runs_dir: pathlib.Path, results: pathlib.Path, block: str = finetune_table.NAME
+) -> pathlib.Path:
+    """Rewrite the ``block`` fine-tuning block of ``results`` from the run files in ``runs_dir``."""
     results = pathlib.Path(results)
     text = results.read_text(encoding="utf-8") if results.exists() else TEMPLATE
     body = finetune_table.table(finetune_table.load_runs(runs_dir))
-    results.write_text(_replace_block(text, finetune_table.NAME, body), encoding="utf-8")
+    results.write_text(_replace_block(text, block, body), encoding="utf-8")
     return results
 
 
-def check_finetune(runs_dir: pathlib.Path, results: pathlib.Path, out=sys.stdout) -> int:
-    """0 when the ``finetune`` block of ``results`` is what ``runs_dir`` generates; else 1 and a
+def check_finetune(
+    runs_dir: pathlib.Path,
+    results: pathlib.Path,
+    block: str = finetune_table.NAME,
+    out=sys.stdout,
+) -> int:
+    """0 when the ``block`` block of ``results`` is what ``runs_dir`` generates; else 1 and a
     unified diff on ``out``."""
     results = pathlib.Path(results)
     text = results.read_text(encoding="utf-8")
-    start, end = markers(finetune_table.NAME)
+    start, end = markers(block)
     if start not in text or end not in text:
         print(f"{results}: no {start} ... {end} block to check", file=out)
         return 1
+    if not any(pathlib.Path(runs_dir).glob("*.json")):
+        print(f"{runs_dir}: no run files (*.json) for the {block} block", file=out)
+        return 1
     body = finetune_table.table(finetune_table.load_runs(runs_dir))
-    want = _replace_block(text, finetune_table.NAME, body)
+    want = _replace_block(text, block, body)
     if want == text:
-        print(f"{results}: the {finetune_table.NAME} block matches {runs_dir}", file=out)
+        print(f"{results}: the {block} block matches {runs_dir}", file=out)
         return 0
     diff = difflib.unified_diff(
         text.splitlines(), want.splitlines(), str(results), f"from {runs_dir}", lineterm=""
@@ -403,20 +418,30 @@ def main(argv=None) -> int:
         "--finetune-runs",
         type=pathlib.Path,
         default=None,
-        help=f"write the fine-tuning block from these run files (--check default: {FINETUNE_RUNS})",
+        help="write (or with --check: check only) a fine-tuning block from these run files "
+        "(--check default: every block of FINETUNE_BLOCKS from its committed run files)",
+    )
+    p.add_argument(
+        "--finetune-block",
+        default=finetune_table.NAME,
+        choices=sorted(FINETUNE_BLOCKS),
+        help="the block --finetune-runs writes or checks",
     )
     p.add_argument(
         "--check",
         type=pathlib.Path,
         default=None,
         metavar="RESULTS",
-        help="exit 1 when the generated fine-tuning block of RESULTS differs from the run files",
+        help="exit 1 when a generated fine-tuning block of RESULTS differs from its run files",
     )
     args = p.parse_args(argv)
     if args.check is not None:
-        return check_finetune(args.finetune_runs or FINETUNE_RUNS, args.check)
+        if args.finetune_runs is not None:
+            return check_finetune(args.finetune_runs, args.check, args.finetune_block)
+        codes = [check_finetune(d, args.check, name) for name, d in FINETUNE_BLOCKS.items()]
+        return max(codes)
     if args.finetune_runs is not None:
-        print(write_finetune(args.finetune_runs, args.results))
+        print(write_finetune(args.finetune_runs, args.results, args.finetune_block))
         return 0
     print(write_results(args.runs, args.results, args.name))
     return 0
