@@ -195,7 +195,9 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"data config key {key!r}: expected a positive int, got {value!r}")
     if c.blas_threads is not None and (
-        not isinstance(c.blas_threads, int) or isinstance(c.blas_threads, bool) or c.blas_threads < 1
+        not isinstance(c.blas_threads, int)
+        or isinstance(c.blas_threads, bool)
+        or c.blas_threads < 1
     ):
         raise ValueError(
             f"data config key 'blas_threads': expected None or an int >= 1, got {c.blas_threads!r}"

@@ -10,8 +10,8 @@ committed under ``experiments/tridigits/runs/<block>`` (``FINETUNE_BLOCKS``: ``f
 number-word texts; ``finetune_captions``, the caption build): ``--finetune-runs DIR
 [--finetune-block NAME]`` writes one block (``<NAME>-table`` markers), and ``python -m
 experiments.tridigits.aggregate --check docs/results.md`` regenerates every block from the
-committed run files and exits 1 (printing a diff) when a block differs or is missing. The from-scratch sweep's run files were never committed, so its tables
-are not checked.
+committed run files and exits 1 (printing a diff) when a block differs or is missing. The
+from-scratch sweep's run files were never committed, so its tables are not checked.
 
 The interval is mean +- t(0.975, n-1) * sd / sqrt(n) over the n (fold, seed) runs of a method.
 Runs of different folds test different voices, so the interval covers voice and seed variation.

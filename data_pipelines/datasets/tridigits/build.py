@@ -200,7 +200,11 @@ def build(
                         )
                     records.append(
                         _record(
-                            pair, k, content["words"], source_dir, options,
+                            pair,
+                            k,
+                            content["words"],
+                            source_dir,
+                            options,
                             poses_of[pair.image_index],
                         )  # fmt: skip
                     )

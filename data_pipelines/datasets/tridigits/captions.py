@@ -43,7 +43,11 @@ def motion_words(poses: np.ndarray) -> tuple[str, str, str]:
         drift = "right" if dx > 0 else "left"
     else:
         drift = "down" if dy > 0 else "up"
-    return drift, "clockwise" if angle > 0 else "anticlockwise", "growing" if scale > 0 else "shrinking"
+    return (
+        drift,
+        "clockwise" if angle > 0 else "anticlockwise",
+        "growing" if scale > 0 else "shrinking",
+    )
 
 
 def caption(word: str, poses: np.ndarray) -> str:

@@ -65,8 +65,8 @@ def data_overrides(
     """Keyword arguments of ``data_pipelines.config.data_config`` reading fold ``fold`` of a build.
 
     Frames are read at the built size (no crop: the digit must stay whole), audio as one 1.6 s
-    slice, text up to ``options.text_max_len`` WordPieces of the build's ``vocab.txt`` (vocab.py); splits
-    ``SPLITS`` (splits.py).
+    slice, text up to ``options.text_max_len`` WordPieces of the build's ``vocab.txt``
+    (vocab.py); splits ``SPLITS`` (splits.py).
     """
     if not 0 <= fold < options.folds:
         raise ValueError(f"tridigits: fold must be in [0, {options.folds}), got {fold}")
