@@ -4,16 +4,19 @@ Every record is (a short video of one real handwritten digit d, one real human r
 word for d, the written word for d in that recording's language). The digit is the only thing all
 three share; language ties speech to text but not to the image. The video motion is synthetic
 (``motion: "synthetic"`` in every record); the pixels and the voices are real. Modules:
-``sources`` (the packages), ``splits`` (folds and pairs), ``media`` (MP4/WAV writers), ``layout``
-(layout, options, config overrides), ``build`` (the builder and ``gram-data build tridigits``),
-``verify`` (the sources' content against the committed ``manifest.json``, on Debian or Ubuntu).
+``sources`` (the packages), ``splits`` (folds and pairs), ``media`` (MP4/WAV writers),
+``captions`` (the caption variant's texts), ``layout`` (layout, options, config overrides),
+``build`` (the builder and ``gram-data build tridigits``), ``verify`` (the sources' content against
+the committed ``manifest.json``, on Debian or Ubuntu).
 
 On-disk layout (the VAST-style layout of the other datasets)::
 
     <out>/annotations/fold{k}_{split}.json        split: train, test (unseen voices), test_seen,
                                                   train_sample (splits.py); records: id, desc,
                                                   label, language, voice, split, fold,
-                                                  image_index, audio_source, motion
+                                                  image_index, audio_source, motion; a caption
+                                                  build (``text="caption"``, captions.py) also
+                                                  ``word``, its desc being the word + motion
     <out>/videos/<id>.mp4                         H.264, F frames of S x S RGB
     <out>/audios/<id>.wav                         16-bit PCM, the clip's own rate and channels
     <out>/media/{images,clips}/...                one file per image / clip; the two folders above

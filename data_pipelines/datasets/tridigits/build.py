@@ -198,16 +198,8 @@ def build(
                             out / "media" / "clips" / f"{pair.clip.voice}_{pair.clip.label}.wav",
                             out / "audios" / f"{rid}.wav",
                         )
-                    records.append(
-                        _record(
-                            pair,
-                            k,
-                            content["words"],
-                            source_dir,
-                            options,
-                            poses_of[pair.image_index],
-                        )  # fmt: skip
-                    )
+                    poses = poses_of[pair.image_index]
+                    records.append(_record(pair, k, content["words"], source_dir, options, poses))
                 path = annotation_path(out, k, split)
                 _write_json(path, records)
                 annotations[path.relative_to(out).as_posix()] = {
