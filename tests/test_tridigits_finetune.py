@@ -153,3 +153,23 @@ def test_table_lists_distinct_query_counts():
     record = json.loads(next((EXAMPLE / "runs").glob("*.json")).read_text())
     assert f"text->video+audio/volume {record['queries']['text->video+audio/volume']}" in text
     assert np.isfinite(record["test"]["positive_share"])
+
+
+def test_val_voices_keep_every_language_in_fit():
+    """The "kept_language" validation split, like the test folds, never holds out the last
+    training voice of a language (its words would then be unread by the fit runs, and every
+    direction with a text would measure chance); "every_fourth" (the committed runs' rule)
+    can, and is reproduced as it was."""
+    from experiments.tridigits.arrays import val_voices
+
+    voices = ["a_de_1", "a_de_2", "b_en_1", "b_en_GB_2", "b_en_3", "c_it_1", "d_ja_1", "e_zh_1"]
+    languages = ["de", "de", "en", "en_GB", "en", "it", "ja", "zh"]
+    kept = val_voices(voices, languages)
+    fit = [lang for v, lang in zip(voices, languages, strict=True) if v not in kept]
+    fit_languages = {lang.split("_")[0] for lang in fit}
+    assert kept and all(lang.split("_")[0] in fit_languages for lang in languages)
+    assert kept <= {"a_de_1", "a_de_2", "b_en_1", "b_en_GB_2", "b_en_3"}
+    # Sorted by name, every 4th: a_de_1 and b_en_GB_2.
+    assert val_voices(voices, languages, "every_fourth") == {"a_de_1", "b_en_GB_2"}
+    with pytest.raises(ValueError, match="val rule 'random'"):
+        val_voices(voices, languages, "random")

@@ -20,13 +20,50 @@ import numpy as np
 
 from data_pipelines.config import data_config
 from data_pipelines.datasets import tridigits
+from data_pipelines.datasets.tridigits import splits as tridigits_splits
 from data_pipelines.pipeline import make_eval_iterator
 
 # Splits derived from a fold's training records for choosing a budget without the test voices:
-# "val" holds every VAL_EVERY-th training voice (sorted by name), "fit" the other training voices.
+# "val" holds every n-th of the eligible training voices (sorted by name), "fit" the others.
 # Records of a "val" voice are (training image, recording of a voice the "fit" runs never hear).
 DERIVED = ("fit", "val")
 VAL_EVERY = 4
+# Which voices may go to "val" (``val_voices``):
+# - "kept_language": only voices whose language keeps another voice in "fit", the rule the test
+#   folds follow (splits.py), so every val text is a word the fit runs have read;
+# - "every_fourth": any voice (the rule of the committed fine-tuning runs). On fold 0 it holds out
+#   the only training voices of 5 languages: 948 of the 1,252 val records (48 of 66 distinct
+#   texts) carry words "fit" never shows, so every direction with a text measures chance there.
+VAL_RULES = ("kept_language", "every_fourth")
+# "kept_language" picks from fewer voices (those of languages with two or more training voices):
+# every 2nd of them, ~6 voices per fold, about the share "every_fourth" takes.
+KEPT_LANGUAGE_EVERY = 2
+
+
+def val_voices(voices: list[str], languages: list[str], rule: str = "kept_language") -> set[str]:
+    """The training voices of a fold that form "val" (``VAL_RULES``).
+
+    Args:
+      voices, languages: each training voice and its language code (``en_GB``: base ``en``).
+    """
+    if rule not in VAL_RULES:
+        raise ValueError(f"TriDigits val rule {rule!r}: expected one of {VAL_RULES}")
+    ordered = sorted(set(voices))
+    if rule == "every_fourth":
+        return set(ordered[::VAL_EVERY])
+    language = {
+        v: tridigits_splits.base_language(lang) for v, lang in zip(voices, languages, strict=True)
+    }
+    voices_of: dict[str, int] = {}
+    for v in ordered:
+        voices_of[language[v]] = voices_of.get(language[v], 0) + 1
+    eligible = [v for v in ordered if voices_of[language[v]] >= 2]
+    chosen: set[str] = set()
+    for v in eligible[::KEPT_LANGUAGE_EVERY]:
+        # Never the last fit voice of a language.
+        if voices_of[language[v]] - sum(language[c] == language[v] for c in chosen) >= 2:
+            chosen.add(v)
+    return chosen
 
 
 def _eval_arrays(config, split: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -66,9 +103,18 @@ class TriDigitsArrays:
     """
 
     def __init__(
-        self, root: str | pathlib.Path, *, frames: int, size: int, cache_dir: pathlib.Path
+        self,
+        root: str | pathlib.Path,
+        *,
+        frames: int,
+        size: int,
+        cache_dir: pathlib.Path,
+        val_rule: str = "kept_language",
     ):
         root = pathlib.Path(root)
+        if val_rule not in VAL_RULES:
+            raise ValueError(f"TriDigits val rule {val_rule!r}: expected one of {VAL_RULES}")
+        self.val_rule = val_rule
         manifest = json.loads((root / "manifest.json").read_text())
         self.root = root
         self.options = tridigits.BuildOptions(**manifest["options"])
@@ -98,15 +144,15 @@ class TriDigitsArrays:
     def split(self, fold: int, split: str) -> dict[str, np.ndarray]:
         """Record table of one fold split: rows into videos/clips, text ids/mask, labels, and
         the record's text (``desc``, str[N]), its number word (``word``, str[N]: the text itself
-        in a word build, the word of its caption in a caption build) and voice (str[N]).
+        in a word build, the word of its caption in a caption build) voice and language (str[N]).
 
         ``split``: a split of the build's annotations (train, test, test_seen, train_sample) or
-        one of ``DERIVED`` (a voice-disjoint division of ``train``).
+        one of ``DERIVED`` (a voice-disjoint division of ``train``, by ``val_rule``).
         """
         if split in DERIVED and (fold, split) not in self._folds:
             train = self.split(fold, "train")
-            voices = sorted(set(train["voice"].tolist()))
-            held = np.isin(train["voice"], voices[::VAL_EVERY])
+            val = val_voices(train["voice"].tolist(), train["language"].tolist(), self.val_rule)
+            held = np.isin(train["voice"], sorted(val))
             for name, keep in (("fit", ~held), ("val", held)):
                 self._folds[(fold, name)] = {k: v[keep] for k, v in train.items()}
         if (fold, split) not in self._folds:
@@ -123,6 +169,7 @@ class TriDigitsArrays:
                 desc=np.array([r["desc"] for r in records]),
                 word=np.array([r.get("word", r["desc"]) for r in records]),
                 voice=np.array([r["voice"] for r in records]),
+                language=np.array([r["language"] for r in records]),
                 **text,
             )
         return self._folds[(fold, split)]

@@ -5,12 +5,14 @@ and compares against fine-tuning them with cosine. This is that comparison in mi
 command:
 
     python -m experiments.tridigits.finetune --folds 0,1,2,3 --seeds 0,1,2 \\
-        --stage1_steps 300 --stage2_steps 100 --eval_points 4 --out runs/finetune
+        --stage1_steps 300 --stage2_steps 100 --eval_points 4 --val_rule every_fourth \\
+        --out runs/finetune
 
-(the run whose files are committed in ``experiments/tridigits/runs/finetune``; docs/results.md)
+(the run whose files are committed in ``experiments/tridigits/runs/finetune``, and with ``--text
+caption`` in ``runs/finetune_captions``; docs/results.md)
 
 - stage 1 (the VAST stand-in): cosine InfoNCE anchored on text, from scratch, on the fold's
-  ``fit`` voices (``arrays.DERIVED``: the training voices less every 4th, which form ``val``);
+  ``fit`` voices (``arrays.DERIVED``: the training voices less those of ``val``, ``--val_rule``);
   each (fold, seed) run's parameters are saved (``<out>/stage1_params/fold<k>_seed<s>/params``,
   what ``config.model_init`` reads);
 - stage 2, every arm of ``ARMS`` from the same stage-1 parameters of its (fold, seed), the same
@@ -48,7 +50,7 @@ import time
 import jax
 import numpy as np
 
-from experiments.tridigits.arrays import TriDigitsArrays
+from experiments.tridigits.arrays import VAL_RULES, TriDigitsArrays
 from experiments.tridigits.runner import SeedBatchRunner
 from experiments.tridigits.tridigits_common import tridigits_config
 from gram_jax.evaluators import distinct
@@ -84,6 +86,13 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=2, help="frames read of the 8 stored")
     p.add_argument("--image_size", type=int, default=28)
     p.add_argument("--small", action="store_true", help="the small TriDigits variant (tests)")
+    p.add_argument(
+        "--val_rule",
+        choices=VAL_RULES,
+        default="kept_language",
+        help="which training voices form the validation split (experiments/tridigits/arrays.py); "
+        "the committed runs used every_fourth",
+    )
     p.add_argument(
         "--text",
         choices=("word", "caption"),
@@ -173,6 +182,7 @@ def main(argv=None) -> int:
         frames=args.frames,
         size=args.image_size,
         cache_dir=out / "cache",
+        val_rule=args.val_rule,
     )
 
     def log(msg, tag="stage1"):

@@ -69,6 +69,18 @@ def run_budget(steps: int, seeds: list[int], data, log=print) -> dict:
     }
 
 
+def chosen_budget(records: list[dict]) -> int | None:
+    """The rule: the smallest budget above chance in every direction and seed (None: none is)."""
+    passing = [r["steps"] for r in records if r["above_chance_in_every_seed"]]
+    return min(passing) if passing else None
+
+
+def load_records(folder: pathlib.Path) -> list[dict]:
+    """The ``budget<steps>.json`` files of ``folder``, by budget."""
+    records = [json.loads(p.read_text()) for p in pathlib.Path(folder).glob("budget*.json")]
+    return sorted(records, key=lambda r: r["steps"])
+
+
 def table(records: list[dict]) -> str:
     """Markdown: per budget and direction, the mean and the minimum over seeds."""
     lines = [
@@ -101,12 +113,13 @@ def main(argv=None) -> int:
         size=config.data.image_size,
         cache_dir=args.cache or args.out / "cache",
     )
-    records = []
     for steps in args.budgets:
         record = run_budget(steps, args.seeds, data, lambda m, s=steps: print(f"{s}: {m}"))
         (args.out / f"budget{steps}.json").write_text(json.dumps(record, indent=1) + "\n")
-        records.append(record)
+    # Every budget in the folder (earlier invocations included) enters the table and the rule.
+    records = load_records(args.out)
     print(table(records))
+    print(f"chosen budget: {chosen_budget(records)}")
     return 0
 
 
