@@ -125,8 +125,9 @@ def data_config(**overrides: Any) -> ml_collections.ConfigDict:
     c.prefetch_buffer_size = 16
     # Threads of numpy's BLAS in a process that decodes (its audio resampling is one small matmul
     # per clip); None leaves BLAS as it is. Parallelism comes from read_threads and workers: a
-    # multi-threaded BLAS under them only contends (2 cores: 0.70 instead of 1.55 CPU s per
-    # TriDigits batch). Set process-wide, once, by the first sample decoded (transforms.py).
+    # multi-threaded BLAS under them only contends (2 cores: 0.49 instead of 0.92 CPU s per
+    # TriDigits batch, bench/tridigits_pipeline.py). Set process-wide, once, by the first sample
+    # decoded (transforms.py).
     c.blas_threads = 1
     # What a missing or undecodable media file does: 'raise' stops with an error naming the file;
     # 'skip' fills that modality with zeros, sets present_<m>=False, counts it and logs the id.

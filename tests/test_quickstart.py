@@ -108,3 +108,19 @@ def test_sweep_arrays_equal_the_pipeline(runlocal_config, tmp_path):
     mine = data.batch(2, "test", rows)
     for key in ("video", "audio", "text_ids", "text_mask", "label"):
         np.testing.assert_array_equal(mine[key], batch[key][valid], err_msg=key)
+
+
+def test_quickstart_budget_table_and_choice_follow_the_committed_runs():
+    """docs/results.md holds the budget table the committed validation runs generate, and the
+    quickstart trains the budget the rule chose (the largest measured when none passed)."""
+    from experiments import quickstart
+    from experiments.tridigits import quickstart_budget
+
+    records = quickstart_budget.load_records(
+        REPO / "experiments" / "tridigits" / "runs" / "quickstart_budget"
+    )
+    assert [r["steps"] for r in records] == [300, 450, 600]
+    doc = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    assert quickstart_budget.table(records) in doc
+    chosen = quickstart_budget.chosen_budget(records)
+    assert quickstart.STEPS == (chosen or max(r["steps"] for r in records))
