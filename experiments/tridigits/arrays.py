@@ -112,9 +112,7 @@ class TriDigitsArrays:
         val_rule: str = "kept_language",
     ):
         root = pathlib.Path(root)
-        if val_rule not in VAL_RULES:
-            raise ValueError(f"TriDigits val rule {val_rule!r}: expected one of {VAL_RULES}")
-        self.val_rule = val_rule
+        self.val_rule = val_rule  # checked by val_voices when "fit" or "val" is first read
         manifest = json.loads((root / "manifest.json").read_text())
         self.root = root
         self.options = tridigits.BuildOptions(**manifest["options"])
@@ -144,7 +142,7 @@ class TriDigitsArrays:
     def split(self, fold: int, split: str) -> dict[str, np.ndarray]:
         """Record table of one fold split: rows into videos/clips, text ids/mask, labels, and
         the record's text (``desc``, str[N]), its number word (``word``, str[N]: the text itself
-        in a word build, the word of its caption in a caption build) voice and language (str[N]).
+        in a word build, the word of its caption in a caption build), voice and language (str[N]).
 
         ``split``: a split of the build's annotations (train, test, test_seen, train_sample) or
         one of ``DERIVED`` (a voice-disjoint division of ``train``, by ``val_rule``).
