@@ -148,6 +148,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("data.worker_count", NON_NEGATIVE_INT),
     ("data.worker_buffer_size", POSITIVE_INT),
     ("data.read_threads", POSITIVE_INT),
+    ("data.blas_threads", Rule(low=1, integer=True, optional=True)),
     ("data.prefetch_buffer_size", POSITIVE_INT),
     ("data.text_max_len.*", Rule(low=3, integer=True)),  # [CLS] + one token + [SEP]
     ("data.audio.mel_bins", POSITIVE_INT),
