@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+import threadpoolctl
 from absl import flags
 from pipeline_fixtures import clip_dataset, small_config
 
@@ -143,7 +144,6 @@ def test_train_batch_follows_the_contract(clips):
 def test_decoding_limits_blas_threads_once_per_process(clips):
     """blas_threads: the decoding process's BLAS runs single-threaded after the first sample
     (the resampler's small matmuls under read_threads only contend otherwise)."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     with pytest.raises(ValueError, match="'blas_threads'"):
         data_config(blas_threads=0)
     config = small_config(clips, modalities=("audio",), num_epochs=1)
