@@ -94,6 +94,18 @@ def _media_config(root: pathlib.Path, listing: pathlib.Path, modality: str, fram
     )
 
 
+def identities(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The item identities of a ``TriDigitsArrays.split`` table, as
+    `gram_jax.evaluators.distinct.split_metrics` reads them: its text (and the word a recording
+    fixes), its image, its recording (clip)."""
+    return {
+        "text": table["desc"],
+        "word": table["word"],
+        "video": table["image_row"],
+        "audio": table["clip_row"],
+    }
+
+
 class TriDigitsArrays:
     """Decoded media of one TriDigits build plus per-fold record tables.
 

@@ -50,7 +50,7 @@ import time
 import jax
 import numpy as np
 
-from experiments.tridigits.arrays import VAL_RULES, TriDigitsArrays
+from experiments.tridigits.arrays import VAL_RULES, TriDigitsArrays, identities
 from experiments.tridigits.runner import SeedBatchRunner
 from experiments.tridigits.tridigits_common import tridigits_config
 from gram_jax.evaluators import distinct
@@ -198,15 +198,7 @@ def main(argv=None) -> int:
 
     def metrics(i, split, embeddings):
         table = data.split(runs[i][0], split)
-        # The identities of a record's items: its text (and the word a recording fixes), its
-        # image, its recording (clip).
-        ids = {
-            "text": table["desc"],
-            "word": table["word"],
-            "video": table["image_row"],
-            "audio": table["clip_row"],
-        }
-        return distinct.split_metrics(embeddings, table["label"], ids)
+        return distinct.split_metrics(embeddings, table["label"], identities(table))
 
     for arm in args.arms.split(","):
         curves: list[dict] = [{} for _ in runs]

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from experiments import quickstart
-from experiments.tridigits.arrays import TriDigitsArrays
+from experiments.tridigits.arrays import TriDigitsArrays, identities
 from experiments.tridigits.runner import SeedBatchRunner
 from gram_jax.evaluators import distinct
 
@@ -50,10 +50,11 @@ def run_budget(steps: int, seeds: list[int], data, log=print) -> dict:
         data, [(0, s) for s in seeds], log, eval_splits=("val",), train_split="fit"
     )
     table = data.split(0, "val")
-    ids = {"text": table["desc"], "video": table["image_row"], "audio": table["clip_row"]}
     per_seed = {}
     for seed, result in zip(seeds, results, strict=True):
-        metrics = distinct.split_metrics(result["splits"]["val"]["embeddings"], table["label"], ids)
+        metrics = distinct.split_metrics(
+            result["splits"]["val"]["embeddings"], table["label"], identities(table)
+        )
         per_seed[str(seed)] = {d: metrics[d]["class@1"] for d in DIRECTIONS}
         queries = {d: metrics[d]["queries"] for d in DIRECTIONS}
     return {
